@@ -1,0 +1,81 @@
+"""What tlkit must know about a backbone: its input contract and its blocks.
+
+A spec is plain data (no TensorFlow, no Keras import), so configs can be validated
+against it before any heavy import happens.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Mapping
+
+from tlkit.errors import ConfigError
+
+# What the backbone's own `preprocess_input` does to RGB 0-255 input.
+PREPROCESS_MODES = ("caffe", "tf", "torch", "none")
+
+
+@dataclass(frozen=True)
+class Block:
+    """A contiguous stage of the backbone, from `starts_at` up to the next block's start.
+
+    `starts_at` names a layer whose name Keras keeps stable; the first block (the stem)
+    starts at the input and leaves it None. Layers with automatic names (Xception's
+    shortcut convolutions, MobileNetV3's activations) are assigned by graph position,
+    not by name: see tlkit.backbones.blocks.
+    """
+
+    name: str
+    starts_at: str | None = None
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    name: str  # the config name: backbone=<name>
+    constructor: str  # attribute of keras.applications, e.g. "ResNet50"
+    family: str  # keras.applications submodule holding preprocess_input, e.g. "resnet50"
+    preprocess: str  # one of PREPROCESS_MODES
+    default_size: int
+    min_size: int
+    features: int  # channels of the last feature map
+    blocks: tuple[Block, ...]
+    # Keras cache file name of the ImageNet no-top weights for a given input size.
+    weights_file: Callable[[int], str]
+    builder_kwargs: Mapping[str, object] = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.preprocess not in PREPROCESS_MODES:
+            raise ValueError(f"{self.name}: preprocess={self.preprocess!r}, expected one of {PREPROCESS_MODES}")
+        if not self.blocks or self.blocks[0].starts_at is not None:
+            raise ValueError(f"{self.name}: the first block is the stem and must have starts_at=None")
+        names = [b.name for b in self.blocks]
+        if len(set(names)) != len(names):
+            raise ValueError(f"{self.name}: block names repeat: {names}")
+
+    @property
+    def block_names(self) -> tuple[str, ...]:
+        return tuple(b.name for b in self.blocks)
+
+
+_REGISTRY: dict[str, BackboneSpec] = {}
+
+
+def register(spec: BackboneSpec) -> BackboneSpec:
+    if spec.name in _REGISTRY:
+        raise ValueError(f"backbone {spec.name!r} is registered twice")
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def get_spec(name: str) -> BackboneSpec:
+    from tlkit.backbones import zoo  # noqa: F401  (registers the built-in specs)
+
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ConfigError("backbone.name", name, f"known backbones are {', '.join(sorted(_REGISTRY))}") from None
+
+
+def all_specs() -> list[BackboneSpec]:
+    from tlkit.backbones import zoo  # noqa: F401
+
+    return [_REGISTRY[k] for k in sorted(_REGISTRY)]

@@ -1,0 +1,149 @@
+"""Typed config objects: the structured-config schemas Hydra validates YAML against.
+
+Closed sets of choices are Enums, so a bad value fails when the config loads, with the
+key, the value and the allowed choices in the message. Cross-field rules (image size
+against the backbone's minimum, block names, paths) are checked in tlkit.config.validate.
+Nothing here imports Hydra: a notebook can build these dataclasses directly.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import List, Optional
+
+from omegaconf import MISSING
+
+
+class Preprocess(str, Enum):
+    auto = "auto"  # the backbone's own mode (the right choice)
+    caffe = "caffe"
+    tf = "tf"
+    torch = "torch"
+    none = "none"
+    rescale_255 = "rescale_255"  # x / 255: a common mistake, expressible so it can be diagnosed
+
+
+class DataSource(str, Enum):
+    digits = "digits"
+    folder = "folder"
+    synthetic = "synthetic"
+
+
+class ClassWeight(str, Enum):
+    auto = "auto"  # balanced weights from the training counts
+    none = "none"
+
+
+class HeadKind(str, Enum):
+    linear = "linear"
+    mlp = "mlp"
+
+
+class Pooling(str, Enum):
+    avg = "avg"
+    max = "max"
+
+
+class BNPolicy(str, Enum):
+    frozen = "frozen"  # BatchNorm in inference mode, statistics and scale/offset fixed, in every stage
+    train = "train"  # BatchNorm of unfrozen blocks updates its statistics and trains
+
+
+class OptimizerName(str, Enum):
+    adam = "adam"
+    adamw = "adamw"
+    sgd = "sgd"
+
+
+class Monitor(str, Enum):
+    val_loss = "val_loss"
+    val_accuracy = "val_accuracy"
+
+
+@dataclass
+class BackboneConfig:
+    name: str = MISSING
+    weights: Optional[str] = "imagenet"  # imagenet | null | path to a .h5 / .weights.h5 file
+    preprocess: Preprocess = Preprocess.auto
+
+
+@dataclass
+class DataConfig:
+    source: DataSource = DataSource.digits
+    path: Optional[str] = None  # folder: one subfolder per class, split by val_split
+    train_dir: Optional[str] = None  # folder: explicit splits instead of path
+    val_dir: Optional[str] = None
+    test_dir: Optional[str] = None
+    val_split: float = 0.2
+    image_size: Optional[int] = None  # null: the backbone's default size
+    batch_size: int = 32
+    class_weight: ClassWeight = ClassWeight.none
+    cache: bool = True  # keep decoded, resized uint8 images in memory after the first epoch
+    max_images: Optional[int] = None  # use at most this many training images (quick runs)
+    num_classes: int = 3  # synthetic only
+    num_images: int = 240  # synthetic only: train + val
+
+
+@dataclass
+class AugmentConfig:
+    name: str = "none"
+    flip: bool = False  # random horizontal flip
+    crop_area: float = 1.0  # random crop-and-resize keeps at least this fraction of the area (1.0: off)
+    color: float = 0.0  # brightness / contrast / saturation jitter strength (0: off)
+
+
+@dataclass
+class HeadConfig:
+    kind: HeadKind = HeadKind.linear
+    hidden: List[int] = field(default_factory=list)  # mlp hidden sizes
+    dropout: float = 0.2
+    pooling: Pooling = Pooling.avg
+    zero_init: bool = True  # logits start at 0: the step-0 loss is exactly log(N)
+
+
+@dataclass
+class StageConfig:
+    name: str = MISSING
+    train: str = "head"  # head | all | top:N (the top N blocks) | from:BLOCK (BLOCK and above)
+    epochs: int = 5
+    lr_scale: float = 1.0  # this stage's peak LR = optimizer.lr * lr_scale
+    warmup_epochs: float = 0.0
+    cosine: bool = True  # cosine decay to 0 over the stage after warmup
+    patience: Optional[int] = 3  # early stopping on trainer.monitor; null: off
+
+
+@dataclass
+class ScheduleConfig:
+    name: str = "staged"
+    bn: BNPolicy = BNPolicy.frozen
+    stages: List[StageConfig] = field(default_factory=list)
+
+
+@dataclass
+class OptimizerConfig:
+    name: OptimizerName = OptimizerName.adam
+    lr: float = 1e-3  # the first stage's base LR; later stages scale it by lr_scale
+    weight_decay: float = 0.0
+    momentum: float = 0.9  # sgd only
+    nesterov: bool = True  # sgd only
+    clipnorm: Optional[float] = None
+
+
+@dataclass
+class TrainerConfig:
+    monitor: Monitor = Monitor.val_loss  # restores each stage's best epoch by this metric
+    verbose: int = 1  # Keras progress bars: 0 silent, 1 bar, 2 one line per epoch
+    steps_per_epoch: Optional[int] = None  # cap on training steps per epoch (quick runs)
+    save_model: bool = True
+
+
+@dataclass
+class TrainConfig:
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    head: HeadConfig = field(default_factory=HeadConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    seed: int = 42
