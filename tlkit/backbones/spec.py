@@ -26,6 +26,11 @@ class Block:
 
     name: str
     starts_at: str | None = None
+    # For blocks with no single first layer (InceptionV3's modules open with parallel,
+    # auto-named branches): the block ends at (and includes) this stably named layer; the
+    # next block starts right after it, and, without starts_at, this block starts where
+    # the branches this layer merges split off. Helper field added for InceptionV3.
+    ends_at: str | None = None
 
 
 @dataclass(frozen=True)
@@ -47,6 +52,11 @@ class BackboneSpec:
             raise ValueError(f"{self.name}: preprocess={self.preprocess!r}, expected one of {PREPROCESS_MODES}")
         if not self.blocks or self.blocks[0].starts_at is not None:
             raise ValueError(f"{self.name}: the first block is the stem and must have starts_at=None")
+        for previous, block in zip(self.blocks, self.blocks[1:]):
+            if not (block.starts_at or block.ends_at or previous.ends_at):
+                raise ValueError(
+                    f"{self.name}: block {block.name!r} needs starts_at, or ends_at on it or on the block before"
+                )
         names = [b.name for b in self.blocks]
         if len(set(names)) != len(names):
             raise ValueError(f"{self.name}: block names repeat: {names}")

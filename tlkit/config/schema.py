@@ -133,7 +133,6 @@ class OptimizerConfig:
 class TrainerConfig:
     monitor: Monitor = Monitor.val_loss  # restores each stage's best epoch by this metric
     verbose: int = 1  # Keras progress bars: 0 silent, 1 bar, 2 one line per epoch
-    steps_per_epoch: Optional[int] = None  # cap on training steps per epoch (quick runs)
     save_model: bool = True
 
 

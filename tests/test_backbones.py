@@ -1,0 +1,304 @@
+"""Registry-wide contracts: every backbone's blocks, sizes, preprocessing and weights files.
+
+Each backbone is built once, at its minimum size with random weights (module-scoped
+fixture parametrized by spec, so pytest builds and drops them one at a time).
+Nothing here touches the network: ImageNet downloads are intercepted.
+"""
+from __future__ import annotations
+
+import dataclasses
+import gc
+import re
+import subprocess
+import sys
+import urllib.error
+
+import h5py
+import keras
+import numpy as np
+import pytest
+from keras.src.utils import file_utils, naming
+
+from tlkit.backbones import Block, all_specs, get_spec
+from tlkit.backbones.blocks import BlockError, LayerGraph, assign_blocks, block_summary, weight_bearing
+from tlkit.backbones.build import build_backbone
+from tlkit.backbones.weights import CACHE_SUBDIR, imagenet_weights_cached, imagenet_weights_path
+from tlkit.errors import ConfigError, WeightsError
+from tlkit.preprocessing import ImagePreprocessing
+
+SPECS = all_specs()
+IDS = [spec.name for spec in SPECS]
+
+
+@pytest.fixture(scope="module", params=SPECS, ids=IDS)
+def built(request):
+    """(spec, backbone at min_size with random weights, its blocks)."""
+    spec = request.param
+    backbone = build_backbone(spec, spec.min_size, None)
+    yield spec, backbone, assign_blocks(backbone, spec)
+    del backbone
+    keras.backend.clear_session()
+    gc.collect()
+
+
+def non_input_layers(model):
+    return [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
+
+
+def looks_auto_named(layer) -> bool:
+    """Keras's automatic names are the snake-cased class name, maybe with a numeric suffix."""
+    return re.fullmatch(rf"{naming.to_snake_case(type(layer).__name__)}(_\d+)?", layer.name) is not None
+
+
+# --- blocks -------------------------------------------------------------------------------
+
+
+def test_blocks_cover_every_layer_exactly_once(built):
+    spec, backbone, blocks = built
+    assert tuple(blocks) == spec.block_names
+    assigned = [id(layer) for layers in blocks.values() for layer in layers]
+    assert len(assigned) == len(set(assigned)), "a layer is in two blocks"
+    assert set(assigned) == {id(layer) for layer in non_input_layers(backbone)}
+    weighted = [layer for layer in backbone.layers if weight_bearing(layer)]
+    assert {id(layer) for layer in weighted} <= set(assigned)
+
+
+def test_each_block_holds_weights(built):
+    spec, _, blocks = built
+    empty = [name for name, layers in blocks.items() if not any(weight_bearing(layer) for layer in layers)]
+    assert not empty, f"{spec.name}: blocks without weights: {empty}"
+
+
+def test_blocks_run_in_graph_order(built):
+    spec, backbone, blocks = built
+    graph = LayerGraph(backbone)
+    block_of = {id(layer): i for i, layers in enumerate(blocks.values()) for layer in layers}
+    # No layer feeds from a later block (checking direct parents is enough, by induction).
+    for layer in non_input_layers(backbone):
+        for parent in graph.parents[id(layer)]:
+            assert block_of.get(id(parent), -1) <= block_of[id(layer)], (layer.name, parent.name)
+    # Each named start lies downstream of the previous block's start, and opens its block.
+    previous_start = None
+    for block in spec.blocks:
+        if block.starts_at:
+            start = backbone.get_layer(block.starts_at)
+            assert start in blocks[block.name]
+            if previous_start is not None:
+                assert id(previous_start) in graph.ancestors(start), (previous_start.name, start.name)
+            previous_start = start
+        if block.ends_at:
+            assert blocks[block.name][-1].name == block.ends_at
+
+
+def test_block_boundaries_are_stably_named(built):
+    spec, backbone, _ = built
+    for block in spec.blocks:
+        for name in filter(None, (block.starts_at, block.ends_at)):
+            assert not looks_auto_named(backbone.get_layer(name)), f"{spec.name}.{block.name}: {name}"
+
+
+def test_blocks_do_not_depend_on_automatic_names(built):
+    # A second build in the same process gets other automatic names (conv2d_7 -> conv2d_19).
+    spec, backbone, blocks = built
+    again = build_backbone(spec, spec.min_size, None)
+    blocks_again = assign_blocks(again, spec)
+    for name in spec.block_names:
+        classes = [type(layer).__name__ for layer in blocks[name]]
+        assert [type(layer).__name__ for layer in blocks_again[name]] == classes, name
+        # Explicitly named layers stay in the same block.
+        stable = [layer.name for layer in blocks[name] if not looks_auto_named(layer)]
+        assert [layer.name for layer in blocks_again[name] if not looks_auto_named(layer)] == stable
+
+
+def test_block_summary_adds_up(built):
+    spec, backbone, _ = built
+    summary = block_summary(backbone, spec)
+    assert [name for name, _, _ in summary] == list(spec.block_names)
+    assert sum(n for _, n, _ in summary) == len(non_input_layers(backbone))
+    assert sum(p for _, _, p in summary) == backbone.count_params()
+
+
+def test_missing_start_layer_names_backbone_block_and_layer():
+    spec = get_spec("mobilenet")
+    backbone = build_backbone(spec, spec.min_size, None)
+    broken = dataclasses.replace(spec, blocks=spec.blocks[:2] + (Block("later", "no_such_layer"),))
+    with pytest.raises(BlockError, match="no_such_layer") as info:
+        assign_blocks(backbone, broken)
+    assert "'mobilenet'" in str(info.value) and "'later'" in str(info.value)
+
+
+# --- sizes and features ---------------------------------------------------------------
+
+
+def test_builds_at_min_size_with_the_declared_features(built):
+    spec, backbone, _ = built
+    _, height, width, channels = backbone.output.shape
+    assert channels == spec.features
+    assert height >= 1 and width >= 1
+    assert spec.min_size <= spec.default_size
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=IDS)
+def test_keras_rejects_one_pixel_below_min_size(spec):
+    constructor = getattr(keras.applications, spec.constructor)
+    size = spec.min_size - 1
+    # Keras's message states its own minimum: ours must be the same number.
+    with pytest.raises(ValueError, match=f"at least {spec.min_size}x{spec.min_size}"):
+        constructor(include_top=False, weights=None, input_shape=(size, size, 3), **spec.builder_kwargs)
+    with pytest.raises(ConfigError, match=str(spec.min_size)):
+        build_backbone(spec, size, None)
+
+
+# --- preprocessing ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=IDS)
+def test_preprocessing_layer_matches_keras_preprocess_input(spec):
+    images = np.random.default_rng(0).uniform(0, 255, size=(2, 5, 7, 3)).astype("float32")
+    expected = getattr(keras.applications, spec.family).preprocess_input(images.copy())
+    ours = keras.ops.convert_to_numpy(ImagePreprocessing(spec.preprocess)(images))
+    np.testing.assert_allclose(ours, expected, atol=1e-4, rtol=1e-6)
+    if spec.preprocess == "none":
+        np.testing.assert_array_equal(expected, images)  # Keras's preprocess_input is the identity
+
+
+def test_backbones_without_preprocessing_rescale_inside(built):
+    spec, backbone, _ = built
+    first = non_input_layers(backbone)[0]
+    assert isinstance(first, keras.layers.Rescaling) == (spec.preprocess == "none"), first
+
+
+# --- ImageNet weights file names --------------------------------------------------------
+
+# MobileNet v1/v2 pick their file by input size, falling back to 224.
+EXTRA_SIZES = {"mobilenet": (96, 128, 192), "mobilenet_v2": (96, 160, 200)}
+FILE_CASES = [
+    pytest.param(spec, size, id=f"{spec.name}-{size}")
+    for spec in SPECS
+    for size in sorted({spec.min_size, spec.default_size, *EXTRA_SIZES.get(spec.name, ())})
+]
+
+
+class Requested(Exception):
+    pass
+
+
+@pytest.mark.filterwarnings("ignore:`input_shape` is undefined or non-square")  # Keras's 224 fallback
+@pytest.mark.parametrize("spec, size", FILE_CASES)
+def test_weights_file_is_what_keras_requests(spec, size, monkeypatch):
+    def record(fname=None, origin=None, **kwargs):
+        raise Requested(fname, kwargs.get("cache_subdir"))
+
+    monkeypatch.setattr(file_utils, "get_file", record)
+    constructor = getattr(keras.applications, spec.constructor)
+    with pytest.raises(Requested) as info:
+        constructor(include_top=False, weights="imagenet", input_shape=(size, size, 3), **spec.builder_kwargs)
+    assert info.value.args == (spec.weights_file(size), CACHE_SUBDIR)
+    keras.backend.clear_session()
+
+
+# --- loading weights ------------------------------------------------------------------------
+
+SMALL, OTHER = "mobilenet", "mobilenet_v3_small"
+
+
+def assert_same_weights(a, b):
+    assert len(a.weights) == len(b.weights)
+    for x, y in zip(a.weights, b.weights):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(x), keras.ops.convert_to_numpy(y))
+
+
+def save_legacy_h5(model, path):
+    """The format Keras downloads (Keras 3's save_weights only writes .weights.h5)."""
+    from keras.src.legacy.saving import legacy_h5_format
+
+    with h5py.File(path, "w") as file:
+        legacy_h5_format.save_weights_to_hdf5_group(file, model)
+
+
+@pytest.fixture(scope="module")
+def saved_files(tmp_path_factory):
+    """Weights files of SMALL (both formats) and of OTHER, written by the test itself."""
+    folder = tmp_path_factory.mktemp("weights")
+    keras.utils.set_random_seed(1234)
+    small = build_backbone(get_spec(SMALL), 32, None)
+    small.save_weights(folder / "small.weights.h5")
+    save_legacy_h5(small, folder / "small_legacy.h5")
+    other = build_backbone(get_spec(OTHER), 32, None)
+    other.save_weights(folder / "other.weights.h5")
+    save_legacy_h5(other, folder / "other_legacy.h5")
+    yield folder, small
+    keras.backend.clear_session()
+
+
+@pytest.mark.parametrize("file_name", ["small.weights.h5", "small_legacy.h5"])
+def test_weights_file_round_trip(saved_files, file_name):
+    folder, small = saved_files
+    fresh = build_backbone(get_spec(SMALL), 32, None)
+    assert any(
+        not np.array_equal(keras.ops.convert_to_numpy(x), keras.ops.convert_to_numpy(y))
+        for x, y in zip(fresh.weights, small.weights)
+    ), "two random builds came out equal: the round trip would prove nothing"
+    loaded = build_backbone(get_spec(SMALL), 32, str(folder / file_name))
+    assert_same_weights(loaded, small)
+
+
+@pytest.mark.parametrize("file_name", ["other.weights.h5", "other_legacy.h5"])
+def test_weights_of_another_backbone_are_refused(saved_files, file_name):
+    folder, _ = saved_files
+    with pytest.raises(WeightsError) as info:
+        build_backbone(get_spec(SMALL), 32, str(folder / file_name))
+    message = str(info.value)
+    assert file_name in message and f"'{SMALL}'" in message and "MobileNet(include_top=False)" in message
+
+
+@pytest.mark.parametrize("weights, expected", [("model.pt", "expected 'imagenet', null"), ("nowhere.h5", "no file")])
+def test_weights_path_must_be_an_existing_h5(tmp_path, weights, expected):
+    with pytest.raises(WeightsError, match=expected):
+        build_backbone(get_spec(SMALL), 32, str(tmp_path / weights))
+
+
+@pytest.fixture
+def empty_keras_home(tmp_path, monkeypatch):
+    """KERAS_HOME is an empty folder and downloads fail at once (as offline, never hanging)."""
+    from keras.src.backend import config
+
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    monkeypatch.setattr(config, "_KERAS_DIR", str(tmp_path))  # Keras read KERAS_HOME at import
+
+    def offline(url, *args, **kwargs):
+        raise urllib.error.URLError("no network in tests")
+
+    monkeypatch.setattr(file_utils, "urlretrieve", offline)
+    return tmp_path
+
+
+@pytest.mark.filterwarnings("ignore:`input_shape` is undefined or non-square")
+def test_imagenet_without_cached_file_names_the_file_and_the_folder(empty_keras_home):
+    spec = get_spec(SMALL)
+    expected = empty_keras_home / CACHE_SUBDIR / spec.weights_file(32)
+    assert imagenet_weights_path(spec, 32) == expected
+    assert not imagenet_weights_cached(spec, 32)
+    with pytest.raises(WeightsError) as info:
+        build_backbone(spec, 32, "imagenet")
+    message = str(info.value)
+    assert spec.weights_file(32) in message and str(expected.parent) in message
+    assert "backbone.weights=null" in message and "backbone.weights=/path/to/file.h5" in message
+
+
+@pytest.mark.filterwarnings("ignore:`input_shape` is undefined or non-square")
+def test_imagenet_with_a_wrong_cached_file_says_so(empty_keras_home):
+    spec = get_spec(SMALL)
+    cached = imagenet_weights_path(spec, 32)
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    cached.write_bytes(b"not the official file")
+    assert imagenet_weights_cached(spec, 32)
+    with pytest.raises(WeightsError, match="hash") as info:
+        build_backbone(spec, 32, "imagenet")
+    assert str(cached) in str(info.value)
+
+
+def test_weights_helpers_import_without_keras():
+    # Config validation calls them before TensorFlow starts.
+    code = "import sys, tlkit.backbones.weights; sys.exit('keras' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0

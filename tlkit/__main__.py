@@ -1,0 +1,5 @@
+import sys
+
+from tlkit.cli import main
+
+sys.exit(main())

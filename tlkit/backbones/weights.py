@@ -1,0 +1,63 @@
+"""Where Keras keeps ImageNet weights, answered without importing Keras or TensorFlow.
+
+Config validation uses this to warn about a missing download before anything heavy starts.
+The logic mirrors keras.src.backend.config (KERAS_HOME) and keras.utils.get_file (cache_dir).
+"""
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from tlkit.backbones.spec import BackboneSpec
+
+CACHE_SUBDIR = "models"  # what every keras.applications constructor passes to get_file
+
+
+def keras_home() -> str:
+    """Keras's base folder, as keras.src.backend.config computes it."""
+    config = sys.modules.get("keras.src.backend.config")
+    if config is not None:
+        # Keras reads KERAS_HOME once, when it is imported: its value is the truth from then on.
+        return config.keras_home()
+    if "KERAS_HOME" in os.environ:
+        return os.environ["KERAS_HOME"]
+    base = os.path.expanduser("~")
+    if not os.access(base, os.W_OK):
+        base = "/tmp"
+    return os.path.join(base, ".keras")
+
+
+def keras_cache_dir() -> Path:
+    """The folder keras.utils.get_file(cache_subdir="models") reads and downloads into."""
+    base = os.path.expanduser(keras_home())
+    if not _writable_or_creatable(base):
+        # get_file's own fallback when the Keras home is not writable (or does not exist yet).
+        base = os.path.join("/tmp" if os.path.isdir("/tmp") else tempfile.gettempdir(), ".keras")
+    return Path(base) / CACHE_SUBDIR
+
+
+def _writable_or_creatable(folder: str) -> bool:
+    # Importing Keras creates its home folder when it can, so a missing folder counts as
+    # writable when its nearest existing parent is.
+    path = os.path.abspath(folder)
+    while not os.path.exists(path):
+        parent = os.path.dirname(path)
+        if parent == path:
+            return False
+        path = parent
+    return os.access(path, os.W_OK)
+
+
+def imagenet_weights_path(spec: BackboneSpec, image_size: int) -> Path:
+    """Where Keras looks for `spec`'s ImageNet no-top weights at this input size."""
+    return keras_cache_dir() / spec.weights_file(image_size)
+
+
+def imagenet_weights_cached(spec: BackboneSpec, image_size: int) -> bool:
+    """True when the weights file is in the Keras cache, so weights="imagenet" works offline.
+
+    A file with the right name but the wrong content still fails: Keras checks its hash.
+    """
+    return imagenet_weights_path(spec, image_size).is_file()

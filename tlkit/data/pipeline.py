@@ -1,0 +1,294 @@
+"""tf.data pipelines for the three data sources (digits, folder, synthetic).
+
+The model's input contract: float32 RGB in 0..255, [B, H, W, 3], labels int32 [B]. The
+model does its own preprocessing, so nothing here scales or normalises pixels.
+Images stay uint8 (4x smaller than float32) until they are batched, which is also what
+`cache` keeps in memory; augmentation runs after the cache so it differs every epoch.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+import tensorflow as tf
+
+from tlkit.data.augment import build_augmenter
+from tlkit.data.scan import check_data_config, scan_folder, source_name
+from tlkit.errors import ConfigError, DataError
+
+AUTOTUNE = tf.data.AUTOTUNE
+SYNTHETIC_BASE_SIZE = 64  # synthetic images are drawn at this size, then resized like any other
+
+
+@dataclass
+class DataBundle:
+    train: tf.data.Dataset  # batched, shuffled each epoch, augmented
+    val: tf.data.Dataset  # batched, in order, not augmented
+    test: Optional[tf.data.Dataset]
+    class_names: List[str]
+    train_counts: List[int]  # training images per class, in class_names order
+    num_train: int
+    num_val: int
+    num_test: int
+    steps_per_epoch: int  # training batches per epoch
+    plain_train: Optional[tf.data.Dataset] = field(default=None, repr=False)  # first batch, no augmentation
+
+    def sample_batch(self) -> Tuple[np.ndarray, np.ndarray]:
+        """One un-augmented, un-shuffled training batch (images float32 0..255, labels int32)."""
+        dataset = self.plain_train if self.plain_train is not None else self.train
+        images, labels = next(iter(dataset))
+        return images.numpy(), labels.numpy()
+
+
+def class_weights(counts: List[int]) -> Dict[int, float]:
+    """'balanced' class weights: n / (k * count_c), so every class contributes equally to the loss."""
+    counts = [int(c) for c in counts]
+    empty = [index for index, count in enumerate(counts) if count <= 0]
+    if not counts or empty:
+        raise DataError(f"class_weights needs a positive count for every class; got counts={counts} "
+                        f"(classes without images: {empty})")
+    total, num_classes = sum(counts), len(counts)
+    return {index: total / (num_classes * count) for index, count in enumerate(counts)}
+
+
+# --------------------------------------------------------------------------- splitting
+
+
+def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> Tuple[np.ndarray, np.ndarray]:
+    """Indices (train, val): `fraction` of each class goes to val, at least one image each side
+    for classes of 2 or more. Deterministic given the seed and the (sorted) input order; each
+    class uses its own random stream, so adding a class does not move the others' files."""
+    train, val = [], []
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        members = members[np.random.default_rng([seed, int(label)]).permutation(len(members))]
+        num_val = int(round(fraction * len(members)))
+        if len(members) >= 2:
+            num_val = min(max(num_val, 1), len(members) - 1)
+        val.extend(members[:num_val])
+        train.extend(members[num_val:])
+    return np.sort(np.array(train, dtype=np.int64)), np.sort(np.array(val, dtype=np.int64))
+
+
+def cap_per_class(labels: np.ndarray, max_images: Optional[int], seed: int) -> np.ndarray:
+    """Indices of at most `max_images` items, shared between classes in proportion to their
+    size (largest remainder, at least one per class), chosen deterministically from the seed."""
+    if max_images is None or max_images >= len(labels):
+        return np.arange(len(labels))
+    classes, sizes = np.unique(labels, return_counts=True)
+    quotas = sizes * max_images / len(labels)
+    keep = np.maximum(np.floor(quotas).astype(int), 1)
+    leftovers = np.argsort(-(quotas - np.floor(quotas)), kind="stable")
+    for index in leftovers:
+        if keep.sum() >= max_images:
+            break
+        if keep[index] < sizes[index]:
+            keep[index] += 1
+    chosen = []
+    for label, quota in zip(classes, keep):
+        members = np.flatnonzero(labels == label)
+        members = members[np.random.default_rng([seed, int(label), 1]).permutation(len(members))]
+        chosen.extend(members[:quota])
+    return np.sort(np.array(chosen, dtype=np.int64))
+
+
+# --------------------------------------------------------------------------- sources
+# Each source returns, per split, (items, labels): items are either file paths (folder) or
+# uint8 [N, h, w, 3] arrays (digits, synthetic); `_decode_and_resize` treats both.
+
+
+def _digits(cfg, seed: int):
+    from sklearn.datasets import load_digits  # ships inside scikit-learn: no download
+
+    digits = load_digits()
+    pixels = np.round(digits.images * (255.0 / 16.0)).clip(0, 255).astype(np.uint8)  # 0..16 -> 0..255
+    images = np.repeat(pixels[..., None], 3, axis=-1)  # grayscale -> RGB
+    labels = digits.target.astype(np.int32)
+    train, val = stratified_split(labels, cfg.val_split, seed)
+    names = [str(i) for i in range(10)]
+    return names, (images[train], labels[train]), (images[val], labels[val]), None
+
+
+def synthetic_images(num_images: int, num_classes: int, seed: int, size: int = SYNTHETIC_BASE_SIZE):
+    """uint8 RGB images whose class sets the stripe orientation and the tint.
+
+    Orientation and tint vary per image and overlap between neighbouring classes, and
+    every image has random frequency, phase, brightness and pixel noise: learnable by a
+    small CNN in a few epochs, but no single pixel or mean colour gives the answer.
+    """
+    rng = np.random.default_rng(seed)
+    labels = np.arange(num_images) % num_classes
+    rng.shuffle(labels)
+    y, x = np.mgrid[0:size, 0:size].astype(np.float32) / size
+    class_angle = np.pi * np.arange(num_classes) / num_classes
+    class_tint = rng.uniform(0.2, 1.0, size=(num_classes, 3))
+    images = np.empty((num_images, size, size, 3), dtype=np.uint8)
+    for i, label in enumerate(labels):
+        angle = class_angle[label] + rng.normal(0.0, 0.25 * np.pi / num_classes)
+        cycles = rng.uniform(2.5, 5.0)
+        phase = rng.uniform(0, 2 * np.pi)
+        stripes = 0.5 + 0.5 * np.sin(2 * np.pi * cycles * (x * np.cos(angle) + y * np.sin(angle)) + phase)
+        tint = 0.6 * class_tint[label] + 0.4 * rng.uniform(0.2, 1.0, size=3)
+        background = rng.uniform(0.0, 0.3)
+        picture = background + (1.0 - background) * stripes[..., None] * tint
+        picture = picture * rng.uniform(0.7, 1.0) * 255.0 + rng.normal(0.0, 20.0, size=picture.shape)
+        images[i] = np.clip(picture, 0, 255).astype(np.uint8)
+    return images, labels.astype(np.int32)
+
+
+def _synthetic(cfg, seed: int):
+    images, labels = synthetic_images(cfg.num_images, cfg.num_classes, seed)
+    train, val = stratified_split(labels, cfg.val_split, seed)
+    names = [f"class_{i}" for i in range(cfg.num_classes)]
+    return names, (images[train], labels[train]), (images[val], labels[val]), None
+
+
+def _files_and_labels(classes: Dict[str, List[str]], class_names: List[str]):
+    files = [path for name in class_names for path in classes[name]]
+    labels = [index for index, name in enumerate(class_names) for _ in classes[name]]
+    return np.array(files, dtype=str), np.array(labels, dtype=np.int32)
+
+
+def _folder(cfg, seed: int):
+    if cfg.path is not None:
+        classes = scan_folder(cfg.path)
+        names = sorted(classes)
+        files, labels = _files_and_labels(classes, names)
+        train, val = stratified_split(labels, cfg.val_split, seed)
+        train_split, val_split = (files[train], labels[train]), (files[val], labels[val])
+    else:
+        classes = scan_folder(cfg.train_dir)
+        names = sorted(classes)
+        train_split = _files_and_labels(classes, names)
+        val_split = _files_and_labels(scan_folder(cfg.val_dir), names)
+    test_split = _files_and_labels(scan_folder(cfg.test_dir), names) if cfg.test_dir is not None else None
+    return names, train_split, val_split, test_split
+
+
+# --------------------------------------------------------------------------- tf.data
+
+
+def _to_uint8(images: tf.Tensor) -> tf.Tensor:
+    return tf.cast(tf.round(tf.clip_by_value(images, 0.0, 255.0)), tf.uint8)
+
+
+def _has_image_signature(contents: tf.Tensor) -> tf.Tensor:
+    """True when the bytes start like JPEG, PNG, GIF, BMP or WebP (what decode_image reads)."""
+    head = tf.strings.substr(contents, 0, 4)
+    return tf.reduce_any([
+        tf.equal(tf.strings.substr(contents, 0, 3), b"\xff\xd8\xff"),  # JPEG
+        tf.equal(head, b"\x89PNG"),
+        tf.equal(head, b"GIF8"),
+        tf.equal(tf.strings.substr(contents, 0, 2), b"BM"),
+        tf.logical_and(tf.equal(head, b"RIFF"), tf.equal(tf.strings.substr(contents, 8, 4), b"WEBP")),
+    ])
+
+
+def _read_image(path: tf.Tensor) -> tf.Tensor:
+    contents = tf.io.read_file(path)
+    # decode_image's own error does not say which file; this assertion does (for empty
+    # files, HTML pages saved as .jpg and the like).
+    check = tf.debugging.Assert(
+        _has_image_signature(contents),
+        ["Not an image tlkit can decode (expected JPEG, PNG, GIF, BMP or WebP data); remove or fix:", path],
+    )
+    with tf.control_dependencies([check]):
+        # channels=3: grayscale is replicated, alpha dropped; first frame of a GIF.
+        return tf.io.decode_image(contents, channels=3, expand_animations=False)
+
+
+def _resizer(image_size: int, from_files: bool):
+    def load(item, label):
+        if from_files:
+            image = _read_image(item)
+        else:
+            image = item
+        if not from_files and tuple(image.shape[:2]) == (image_size, image_size):
+            return image, label  # already the right size (in-memory sources)
+        # antialias matters only when downscaling (it is a no-op when upscaling).
+        image = tf.image.resize(image, (image_size, image_size), method="bilinear", antialias=True)
+        image.set_shape((image_size, image_size, 3))
+        return _to_uint8(image), label
+
+    return load
+
+
+def _to_float(images, labels):
+    return tf.cast(images, tf.float32), tf.cast(labels, tf.int32)
+
+
+def _decoded(split, image_size: int, from_files: bool) -> tf.data.Dataset:
+    items, labels = split
+    dataset = tf.data.Dataset.from_tensor_slices((items, labels.astype(np.int32)))
+    return dataset.map(_resizer(image_size, from_files), num_parallel_calls=AUTOTUNE)
+
+
+def _eval_dataset(split, image_size: int, batch_size: int, from_files: bool, cache: bool) -> tf.data.Dataset:
+    dataset = _decoded(split, image_size, from_files)
+    if cache:
+        dataset = dataset.cache()
+    return dataset.batch(batch_size).map(_to_float, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
+
+
+def _train_dataset(split, image_size, batch_size, from_files, cache, augmenter, seed) -> tf.data.Dataset:
+    count = len(split[1])
+    if cache:
+        # Decode once, keep uint8 in memory, then shuffle the cached images each epoch.
+        dataset = _decoded(split, image_size, from_files).cache()
+        dataset = dataset.shuffle(count, seed=seed, reshuffle_each_iteration=True)
+    else:
+        # Shuffle the cheap (path, label) pairs, then decode.
+        items, labels = split
+        dataset = tf.data.Dataset.from_tensor_slices((items, labels.astype(np.int32)))
+        dataset = dataset.shuffle(count, seed=seed, reshuffle_each_iteration=True)
+        dataset = dataset.map(_resizer(image_size, from_files), num_parallel_calls=AUTOTUNE)
+    # Full batches only (a fixed shape never retraces the train step), unless there are
+    # fewer images than one batch: then one smaller batch, never zero steps.
+    dataset = dataset.batch(batch_size, drop_remainder=count >= batch_size)
+    dataset = dataset.map(_to_float, num_parallel_calls=AUTOTUNE)
+    if augmenter is not None:
+
+        def augment_batch(images, labels):
+            return augmenter(images), labels
+
+        dataset = dataset.map(augment_batch, num_parallel_calls=AUTOTUNE)
+    return dataset.prefetch(AUTOTUNE)
+
+
+def load_data(cfg, augment, image_size: int, seed: int) -> DataBundle:
+    """Build the train/val(/test) datasets described by `cfg` (a DataConfig) at `image_size`."""
+    check_data_config(cfg)
+    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
+        raise ConfigError("image_size", image_size, "an integer >= 1 (the backbone's input size)")
+    source = source_name(cfg)
+    loaders = {"digits": _digits, "synthetic": _synthetic, "folder": _folder}
+    class_names, train_split, val_split, test_split = loaders[source](cfg, seed)
+    from_files = source == "folder"
+
+    keep = cap_per_class(train_split[1], cfg.max_images, seed)
+    train_split = (train_split[0][keep], train_split[1][keep])
+    train_counts = np.bincount(train_split[1], minlength=len(class_names)).tolist()
+    num_train, batch_size = len(train_split[1]), cfg.batch_size
+
+    augmenter = build_augmenter(augment, image_size, seed) if augment is not None else None
+    train = _train_dataset(train_split, image_size, batch_size, from_files, cfg.cache, augmenter, seed)
+    val = _eval_dataset(val_split, image_size, batch_size, from_files, cfg.cache)
+    test = _eval_dataset(test_split, image_size, batch_size, from_files, cfg.cache) if test_split is not None else None
+    # A fixed random sample (not the first files, which would all be one class).
+    sample = np.sort(np.random.default_rng(seed).permutation(num_train)[:batch_size])
+    plain_train = _decoded((train_split[0][sample], train_split[1][sample]), image_size, from_files)
+    plain_train = plain_train.batch(batch_size).map(_to_float)
+
+    return DataBundle(
+        train=train,
+        val=val,
+        test=test,
+        class_names=list(class_names),
+        train_counts=[int(c) for c in train_counts],
+        num_train=num_train,
+        num_val=len(val_split[1]),
+        num_test=len(test_split[1]) if test_split is not None else 0,
+        steps_per_epoch=max(num_train // batch_size, 1),
+        plain_train=plain_train,
+    )

@@ -1,0 +1,177 @@
+"""Staged fine-tuning from a TrainConfig to a run directory.
+
+    config -> validate (no TensorFlow yet) -> data -> model -> for each stage:
+    freeze/unfreeze blocks, recompile, fit, restore the stage's best epoch -> evaluate ->
+    model.keras + metrics.json
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+
+from tlkit import rundir
+from tlkit.callbacks import BestWeights, EpochLog, StageContext
+from tlkit.config.schema import ClassWeight, Monitor, OptimizerConfig, OptimizerName, TrainConfig
+from tlkit.config.store import as_train_config
+from tlkit.config.validate import resolved_image_size, validate
+from tlkit.model import build_model, preprocess_mode, with_probabilities
+from tlkit.stages import Freezer, StagePlan, count_params, plan_stages
+
+log = logging.getLogger("tlkit.train")
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    metrics: dict
+    model: keras.Model  # the training model (logits out); model.keras holds the probabilities version
+
+
+def train(cfg: TrainConfig, run_dir: str | Path) -> TrainResult:
+    """Run every stage of `cfg.schedule` and write the run directory."""
+    started = time.time()
+    cfg = as_train_config(cfg)
+    spec = validate(cfg)  # fails fast, before any TensorFlow work
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    rundir.attach_log_file(run_dir)
+    keras.utils.set_random_seed(cfg.seed)
+
+    from tlkit.data import class_weights, load_data  # tf.data: imported only when training
+
+    image_size = resolved_image_size(cfg, spec)
+    data = load_data(cfg.data, cfg.augment, image_size, cfg.seed)
+    log.info(
+        "data: %d train / %d val / %d test images, %d classes, %d px, %d steps per epoch",
+        data.num_train, data.num_val, data.num_test, len(data.class_names), image_size, data.steps_per_epoch,
+    )
+    model = build_model(spec, cfg.backbone, cfg.head, len(data.class_names), image_size)
+    freezer = Freezer(model, spec, cfg.schedule.bn)
+    plans = plan_stages(cfg.schedule.stages, spec, cfg.optimizer.lr)
+    weights = class_weights(data.train_counts) if cfg.data.class_weight == ClassWeight.auto else None
+    monitor = Monitor(cfg.trainer.monitor).value
+    tensorboard = keras.callbacks.TensorBoard(str(run_dir / rundir.TENSORBOARD_DIR), write_graph=False)
+    csv_log = keras.callbacks.CSVLogger(str(run_dir / rundir.HISTORY_FILE), append=True)
+
+    stage_records, epoch = [], 0
+    for index, plan in enumerate(plans):
+        freezer.apply(plan)
+        _compile(model, cfg.optimizer, plan, data.steps_per_epoch)
+        trainable = count_params(model.trainable_weights)
+        log.info(
+            "stage %d/%d '%s': trains %s (%s), %d trainable params, peak lr %.3g, up to %d epochs",
+            index + 1, len(plans), plan.name, plan.train, ", ".join(plan.blocks) or "head only",
+            trainable, plan.lr, plan.epochs,
+        )
+        best = BestWeights(monitor)
+        callbacks = [StageContext(index), best, csv_log, tensorboard, EpochLog(plan.name)]
+        if plan.patience is not None:
+            callbacks.append(keras.callbacks.EarlyStopping(monitor=monitor, patience=plan.patience))
+        stage_started = time.time()
+        history = model.fit(
+            data.train,
+            validation_data=data.val,
+            initial_epoch=epoch,
+            epochs=epoch + plan.epochs,
+            callbacks=callbacks,
+            class_weight=weights,
+            verbose=cfg.trainer.verbose,
+        )
+        epochs_run = len(history.epoch)
+        stage_records.append({
+            "name": plan.name,
+            "train": plan.train,
+            "blocks": list(plan.blocks),
+            "epochs_run": epochs_run,
+            "best_epoch": None if best.best_epoch is None else best.best_epoch + 1,  # 1-based, counted over the run
+            "val_loss": best.best_logs.get("val_loss"),
+            "val_accuracy": best.best_logs.get("val_accuracy"),
+            "loss": best.best_logs.get("loss"),
+            "accuracy": best.best_logs.get("accuracy"),
+            "lr": plan.lr,
+            "trainable_params": trainable,
+            "wall_time_s": round(time.time() - stage_started, 2),
+        })
+        epoch += epochs_run
+
+    final = {f"val_{k}": float(v) for k, v in model.evaluate(data.val, verbose=0, return_dict=True).items()}
+    if data.test is not None:
+        final.update({f"test_{k}": float(v) for k, v in model.evaluate(data.test, verbose=0, return_dict=True).items()})
+    _warn_if_an_earlier_stage_was_better(stage_records, monitor)
+
+    if cfg.trainer.save_model:
+        with_probabilities(model).save(run_dir / rundir.MODEL_FILE)
+    metrics = {
+        "backbone": spec.name,
+        "weights": cfg.backbone.weights,
+        "preprocess": preprocess_mode(spec, cfg.backbone),
+        "image_size": image_size,
+        "class_names": list(data.class_names),
+        "num_train": data.num_train,
+        "num_val": data.num_val,
+        "num_test": data.num_test,
+        "schedule": cfg.schedule.name,
+        "bn": cfg.schedule.bn.value,
+        "monitor": monitor,
+        "stages": stage_records,
+        **final,
+        "epochs": epoch,
+        "wall_time_s": round(time.time() - started, 2),
+        "versions": {"keras": keras.__version__, "backend": keras.backend.backend()},
+    }
+    rundir.write_metrics(run_dir, metrics)
+    table = rundir.summary_table(stage_records)
+    log.info("finished in %.0fs: val_accuracy %.4f, val_loss %.4f\n%s",
+             metrics["wall_time_s"], final["val_accuracy"], final["val_loss"], table)
+    log.info("run directory: %s", run_dir.resolve())
+    return TrainResult(run_dir=run_dir, metrics=metrics, model=model)
+
+
+def _compile(model: keras.Model, opt_cfg: OptimizerConfig, plan: StagePlan, steps_per_epoch: int) -> None:
+    """A fresh optimizer per stage: recompiling is what makes a change of `trainable` take effect."""
+    model.compile(
+        optimizer=make_optimizer(opt_cfg, lr_schedule(plan, steps_per_epoch)),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+    )
+
+
+def lr_schedule(plan: StagePlan, steps_per_epoch: int) -> keras.optimizers.schedules.LearningRateSchedule:
+    """Linear warmup to the stage's peak LR, then cosine decay to 0 (or constant)."""
+    total = max(1, plan.epochs * steps_per_epoch)
+    warmup = int(round(plan.warmup_epochs * steps_per_epoch))
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=0.0 if warmup else plan.lr,
+        decay_steps=max(1, total - warmup),
+        alpha=0.0 if plan.cosine else 1.0,  # alpha=1 keeps the LR constant after warmup
+        warmup_target=plan.lr if warmup else None,
+        warmup_steps=warmup,
+    )
+
+
+def make_optimizer(opt_cfg: OptimizerConfig, learning_rate) -> keras.optimizers.Optimizer:
+    name = OptimizerName(opt_cfg.name)
+    common = {"learning_rate": learning_rate, "clipnorm": opt_cfg.clipnorm}
+    decay = opt_cfg.weight_decay or None
+    if name == OptimizerName.sgd:
+        return keras.optimizers.SGD(momentum=opt_cfg.momentum, nesterov=opt_cfg.nesterov, weight_decay=decay, **common)
+    if name == OptimizerName.adamw:
+        return keras.optimizers.AdamW(weight_decay=opt_cfg.weight_decay, **common)
+    return keras.optimizers.Adam(weight_decay=decay, **common)
+
+
+def _warn_if_an_earlier_stage_was_better(stages: list[dict], monitor: str) -> None:
+    values = [s.get(monitor) for s in stages]
+    if len(values) < 2 or any(v is None for v in values):
+        return
+    best = min(values) if "loss" in monitor else max(values)
+    if values[-1] != best:
+        stage = stages[values.index(best)]["name"]
+        log.warning(
+            "stage '%s' reached a better %s (%.4f) than the final stage (%.4f): later stages made the model "
+            "worse; consider a lower LR for them or schedule=frozen.", stage, monitor, best, values[-1],
+        )
