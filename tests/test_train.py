@@ -15,15 +15,16 @@ from conftest import ROOT
 FULL = os.environ.get("TLKIT_FULL_TESTS") == "1"
 
 
-def one_epoch_per_stage():
-    return [f"schedule.stages.{i}.epochs=1" for i in range(3)]
+def reduced_quickstart():
+    """One epoch for the head and top stages, two for `all` (where random weights learn most)."""
+    return ["schedule.stages.0.epochs=1", "schedule.stages.1.epochs=1", "schedule.stages.2.epochs=2"]
 
 
 @pytest.mark.slow
 def test_quickstart_end_to_end(tmp_path):
-    """`python train.py recipe=quickstart`: in CI reduced to one epoch per stage and 600 images."""
+    """`python train.py recipe=quickstart`: reduced to 4 epochs in all unless TLKIT_FULL_TESTS=1."""
     run_dir = tmp_path / "run"
-    reduced = [] if FULL else [*one_epoch_per_stage(), "data.max_images=600"]
+    reduced = [] if FULL else reduced_quickstart()
     result = subprocess.run(
         [sys.executable, "train.py", "recipe=quickstart", f"hydra.run.dir={run_dir}", "trainer.verbose=2", *reduced],
         cwd=ROOT, capture_output=True, text=True, timeout=900,
@@ -34,7 +35,7 @@ def test_quickstart_end_to_end(tmp_path):
     assert any((run_dir / "tensorboard").rglob("events.out.tfevents.*")), "no TensorBoard events written"
 
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert metrics["backbone"] == "mobilenet_v2"
+    assert metrics["backbone"] == "vgg16"
     assert metrics["class_names"] == [str(d) for d in range(10)]
     assert [s["name"] for s in metrics["stages"]] == ["head", "top", "all"]
     for stage in metrics["stages"]:
@@ -44,7 +45,7 @@ def test_quickstart_end_to_end(tmp_path):
     lrs = [s["lr"] for s in metrics["stages"]]
     assert lrs == sorted(lrs, reverse=True) and len(set(lrs)) == 3
     # Ten classes: chance is 0.10.
-    assert metrics["val_accuracy"] > (0.8 if FULL else 0.2), metrics["val_accuracy"]
+    assert metrics["val_accuracy"] > (0.8 if FULL else 0.3), metrics["val_accuracy"]
 
     with open(run_dir / "history.csv") as f:
         rows = list(csv.DictReader(f))
@@ -72,12 +73,14 @@ def write_stripes(root, n_per_class=24, size=40, seed=0):
 def test_two_class_folder_trains_above_chance(tmp_path):
     write_stripes(tmp_path / "images")
     cfg = tlkit.as_train_config({
-        "backbone": {"name": "mobilenet_v2", "weights": None},
+        # Random weights (offline), so the whole network trains: VGG16 has no BatchNorm, which
+        # in inference mode squashes random features of MobileNet-style backbones to ~0.
+        "backbone": {"name": "vgg16", "weights": None},
         "data": {"source": "folder", "path": str(tmp_path / "images"), "image_size": 32, "batch_size": 8,
                  "val_split": 0.25},
         "augment": {"name": "none"},
-        "schedule": {"name": "frozen", "stages": [{"name": "head", "train": "head", "epochs": 8, "patience": None}]},
-        "optimizer": {"lr": 3e-2},
+        "schedule": {"name": "full", "stages": [{"name": "all", "train": "all", "epochs": 8, "patience": None}]},
+        "optimizer": {"lr": 1e-3},
         "trainer": {"verbose": 0},
     })
     result = tlkit.train(cfg, run_dir=tmp_path / "run")

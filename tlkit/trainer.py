@@ -75,6 +75,7 @@ def train(cfg: TrainConfig, run_dir: str | Path) -> TrainResult:
         history = model.fit(
             data.train,
             validation_data=data.val,
+            shuffle=False,  # the tf.data pipeline shuffles; Keras would only warn
             initial_epoch=epoch,
             epochs=epoch + plan.epochs,
             callbacks=callbacks,

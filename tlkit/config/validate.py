@@ -47,7 +47,6 @@ def parse_train_target(value: str, spec: BackboneSpec, key: str = "train") -> tu
 def validate(cfg: TrainConfig) -> BackboneSpec:
     """Check everything that can be checked without TensorFlow; return the backbone spec."""
     spec = get_spec(cfg.backbone.name)
-    _check_weights(cfg, spec)
     _check_image_size(cfg, spec)
     _check_head(cfg)
     _check_schedule(cfg, spec)
@@ -57,6 +56,7 @@ def validate(cfg: TrainConfig) -> BackboneSpec:
 
     check_augment_config(cfg.augment)
     check_data_config(cfg.data)
+    _check_weights(cfg, spec)  # last: it may warn, and a warning before an error is noise
     return spec
 
 
