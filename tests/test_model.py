@@ -41,12 +41,12 @@ def test_saved_model_ends_in_probabilities_and_reloads(binary_model, tmp_path):
     kernel, bias = dense.get_weights()
     dense.set_weights([np.random.default_rng(2).normal(size=kernel.shape).astype("float32"), bias])
     served = with_probabilities(binary_model)
-    expected = np.asarray(served(images, training=False))
+    expected = np.asarray(served([images], training=False))
     np.testing.assert_allclose(expected.sum(axis=1), 1.0, atol=1e-5)
     path = tmp_path / "model.keras"
     served.save(path)
     reloaded = tlkit.load_model(path)
-    np.testing.assert_allclose(np.asarray(reloaded(images, training=False)), expected, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(reloaded([images], training=False)), expected, atol=1e-5)
     dense.set_weights([kernel, bias])
 
 

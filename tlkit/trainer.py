@@ -1,14 +1,14 @@
 """Staged fine-tuning from a TrainConfig to a run directory.
 
-    config -> validate (no TensorFlow yet) -> data -> model -> for each stage:
-    freeze/unfreeze blocks, recompile, fit, restore the stage's best epoch -> evaluate ->
-    model.keras + metrics.json
+    config -> validate + doctor(config) (no TensorFlow yet) -> data -> model ->
+    doctor(data, model) -> for each stage: freeze/unfreeze blocks, recompile, fit under the
+    runtime monitor, restore the stage's best epoch -> evaluate -> model.keras + metrics.json
 """
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import keras
@@ -18,6 +18,7 @@ from tlkit.callbacks import BestWeights, EpochLog, StageContext
 from tlkit.config.schema import ClassWeight, Monitor, OptimizerConfig, OptimizerName, TrainConfig
 from tlkit.config.store import as_train_config
 from tlkit.config.validate import resolved_image_size, validate
+from tlkit.doctor import Doctor, Severity
 from tlkit.model import build_model, preprocess_mode, with_probabilities
 from tlkit.stages import Freezer, StagePlan, count_params, plan_stages
 
@@ -31,14 +32,32 @@ class TrainResult:
     model: keras.Model  # the training model (logits out); model.keras holds the probabilities version
 
 
+@dataclass
+class _Run:
+    """What the stages share."""
+
+    cfg: TrainConfig
+    model: keras.Model
+    data: object
+    freezer: Freezer
+    run_dir: Path
+    callbacks: list  # shared across stages: one CSV log, one TensorBoard run
+    records: list = field(default_factory=list)
+    runtime: list = field(default_factory=list)  # the runtime monitor's diagnoses
+    epoch: int = 0
+
+
 def train(cfg: TrainConfig, run_dir: str | Path) -> TrainResult:
     """Run every stage of `cfg.schedule` and write the run directory."""
     started = time.time()
     cfg = as_train_config(cfg)
     spec = validate(cfg)  # fails fast, before any TensorFlow work
+    doctor = Doctor(cfg.doctor.strict, cfg.doctor.silence)
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     rundir.attach_log_file(run_dir)
+    if cfg.doctor.enabled:
+        _preflight(doctor, doctor.config(cfg, spec))
     keras.utils.set_random_seed(cfg.seed)
 
     from tlkit.data import class_weights, load_data  # tf.data: imported only when training
@@ -52,61 +71,33 @@ def train(cfg: TrainConfig, run_dir: str | Path) -> TrainResult:
     model = build_model(spec, cfg.backbone, cfg.head, len(data.class_names), image_size)
     freezer = Freezer(model, spec, cfg.schedule.bn)
     plans = plan_stages(cfg.schedule.stages, spec, cfg.optimizer.lr)
-    weights = class_weights(data.train_counts) if cfg.data.class_weight == ClassWeight.auto else None
-    monitor = Monitor(cfg.trainer.monitor).value
-    tensorboard = keras.callbacks.TensorBoard(str(run_dir / rundir.TENSORBOARD_DIR), write_graph=False)
-    csv_log = keras.callbacks.CSVLogger(str(run_dir / rundir.HISTORY_FILE), append=True)
+    if cfg.doctor.enabled:
+        trainable = {plan.name: _trainable_params(freezer, plan) for plan in plans}
+        found = doctor.data(cfg, spec, data, plans=plans, trainable_params=trainable)
+        _preflight(doctor, found + doctor.model(cfg, model, data))
 
-    stage_records, epoch = [], 0
+    run = _Run(cfg, model, data, freezer, run_dir, callbacks=[
+        keras.callbacks.CSVLogger(str(run_dir / rundir.HISTORY_FILE), append=True),
+        keras.callbacks.TensorBoard(str(run_dir / rundir.TENSORBOARD_DIR), write_graph=False),
+    ])
+    weights = class_weights(data.train_counts) if cfg.data.class_weight == ClassWeight.auto else None
+    status = "completed"
     for index, plan in enumerate(plans):
-        freezer.apply(plan)
-        _compile(model, cfg.optimizer, plan, data.steps_per_epoch)
-        trainable = count_params(model.trainable_weights)
-        log.info(
-            "stage %d/%d '%s': trains %s (%s), %d trainable params, peak lr %.3g, up to %d epochs",
-            index + 1, len(plans), plan.name, plan.train, ", ".join(plan.blocks) or "head only",
-            trainable, plan.lr, plan.epochs,
-        )
-        best = BestWeights(monitor)
-        callbacks = [StageContext(index), best, csv_log, tensorboard, EpochLog(plan.name)]
-        if plan.patience is not None:
-            callbacks.append(keras.callbacks.EarlyStopping(monitor=monitor, patience=plan.patience))
-        stage_started = time.time()
-        history = model.fit(
-            data.train,
-            validation_data=data.val,
-            shuffle=False,  # the tf.data pipeline shuffles; Keras would only warn
-            initial_epoch=epoch,
-            epochs=epoch + plan.epochs,
-            callbacks=callbacks,
-            class_weight=weights,
-            verbose=cfg.trainer.verbose,
-        )
-        epochs_run = len(history.epoch)
-        stage_records.append({
-            "name": plan.name,
-            "train": plan.train,
-            "blocks": list(plan.blocks),
-            "epochs_run": epochs_run,
-            "best_epoch": None if best.best_epoch is None else best.best_epoch + 1,  # 1-based, counted over the run
-            "val_loss": best.best_logs.get("val_loss"),
-            "val_accuracy": best.best_logs.get("val_accuracy"),
-            "loss": best.best_logs.get("loss"),
-            "accuracy": best.best_logs.get("accuracy"),
-            "lr": plan.lr,
-            "trainable_params": trainable,
-            "wall_time_s": round(time.time() - stage_started, 2),
-        })
-        epoch += epochs_run
+        if not _run_stage(run, index, len(plans), plan, weights):
+            status = "stopped_by_doctor"
+            log.error("the runtime monitor stopped stage '%s'; the remaining stages are skipped", plan.name)
+            break
 
     final = {f"val_{k}": float(v) for k, v in model.evaluate(data.val, verbose=0, return_dict=True).items()}
     if data.test is not None:
         final.update({f"test_{k}": float(v) for k, v in model.evaluate(data.test, verbose=0, return_dict=True).items()})
-    _warn_if_an_earlier_stage_was_better(stage_records, monitor)
+    monitor = Monitor(cfg.trainer.monitor).value
+    _warn_if_an_earlier_stage_was_better(run.records, monitor)
 
     if cfg.trainer.save_model:
         with_probabilities(model).save(run_dir / rundir.MODEL_FILE)
     metrics = {
+        "status": status,
         "backbone": spec.name,
         "weights": cfg.backbone.weights,
         "preprocess": preprocess_mode(spec, cfg.backbone),
@@ -118,18 +109,86 @@ def train(cfg: TrainConfig, run_dir: str | Path) -> TrainResult:
         "schedule": cfg.schedule.name,
         "bn": cfg.schedule.bn.value,
         "monitor": monitor,
-        "stages": stage_records,
+        "stages": run.records,
         **final,
-        "epochs": epoch,
+        "epochs": run.epoch,
         "wall_time_s": round(time.time() - started, 2),
+        "doctor": {"findings": doctor.to_dict(), "runtime": run.runtime},
         "versions": {"keras": keras.__version__, "backend": keras.backend.backend()},
     }
     rundir.write_metrics(run_dir, metrics)
-    table = rundir.summary_table(stage_records)
     log.info("finished in %.0fs: val_accuracy %.4f, val_loss %.4f\n%s",
-             metrics["wall_time_s"], final["val_accuracy"], final["val_loss"], table)
+             metrics["wall_time_s"], final["val_accuracy"], final["val_loss"], rundir.summary_table(run.records))
     log.info("run directory: %s", run_dir.resolve())
     return TrainResult(run_dir=run_dir, metrics=metrics, model=model)
+
+
+def _preflight(doctor: Doctor, findings: list) -> None:
+    doctor.log_findings(findings)
+    doctor.raise_on_errors(findings)
+
+
+def _trainable_params(freezer: Freezer, plan: StagePlan) -> int:
+    freezer.apply(plan)
+    return count_params(freezer.model.trainable_weights)
+
+
+def _run_stage(run: _Run, index: int, count: int, plan: StagePlan, class_weight) -> bool:
+    """Train one stage; False when the runtime monitor stopped it for an error."""
+    from tlkit.doctor.monitor import RuntimeMonitor
+
+    cfg, model = run.cfg, run.model
+    run.freezer.apply(plan)
+    _compile(model, cfg.optimizer, plan, run.data.steps_per_epoch)
+    trainable = count_params(model.trainable_weights)
+    log.info(
+        "stage %d/%d '%s': trains %s (%s), %d trainable params, peak lr %.3g, up to %d epochs",
+        index + 1, count, plan.name, plan.train, ", ".join(plan.blocks) or "head only", trainable, plan.lr, plan.epochs,
+    )
+    monitor = Monitor(cfg.trainer.monitor).value
+    best = BestWeights(monitor)
+    callbacks = [StageContext(index), best, *run.callbacks, EpochLog(plan.name)]
+    if plan.patience is not None:
+        callbacks.append(keras.callbacks.EarlyStopping(monitor=monitor, patience=plan.patience))
+    doctor_monitor = None
+    if cfg.doctor.monitor:
+        previous = [r["val_loss"] for r in run.records if r.get("val_loss") is not None]
+        doctor_monitor = RuntimeMonitor(
+            plan.name, len(run.data.class_names), trains_backbone=bool(plan.blocks),
+            reference_val_loss=min(previous) if previous else None,
+        )
+        callbacks.insert(1, doctor_monitor)  # right after StageContext: it reads the raw logs
+    started = time.time()
+    history = model.fit(
+        run.data.train,
+        validation_data=run.data.val,
+        shuffle=False,  # the tf.data pipeline shuffles; Keras would only warn
+        initial_epoch=run.epoch,
+        epochs=run.epoch + plan.epochs,
+        callbacks=callbacks,
+        class_weight=class_weight,
+        verbose=cfg.trainer.verbose,
+    )
+    epochs_run = len(history.epoch)
+    run.records.append({
+        "name": plan.name,
+        "train": plan.train,
+        "blocks": list(plan.blocks),
+        "epochs_run": epochs_run,
+        "best_epoch": None if best.best_epoch is None else best.best_epoch + 1,  # 1-based, counted over the run
+        "val_loss": best.best_logs.get("val_loss"),
+        "val_accuracy": best.best_logs.get("val_accuracy"),
+        "loss": best.best_logs.get("loss"),
+        "accuracy": best.best_logs.get("accuracy"),
+        "lr": plan.lr,
+        "trainable_params": trainable,
+        "wall_time_s": round(time.time() - started, 2),
+    })
+    run.epoch += epochs_run
+    if doctor_monitor is None:
+        return True
+    run.runtime.extend(doctor_monitor.summary())
+    return not (doctor_monitor.stopped and any(d.severity == Severity.error for d in doctor_monitor.diagnoses))
 
 
 def _compile(model: keras.Model, opt_cfg: OptimizerConfig, plan: StagePlan, steps_per_epoch: int) -> None:

@@ -137,6 +137,14 @@ class TrainerConfig:
 
 
 @dataclass
+class DoctorConfig:
+    enabled: bool = True  # pre-flight checks before training (tlkit doctor runs them alone)
+    strict: bool = False  # warnings count as errors
+    silence: List[str] = field(default_factory=list)  # finding ids to silence, on purpose
+    monitor: bool = True  # runtime monitor: stops a diverging stage and writes a diagnosis
+
+
+@dataclass
 class TrainConfig:
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -145,4 +153,5 @@ class TrainConfig:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    doctor: DoctorConfig = field(default_factory=DoctorConfig)
     seed: int = 42

@@ -33,6 +33,11 @@ class DataBundle:
     num_test: int
     steps_per_epoch: int  # training batches per epoch
     plain_train: Optional[tf.data.Dataset] = field(default=None, repr=False)  # first batch, no augmentation
+    # Image file paths per split (folder source only; None for in-memory sources): what the
+    # doctor hashes to find the same image in two splits.
+    train_files: Optional[List[str]] = field(default=None, repr=False)
+    val_files: Optional[List[str]] = field(default=None, repr=False)
+    test_files: Optional[List[str]] = field(default=None, repr=False)
 
     def sample_batch(self) -> Tuple[np.ndarray, np.ndarray]:
         """One un-augmented, un-shuffled training batch (images float32 0..255, labels int32)."""
@@ -291,4 +296,11 @@ def load_data(cfg, augment, image_size: int, seed: int) -> DataBundle:
         num_test=len(test_split[1]) if test_split is not None else 0,
         steps_per_epoch=max(num_train // batch_size, 1),
         plain_train=plain_train,
+        train_files=_paths(train_split) if from_files else None,
+        val_files=_paths(val_split) if from_files else None,
+        test_files=_paths(test_split) if from_files and test_split is not None else None,
     )
+
+
+def _paths(split) -> List[str]:
+    return [str(path) for path in split[0]]

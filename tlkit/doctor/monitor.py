@@ -1,0 +1,215 @@
+"""The doctor's runtime monitor: watches one stage's losses and says what went wrong, and why.
+
+One RuntimeMonitor per stage (per model.fit), next to BestWeights in the callback list. It reads
+only the logs Keras passes to callbacks, so it is backend-neutral. It stops the stage on an
+error (NaN loss, divergence) and only records warnings (val-loss spike, plateau at chance level).
+
+Reference points, in nats of cross-entropy:
+  - chance level is log(N): a zero-initialised head (head.zero_init, the default) starts exactly there;
+  - the stage's starting loss is the loss of its first batch (computed before the first update).
+"""
+from __future__ import annotations
+
+import logging
+import math
+
+import keras
+
+from tlkit.doctor.findings import Finding, Severity
+
+log = logging.getLogger("tlkit.doctor")
+
+# Divergence, rule 1 ("runaway"): the epoch's train loss is above a ceiling for 2 epochs in a row. The
+# ceiling is max(2·log N, starting loss + log N): twice chance means the model is confidently wrong, and
+# the second term lets a head that starts high (a random, non-zero init) come down without a false alarm.
+# One epoch above it can be an overshoot in the first steps; two in a row is not (a Case 1 replica, Adam
+# lr=0.1, batch 1, unscaled inputs, N=4: ~180 for both epochs, against a ceiling of 2.8).
+RUNAWAY_EPOCHS = 2
+# Divergence, rule 2 ("steady rise"), for a rise that stays below the ceiling (a fine-tune LR too high):
+# 3 rises in a row, each by more than 2% and 0.01 nats, so the epoch-to-epoch noise of a converged run
+# (well under 1% on any but the tiniest data set) never adds up to it.
+RISES_IN_A_ROW = 3
+MIN_RISE_FRACTION, MIN_RISE_NATS = 0.02, 0.01
+# Val-loss spike: val_loss above 1.5× the best so far (this stage's, or the previous stage's best), and
+# at least 0.05 nats above it, so a small validation set's noise at a low loss is not a spike.
+SPIKE_RATIO, MIN_SPIKE_NATS = 1.5, 0.05
+# Plateau: after 2 epochs, an epoch's train loss still within 2% of log(N). A model that learns anything,
+# even only the class priors of an imbalanced set, leaves that band early: a slow learner measured here
+# (digits on frozen random features, Adam 1e-2) was 4% below chance after 1 epoch and 13% after 2.
+PLATEAU_AFTER_EPOCHS, PLATEAU_BAND = 2, 0.02
+
+_LOWER_LR = ("a 10× lower LR: optimizer.lr={lr} (the first stage) or schedule.stages.N.lr_scale=0.1 (this "
+             "stage only); optimizer.clipnorm=1.0 also caps single bad steps")
+
+
+class RuntimeMonitor(keras.callbacks.Callback):
+    """Diagnoses a stage while it trains: `diagnoses` lists what it saw, `stopped` says if it ended the stage."""
+
+    def __init__(self, stage_name: str, num_classes: int, trains_backbone: bool,
+                 reference_val_loss: float | None = None):
+        super().__init__()
+        self.stage_name = stage_name
+        self.num_classes = num_classes
+        self.trains_backbone = trains_backbone
+        self.reference_val_loss = reference_val_loss
+        self.chance_loss = math.log(max(num_classes, 2))
+        self._reset()
+
+    def _reset(self) -> None:
+        self.diagnoses: list[Finding] = []
+        self.stopped = False
+        self._epochs_of: list[int | None] = []  # the 1-based epoch of each diagnosis
+        self._start_loss: float | None = None
+        self._train_losses: list[float] = []  # per epoch of this stage
+        self._best_val_loss: float | None = None
+        self._seen: set[str] = set()
+        self._epoch: int | None = None  # 1-based, counted over the run like train.log
+
+    # ---- Keras hooks ------------------------------------------------------------------------
+    def on_train_begin(self, logs=None):
+        self._reset()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch + 1  # Keras counts epochs over the whole run (initial_epoch)
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.stopped or not logs or "loss" not in logs:
+            return
+        loss = float(logs["loss"])  # Keras's running mean over the epoch so far
+        if self._start_loss is None and math.isfinite(loss):
+            self._start_loss = loss
+        if not math.isfinite(loss):
+            self._nan_loss(loss, batch)
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        self._epoch = epoch + 1
+        if self.stopped or "loss" not in logs:
+            return
+        loss = float(logs["loss"])
+        if not math.isfinite(loss):  # no batch logs reached us (or only the epoch mean overflowed)
+            self._nan_loss(loss, None)
+            return
+        if self._start_loss is None:
+            self._start_loss = loss
+        self._train_losses.append(loss)
+        self._check_divergence()
+        self._check_plateau()
+        if "val_loss" in logs:
+            self._check_val_spike(float(logs["val_loss"]))
+
+    # ---- rules ------------------------------------------------------------------------------
+    def _nan_loss(self, loss: float, batch: int | None) -> None:
+        where = f"epoch {self._epoch}" if batch is None else f"epoch {self._epoch}, batch {batch + 1}"
+        self._diagnose(
+            "nan-loss", Severity.error,
+            f"training loss became {loss} at {where} of stage '{self.stage_name}'{self._lr_text()}; the stage "
+            "was stopped. Likely causes: an LR too high for this stage (the weights overflowed), NaN or Inf "
+            "pixels in the input images, or wrong preprocessing feeding huge values to the backbone.",
+            _LOWER_LR.format(lr=self._lower_lr()) + "; backbone.preprocess=auto; check the images for NaN/Inf",
+            stop=True,
+        )
+
+    def _check_divergence(self) -> None:
+        losses = self._train_losses
+        ceiling = max(2 * self.chance_loss, self._start_loss + self.chance_loss)
+        recent = losses[-RUNAWAY_EPOCHS:]
+        if len(recent) == RUNAWAY_EPOCHS and all(v > ceiling for v in recent):
+            message = (
+                f"train loss {_arrow(recent)} over the last {RUNAWAY_EPOCHS} epochs is far above chance level "
+                f"(log {self.num_classes} = {self.chance_loss:.3g}; the stage started at {self._start_loss:.3g}): "
+                "the model is confidently wrong."
+            )
+        elif len(losses) > RISES_IN_A_ROW and all(
+            b > a * (1 + MIN_RISE_FRACTION) and b - a > MIN_RISE_NATS
+            for a, b in zip(losses[-RISES_IN_A_ROW - 1:], losses[-RISES_IN_A_ROW:])
+        ):
+            message = f"train loss rose {RISES_IN_A_ROW} epochs in a row: {_arrow(losses[-RISES_IN_A_ROW - 1:])}."
+        else:
+            return
+        self._diagnose(
+            "loss-diverging", Severity.error,
+            f"{message} Stage '{self.stage_name}' was stopped at epoch {self._epoch}{self._lr_text()}. Likely "
+            "causes: an LR too high for this stage (tiny batches, e.g. batch size 1, make it worse), or "
+            "unpreprocessed inputs (0-255 pixels where the backbone expects its own preprocessing) giving huge "
+            "features.",
+            _LOWER_LR.format(lr=self._lower_lr()) + "; backbone.preprocess=auto; data.batch_size=32",
+            stop=True,
+        )
+
+    def _check_val_spike(self, val_loss: float) -> None:
+        best = [v for v in (self.reference_val_loss, self._best_val_loss) if v is not None and math.isfinite(v)]
+        if math.isfinite(val_loss) and (self._best_val_loss is None or val_loss < self._best_val_loss):
+            self._best_val_loss = val_loss  # updated after reading `best`: a spike is judged against the past
+        if not self.trains_backbone or not best or "val-loss-spike" in self._seen:
+            return
+        baseline = min(best)
+        previous_train = self._train_losses[-2] if len(self._train_losses) > 1 else self._start_loss
+        train_falling = self._train_losses[-1] < previous_train
+        spiked = not math.isfinite(val_loss) or (
+            val_loss > SPIKE_RATIO * baseline and val_loss - baseline > MIN_SPIKE_NATS)
+        if not (spiked and train_falling):
+            return  # both rising is plain divergence or overfitting, not this
+        ratio = val_loss / baseline if baseline > 0 else math.inf
+        self._diagnose(
+            "val-loss-spike", Severity.warning,
+            f"val_loss jumped to {val_loss:.4g} at epoch {self._epoch} of stage '{self.stage_name}', "
+            f"{ratio:.3g}× the best so far ({baseline:.4g}), while the train loss kept falling "
+            f"({previous_train:.4g} → {self._train_losses[-1]:.4g}){self._lr_text()}. Typical of BatchNorm "
+            "statistics drifting on small batches (bn=train) or a fine-tune LR too high for the unfrozen blocks; "
+            "the stage goes on, and its best epoch is restored at the end.",
+            "schedule.bn=frozen; schedule.stages.N.lr_scale=0.01 (a 100× lower LR for fine-tuning stages)",
+        )
+
+    def _check_plateau(self) -> None:
+        loss = self._train_losses[-1]
+        at_chance = abs(loss - self.chance_loss) <= PLATEAU_BAND * self.chance_loss
+        if len(self._train_losses) < PLATEAU_AFTER_EPOCHS or not at_chance:
+            return
+        self._diagnose(
+            "plateau", Severity.warning,
+            f"train loss is still {loss:.4g} after {len(self._train_losses)} epochs of stage '{self.stage_name}' "
+            f"(epoch {self._epoch}), within {PLATEAU_BAND:.0%} of chance level log {self.num_classes} = "
+            f"{self.chance_loss:.4g}: the model is not learning{self._lr_text()}. Likely causes: an LR far too low "
+            "(or so high the head bounces around chance), labels not matching the images (shuffled separately), "
+            "degenerate features (weights=null with BatchNorm, or every image alike after wrong preprocessing).",
+            "optimizer.lr=1e-3 (Adam) or 1e-2 (SGD); backbone.preprocess=auto; check that labels follow the "
+            "images; backbone.weights=imagenet",
+        )
+
+    # ---- helpers ----------------------------------------------------------------------------
+    def _diagnose(self, finding_id: str, severity: Severity, message: str, fix: str, stop: bool = False) -> None:
+        if finding_id in self._seen:
+            return
+        self._seen.add(finding_id)
+        finding = Finding(finding_id, severity, message, fix)
+        self.diagnoses.append(finding)
+        self._epochs_of.append(self._epoch)
+        level = logging.ERROR if severity == Severity.error else logging.WARNING
+        log.log(level, "[%s] %s: %s\n    fix: %s", severity.value, finding_id, message, fix)
+        if stop:
+            self.stopped = True
+            if self.model is not None:
+                self.model.stop_training = True
+
+    def summary(self) -> list[dict]:
+        """Each diagnosis as Finding.to_dict(), plus the stage and the (1-based) epoch it was seen at."""
+        return [{**f.to_dict(), "stage": self.stage_name, "epoch": e} for f, e in zip(self.diagnoses, self._epochs_of)]
+
+    def _current_lr(self) -> float | None:
+        try:
+            return float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        except Exception:  # no model or optimizer attached (logs fed by hand), or an exotic optimizer
+            return None
+
+    def _lr_text(self) -> str:
+        lr = self._current_lr()
+        return "" if lr is None else f" (learning rate {lr:.3g})"
+
+    def _lower_lr(self) -> str:
+        lr = self._current_lr()  # the LR at this step: after warmup/decay, not necessarily the peak
+        return "1e-4" if not lr else f"{lr / 10:.3g}"
+
+
+def _arrow(values: list[float]) -> str:
+    return " → ".join(f"{v:.3g}" for v in values)
