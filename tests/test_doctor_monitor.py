@@ -138,6 +138,7 @@ def test_steady_rise_below_the_ceiling_stops_the_stage():
     ([0.0100, 0.0104, 0.0108, 0.0112, 0.0116], 0.02),  # converged: rises of 4% but 0.0004 nats
     ([1.6, 0.9, 0.5, 0.4], None),  # one epoch above 2·log 2 (an early overshoot), then falling
     ([9.0, 7.5, 6.0, 4.0], 9.5),  # a head that starts high (random init) and comes down
+    ([7.2, 3.3, 1.9, 1.2], 1.0986),  # zero-init head overshooting on large features, halving each epoch
 ])
 def test_diverging_silent_on_noisy_or_recovering_runs(losses, start):
     monitor = fed(RuntimeMonitor("head", 2, trains_backbone=False), [{"loss": v} for v in losses], start_loss=start)

@@ -42,7 +42,8 @@ def build_model(
             hint="a binary task is 2 classes (2 logits + softmax), never 1 unit with softmax",
         )
     inputs = keras.Input(shape=(image_size, image_size, 3), name="image")
-    x = ImagePreprocessing(preprocess_mode(spec, backbone_cfg), name="preprocess")(inputs)
+    # float32 whatever the policy: 0-255 values lose precision in bfloat16 before the mean subtraction
+    x = ImagePreprocessing(preprocess_mode(spec, backbone_cfg), name="preprocess", dtype="float32")(inputs)
     backbone = build_backbone(spec, image_size, backbone_cfg.weights)
     backbone.name = BACKBONE_LAYER  # one stable name, whatever the Keras constructor called it
     x = backbone(x)

@@ -15,9 +15,11 @@ import keras
 
 from tlkit import rundir
 from tlkit.callbacks import BestWeights, EpochLog, StageContext
-from tlkit.config.schema import ClassWeight, Monitor, OptimizerConfig, OptimizerName, TrainConfig
+from tlkit.config.schema import ClassWeight, FeatureCacheMode, Monitor, OptimizerConfig, OptimizerName, TrainConfig
 from tlkit.config.store import as_train_config
 from tlkit.config.validate import resolved_image_size, validate
+from tlkit import feature_cache as fc
+from tlkit import runtime
 from tlkit.doctor import Doctor, Severity
 from tlkit.model import build_model, preprocess_mode, with_probabilities
 from tlkit.stages import Freezer, StagePlan, count_params, plan_stages
@@ -42,9 +44,11 @@ class _Run:
     freezer: Freezer
     run_dir: Path
     callbacks: list  # shared across stages: one CSV log, one TensorBoard run
+    compile_options: dict = field(default_factory=dict)  # jit_compile, steps_per_execution
     records: list = field(default_factory=list)
     runtime: list = field(default_factory=list)  # the runtime monitor's diagnoses
     epoch: int = 0
+    features: fc.FeatureCache | None = None  # valid until a stage trains backbone blocks
 
 
 def train(cfg: TrainConfig, run_dir: str | Path) -> TrainResult:
@@ -68,7 +72,16 @@ def train(cfg: TrainConfig, run_dir: str | Path) -> TrainResult:
         "data: %d train / %d val / %d test images, %d classes, %d px, %d steps per epoch",
         data.num_train, data.num_val, data.num_test, len(data.class_names), image_size, data.steps_per_epoch,
     )
-    model = build_model(spec, cfg.backbone, cfg.head, len(data.class_names), image_size)
+    device = runtime.detect_device()
+    precision = runtime.resolve_precision(cfg.trainer.precision, device)
+    with runtime.dtype_policy(precision):  # the policy applies to the layers built here, and only here
+        model = build_model(spec, cfg.backbone, cfg.head, len(data.class_names), image_size)
+    compile_options = {
+        "jit_compile": runtime.resolve_jit_compile(cfg.trainer.jit_compile),
+        "steps_per_execution": runtime.resolve_steps_per_execution(
+            cfg.trainer.steps_per_execution, device, data.steps_per_epoch),
+    }
+    log.info("%s", runtime.describe(cfg.trainer, device, precision, compile_options["steps_per_execution"]))
     freezer = Freezer(model, spec, cfg.schedule.bn)
     plans = plan_stages(cfg.schedule.stages, spec, cfg.optimizer.lr)
     if cfg.doctor.enabled:
@@ -76,7 +89,7 @@ def train(cfg: TrainConfig, run_dir: str | Path) -> TrainResult:
         found = doctor.data(cfg, spec, data, plans=plans, trainable_params=trainable)
         _preflight(doctor, found + doctor.model(cfg, model, data))
 
-    run = _Run(cfg, model, data, freezer, run_dir, callbacks=[
+    run = _Run(cfg, model, data, freezer, run_dir, compile_options=compile_options, callbacks=[
         keras.callbacks.CSVLogger(str(run_dir / rundir.HISTORY_FILE), append=True),
         keras.callbacks.TensorBoard(str(run_dir / rundir.TENSORBOARD_DIR), write_graph=False),
     ])
@@ -88,6 +101,8 @@ def train(cfg: TrainConfig, run_dir: str | Path) -> TrainResult:
             log.error("the runtime monitor stopped stage '%s'; the remaining stages are skipped", plan.name)
             break
 
+    if not model.compiled:  # every stage trained on cached features: the full model was never compiled
+        _compile(model, cfg.optimizer, plans[-1], data.steps_per_epoch, compile_options)
     final = {f"val_{k}": float(v) for k, v in model.evaluate(data.val, verbose=0, return_dict=True).items()}
     if data.test is not None:
         final.update({f"test_{k}": float(v) for k, v in model.evaluate(data.test, verbose=0, return_dict=True).items()})
@@ -109,6 +124,7 @@ def train(cfg: TrainConfig, run_dir: str | Path) -> TrainResult:
         "schedule": cfg.schedule.name,
         "bn": cfg.schedule.bn.value,
         "monitor": monitor,
+        "precision": precision,
         "stages": run.records,
         **final,
         "epochs": run.epoch,
@@ -139,8 +155,10 @@ def _run_stage(run: _Run, index: int, count: int, plan: StagePlan, class_weight)
 
     cfg, model = run.cfg, run.model
     run.freezer.apply(plan)
-    _compile(model, cfg.optimizer, plan, run.data.steps_per_epoch)
     trainable = count_params(model.trainable_weights)
+    cache = _feature_cache(run, plan)
+    target = cache.head_model if cache else model  # the head is shared: training one trains the other
+    _compile(target, cfg.optimizer, plan, run.data.steps_per_epoch, run.compile_options)
     log.info(
         "stage %d/%d '%s': trains %s (%s), %d trainable params, peak lr %.3g, up to %d epochs",
         index + 1, count, plan.name, plan.train, ", ".join(plan.blocks) or "head only", trainable, plan.lr, plan.epochs,
@@ -159,16 +177,24 @@ def _run_stage(run: _Run, index: int, count: int, plan: StagePlan, class_weight)
         )
         callbacks.insert(1, doctor_monitor)  # right after StageContext: it reads the raw logs
     started = time.time()
-    history = model.fit(
-        run.data.train,
-        validation_data=run.data.val,
-        shuffle=False,  # the tf.data pipeline shuffles; Keras would only warn
+    if cache:
+        train_data = cache.training_batches(cfg.data.batch_size, cfg.seed, first_epoch=run.epoch)
+        val_data = (cache.val_features, cache.val_labels)
+    else:
+        train_data, val_data = run.data.train, run.data.val
+    history = target.fit(
+        train_data,
+        validation_data=val_data,
+        validation_batch_size=cfg.data.batch_size if cache else None,
+        shuffle=False,  # both inputs shuffle themselves; Keras would only warn
         initial_epoch=run.epoch,
         epochs=run.epoch + plan.epochs,
         callbacks=callbacks,
         class_weight=class_weight,
         verbose=cfg.trainer.verbose,
     )
+    if plan.blocks:
+        run.features = None  # the backbone changed: cached features are stale
     epochs_run = len(history.epoch)
     run.records.append({
         "name": plan.name,
@@ -182,6 +208,7 @@ def _run_stage(run: _Run, index: int, count: int, plan: StagePlan, class_weight)
         "accuracy": best.best_logs.get("accuracy"),
         "lr": plan.lr,
         "trainable_params": trainable,
+        "feature_cache": bool(cache),
         "wall_time_s": round(time.time() - started, 2),
     })
     run.epoch += epochs_run
@@ -191,13 +218,40 @@ def _run_stage(run: _Run, index: int, count: int, plan: StagePlan, class_weight)
     return not (doctor_monitor.stopped and any(d.severity == Severity.error for d in doctor_monitor.diagnoses))
 
 
-def _compile(model: keras.Model, opt_cfg: OptimizerConfig, plan: StagePlan, steps_per_epoch: int) -> None:
+def _compile(model: keras.Model, opt_cfg: OptimizerConfig, plan: StagePlan, steps_per_epoch: int,
+             options: dict | None = None) -> None:
     """A fresh optimizer per stage: recompiling is what makes a change of `trainable` take effect."""
     model.compile(
         optimizer=make_optimizer(opt_cfg, lr_schedule(plan, steps_per_epoch)),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+        **(options or {}),
     )
+
+
+def _feature_cache(run: _Run, plan: StagePlan) -> fc.FeatureCache | None:
+    """The cache for a head-only stage, built on first use, or None to train through the backbone."""
+    cfg, data = run.cfg, run.data
+    mode = FeatureCacheMode(cfg.trainer.feature_cache)
+    if plan.blocks or mode == FeatureCacheMode.off:
+        return None
+    if run.features is not None:
+        return run.features
+    augmenting = cfg.augment.flip or cfg.augment.crop_area < 1.0 or cfg.augment.color > 0.0
+    views = fc.auto_views(augmenting, plan.epochs, cfg.trainer.feature_cache_views)
+    width = run.model.get_layer("pool").output.shape[-1]
+    need = fc.feature_cache_bytes(data.num_train, data.num_val, width, views)
+    budget = cfg.trainer.memory_budget_gb * 2**30
+    if need > budget:
+        (log.warning if mode == FeatureCacheMode.on else log.info)(
+            "feature cache: %s is over trainer.memory_budget_gb=%g; training the head through the frozen "
+            "backbone instead", fc.describe(data.num_train, data.num_val, width, views), cfg.trainer.memory_budget_gb)
+        return None
+    started = time.time()
+    run.features = fc.FeatureCache(run.model, data, views)
+    log.info("feature cache: %s, built in %.1fs", fc.describe(data.num_train, data.num_val, width, views),
+             time.time() - started)
+    return run.features
 
 
 def lr_schedule(plan: StagePlan, steps_per_epoch: int) -> keras.optimizers.schedules.LearningRateSchedule:

@@ -55,6 +55,19 @@ class OptimizerName(str, Enum):
     sgd = "sgd"
 
 
+class Precision(str, Enum):
+    auto = "auto"  # mixed_bfloat16 on GPUs with bfloat16 (compute capability >= 8), mixed_float16 on older GPUs, float32 on CPU
+    float32 = "float32"
+    mixed_bfloat16 = "mixed_bfloat16"
+    mixed_float16 = "mixed_float16"  # Keras adds loss scaling
+
+
+class FeatureCacheMode(str, Enum):
+    auto = "auto"  # head-only stages train on cached features when they fit trainer.memory_budget_gb
+    on = "on"  # the same, and a warning when the cache does not fit
+    off = "off"  # always train through the frozen backbone
+
+
 class Monitor(str, Enum):
     val_loss = "val_loss"
     val_accuracy = "val_accuracy"
@@ -134,6 +147,12 @@ class TrainerConfig:
     monitor: Monitor = Monitor.val_loss  # restores each stage's best epoch by this metric
     verbose: int = 1  # Keras progress bars: 0 silent, 1 bar, 2 one line per epoch
     save_model: bool = True
+    precision: Precision = Precision.auto
+    jit_compile: Optional[bool] = None  # null: XLA on GPU, off on CPU (Keras "auto")
+    steps_per_execution: Optional[int] = None  # null: 1 on CPU, up to 32 on an accelerator
+    feature_cache: FeatureCacheMode = FeatureCacheMode.auto
+    feature_cache_views: Optional[int] = None  # null: 1 without augmentation, else min(stage epochs, 4)
+    memory_budget_gb: float = 4.0  # the most the image cache and the feature cache may hold in memory
 
 
 @dataclass
