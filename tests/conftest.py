@@ -1,6 +1,9 @@
 import os
+import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Pre-scan results and file caches of the test runs stay out of the user's ~/.cache.
+os.environ.setdefault("TLKIT_CACHE_DIR", tempfile.mkdtemp(prefix="tlkit-test-cache-"))
 
 from pathlib import Path  # noqa: E402
 

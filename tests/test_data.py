@@ -262,7 +262,7 @@ def test_folder_train_val_test_dirs(split_roots):
     from tlkit.data import class_weights, load_data
 
     cfg = _folder(train_dir=str(split_roots["train"]), val_dir=str(split_roots["val"]),
-                  test_dir=str(split_roots["test"]), cache=False)
+                  test_dir=str(split_roots["test"]), cache="off")
     data = load_data(cfg, AugmentConfig(name="light", flip=True, crop_area=0.6), SIZE, seed=0)
     assert data.class_names == ["ant", "bee"]
     assert (data.train_counts, data.num_val, data.num_test) == ([5, 3], 4, 3)
@@ -274,16 +274,34 @@ def test_folder_train_val_test_dirs(split_roots):
     assert class_weights(data.train_counts) == pytest.approx({0: 0.8, 1: 8 / 6})
 
 
-def test_a_file_that_is_not_an_image_is_named_in_the_error(tmp_path):
-    import tensorflow as tf
-
+def test_a_file_that_is_not_an_image_is_skipped_and_named(tmp_path, monkeypatch):
+    """The pre-scan leaves it out (data.on_bad_file=skip) or stops before training (error), naming it."""
     from tlkit.data import load_data
 
-    _make_class_folder(tmp_path, {"a": 2, "b": 2})
-    (tmp_path / "b" / "page.jpg").write_text("<html>saved from a browser</html>")
-    data = load_data(_folder(path=str(tmp_path), val_split=0.5), None, 8, seed=0)
-    with pytest.raises(tf.errors.InvalidArgumentError, match="page.jpg"):
-        _images(data.train), _images(data.val)
+    monkeypatch.setenv("TLKIT_CACHE_DIR", str(tmp_path / "cache"))
+    _make_class_folder(tmp_path / "images", {"a": 2, "b": 2})
+    page = tmp_path / "images" / "b" / "page.jpg"
+    page.write_text("<html>saved from a browser</html>")
+    data = load_data(_folder(path=str(tmp_path / "images"), val_split=0.5), None, 8, seed=0)
+    assert data.num_train + data.num_val == 4 and str(page) not in data.train_files + data.val_files
+    assert data.bad_files["count"] == 1 and data.bad_files["first"][0]["path"] == str(page)
+    assert "not an image" in data.bad_files["first"][0]["reason"]
+    assert _images(data.train).shape[0] == data.num_train  # decodes without error
+    with pytest.raises(DataError, match=r"page\.jpg: not an image"):
+        check_data_config(_folder(path=str(tmp_path / "images"), on_bad_file="error"))
+
+
+def test_the_pillow_decoder_names_a_file_it_cannot_read(tmp_path):
+    """Files outside TF's decoders go to Pillow in the pipeline; if one still fails, the error names it."""
+    import tensorflow as tf
+
+    from tlkit.data.pipeline import _read_image
+
+    page = tmp_path / "page.jpg"
+    page.write_text("<html>saved from a browser</html>")
+    dataset = tf.data.Dataset.from_tensors(str(page)).map(_read_image)  # in tf.data, as in the pipeline
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"cannot decode .*page\.jpg"):
+        next(iter(dataset))
 
 
 def test_synthetic_data_is_deterministic_for_a_seed():
@@ -337,3 +355,25 @@ def test_class_weights_refuse_an_empty_class():
 
     with pytest.raises(DataError, match="positive count"):
         class_weights([3, 0])
+
+
+# --- the decoded-image cache: memory, file or off, chosen against the memory budget (lead) ---
+
+def test_image_cache_states_its_size_and_uses_files_over_budget(tmp_path, monkeypatch, caplog):
+    import logging
+
+    from tlkit.config.schema import DataConfig
+    from tlkit.data.pipeline import image_cache, load_data
+
+    monkeypatch.setenv("TLKIT_CACHE_DIR", str(tmp_path / "cache"))
+    caplog.set_level(logging.INFO, logger="tlkit.data")
+    assert image_cache("off", 10, 32, 4.0) is None
+    cfg = DataConfig(source="synthetic", num_images=40, num_classes=2, image_size=32, batch_size=8)
+    in_memory = load_data(cfg, None, 32, seed=0, memory_budget_gb=4.0)
+    in_files = load_data(cfg, None, 32, seed=0, memory_budget_gb=1e-9)
+    messages = [r.getMessage() for r in caplog.records if r.getMessage().startswith("image cache")][1:]
+    assert "in memory" in messages[0] and "MiB" in messages[0]
+    assert "over trainer.memory_budget_gb" in messages[1] and str(tmp_path / "cache") in messages[1]
+    for a, b in zip(in_memory.val, in_files.val):  # the same images either way
+        np.testing.assert_array_equal(a[0].numpy(), b[0].numpy())
+    assert any((tmp_path / "cache").rglob("split*")), "the file cache was written"

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 
 import keras
 
@@ -10,7 +11,7 @@ log = logging.getLogger("tlkit.train")
 
 
 class StageContext(keras.callbacks.Callback):
-    """Adds `stage` (index) and `lr` (at the epoch's start) to the epoch logs, so CSV, TensorBoard and train.log carry them.
+    """Adds `stage` (index), `lr` (at the epoch's start) and `epoch_time_s` to the epoch logs, so CSV, TensorBoard and train.log carry them.
 
     Must come first in the callback list: later callbacks read the logs it extends.
     """
@@ -22,11 +23,13 @@ class StageContext(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         # The LR the epoch starts with: at the end of a cosine stage the LR is exactly 0.
         self._lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        self._started = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
             logs["stage"] = self.stage_index
             logs["lr"] = self._lr
+            logs["epoch_time_s"] = time.perf_counter() - self._started  # training + validation
 
 
 class BestWeights(keras.callbacks.Callback):

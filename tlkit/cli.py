@@ -2,6 +2,9 @@
 
     tlkit backbones                    the registered backbones and their input contracts
     tlkit doctor [overrides...]        the pre-flight checks train.py runs, without training
+    tlkit evaluate run=RUN_DIR [split=val|test|all] [output=DIR] [data.KEY=VALUE ...]
+    tlkit predict run=RUN_DIR inputs=PATH [top_k=5] [batch_size=32] [output=FILE.csv|.json]
+    tlkit export run=RUN_DIR format=keras|saved_model|tflite|onnx [quantize=float16|int8] [output=DIR]
 
 `doctor` takes the same Hydra overrides as train.py and composes the same conf/. This
 module is an entry point, like train.py: it may use Hydra; the library does not.
@@ -49,7 +52,9 @@ def compose_config(overrides: list[str], config_dir: Path):
     from hydra.core.config_store import ConfigStore
 
     from tlkit.config import register_schema
+    from tlkit.config.overrides import check_override_strings
 
+    check_override_strings(overrides)  # robustness: refuse what train.py refuses (objects named in overrides)
     register_schema(ConfigStore.instance())
     with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
         return compose(config_name="config", overrides=overrides)
@@ -102,7 +107,7 @@ def _data_and_model_checks(doctor, cfg, spec) -> None:
 
     keras.utils.set_random_seed(cfg.seed)
     size = resolved_image_size(cfg, spec)
-    data = load_data(cfg.data, cfg.augment, size, cfg.seed)
+    data = load_data(cfg.data, cfg.augment, size, cfg.seed, cfg.trainer.memory_budget_gb)
     model = build_model(spec, cfg.backbone, cfg.head, len(data.class_names), size)
     freezer, plans = Freezer(model, spec, cfg.schedule.bn), plan_stages(cfg.schedule.stages, spec, cfg.optimizer.lr)
     trainable = {}
@@ -111,6 +116,104 @@ def _data_and_model_checks(doctor, cfg, spec) -> None:
         trainable[plan.name] = count_params(model.trainable_weights)
     doctor.data(cfg, spec, data, plans=plans, trainable_params=trainable)
     doctor.model(cfg, model, data)
+
+
+# --------------------------------------------------------------------------- evaluate, predict, export
+
+
+def parse_key_values(items: list[str], allowed: dict, command: str) -> dict:
+    """key=value arguments -> {key: value}; `allowed` maps key -> converter ("data." keys pass through)."""
+    import yaml
+
+    parsed = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"tlkit {command}: error: expected key=value, got {item!r}")
+        if key in allowed:
+            parsed[key] = allowed[key](value)
+        elif key.startswith("data.") and "data." in allowed:
+            parsed[key] = yaml.safe_load(value) if value else None  # as Hydra types it: null, 8, true, a/path
+        else:
+            keys = ", ".join(k + ("KEY" if k.endswith(".") else "") for k in allowed)
+            raise SystemExit(f"tlkit {command}: error: unknown argument {key!r}; expected {keys}")
+    return parsed
+
+
+def _required(args: dict, key: str, command: str):
+    if args.get(key) in (None, ""):
+        raise SystemExit(f"tlkit {command}: error: {key}= is required (e.g. {key}=outputs/2024-01-01/12-00-00)")
+    return args[key]
+
+
+def _optional(value: str):
+    return None if value.lower() in ("", "null", "none") else value
+
+
+def evaluate_command(items: list[str]) -> int:
+    from tlkit.evaluate import evaluate_run, summary_text
+    from tlkit.rundir import EVAL_DIR, load_config
+
+    args = parse_key_values(items, {"run": str, "split": str, "output": _optional, "data.": None}, "evaluate")
+    run_dir = Path(_required(args, "run", "evaluate"))
+    overrides = {k: v for k, v in args.items() if k.startswith("data.")}
+    split = args.get("split", "all")
+    if split == "all":
+        has_test = load_config(run_dir, **overrides).data.test_dir is not None
+        splits = ["val", "test"] if has_test else ["val"]
+    else:
+        splits = [split]
+    for name in splits:
+        report = evaluate_run(run_dir, name, overrides, output=args.get("output"))
+        print(summary_text(report, name))
+    print(f"report and pictures: {Path(args.get('output') or run_dir / EVAL_DIR)}")
+    return 0
+
+
+def predict_command(items: list[str]) -> int:
+    from tlkit.predict import _load, predict, write_predictions
+
+    args = parse_key_values(items, {"run": str, "inputs": str, "top_k": int, "batch_size": int, "output": _optional,
+                                    "progress": lambda v: v.lower() in ("1", "true", "yes")}, "predict")
+    run_dir = _required(args, "run", "predict")
+    inputs = _required(args, "inputs", "predict")
+    model, names = _load(run_dir)
+    top_k = min(args.get("top_k", 5), len(names))
+    rows, failures = predict(model, inputs, top_k=top_k, batch_size=args.get("batch_size", 32), class_names=names,
+                             progress=args.get("progress", sys.stderr.isatty()))
+    path = write_predictions(rows, failures, args.get("output"), top_k, names, stream=sys.stdout)
+    for failure in failures:
+        print(f"not predicted: {failure.path}: {failure.error}", file=sys.stderr)
+    where = f" -> {path}" if path else ""
+    print(f"predicted {len(rows)} images, {len(failures)} unreadable{where}", file=sys.stderr)
+    return 0
+
+
+def export_command(items: list[str]) -> int:
+    import json
+
+    from tlkit.export import CARD_FILE, export
+
+    args = parse_key_values(items, {"run": str, "format": str, "quantize": _optional, "output": _optional,
+                                    "verify": lambda v: v.lower() in ("1", "true", "yes")}, "export")
+    run_dir = _required(args, "run", "export")
+    path = export(run_dir, _required(args, "format", "export"), args.get("quantize"), args.get("output"),
+                  verify=args.get("verify", True))
+    card_path = (path if path.is_dir() else path.parent) / CARD_FILE
+    card = json.loads(card_path.read_text())
+    shape = card["input"]["shape"]
+    print(f"exported: {path}\nmodel card: {card_path}")
+    print(f"input: float32 RGB 0-255, shape [batch, {shape[1]}, {shape[2]}, 3]; output: {card['num_classes']} "
+          "probabilities in class_names order")
+    check = card.get("verification", {})
+    if "max_abs_diff" in check:
+        print(f"check against model.keras on {check['images']} val images: max |diff| {check['max_abs_diff']:.2e}, "
+              f"top-1 agreement {check['top1_agreement']:.4f}")
+    if "accuracy_change" in card:
+        change = card["accuracy_change"]
+        print(f"val accuracy {change['val_accuracy_float']:.4f} -> {change['val_accuracy_quantized']:.4f} "
+              f"({change['change']:+.4f}) with {card['quantize']}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -124,13 +227,40 @@ def main(argv: list[str] | None = None) -> int:
     doctor.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. backbone=resnet50 optimizer.lr=0.1")
     doctor.add_argument("--config-dir", help="the conf/ folder (default: ./conf, else the one beside tlkit)")
     doctor.add_argument("--config-only", action="store_true", help="only the checks that need no data or model")
+    commands = {
+        "evaluate": ("accuracy, top-k, per-class metrics, confusion matrix and pictures into RUN_DIR/eval/",
+                     "run=RUN_DIR [split=val|test|all] [output=DIR] [data.KEY=VALUE ...] (overrides of the run's "
+                     "data)"),
+        "predict": ("top-k classes of image files as CSV (stdout or output=*.csv) or JSON (output=*.json)",
+                    "run=RUN_DIR inputs=FILE|FOLDER|GLOB [top_k=5] [batch_size=32] [output=FILE] [progress=true]"),
+        "export": ("a serving model with its model_card.json, in RUN_DIR/export/FORMAT/",
+                   "run=RUN_DIR format=keras|saved_model|tflite|onnx [quantize=float16|int8] [output=DIR] "
+                   "[verify=true]"),
+    }
+    for name, (summary, usage) in commands.items():
+        command = sub.add_parser(name, help=summary, description=f"{summary}. Arguments: {usage}")
+        command.add_argument("args", nargs="*", metavar="key=value", help=usage)
     args = parser.parse_args(argv)
     if args.command == "backbones":
         print(backbones_table())
         return 0
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    if args.command in commands:
+        return _run_library_command(args.command, args.args)
     return doctor_command(args.overrides, find_config_dir(args.config_dir), args.config_only)
+
+
+def _run_library_command(command: str, items: list[str]) -> int:
+    from tlkit.errors import TlkitError
+
+    logging.getLogger("tlkit").setLevel(logging.INFO)
+    handler = {"evaluate": evaluate_command, "predict": predict_command, "export": export_command}[command]
+    try:
+        return handler(items)
+    except (TlkitError, FileNotFoundError) as error:
+        print(f"tlkit {command}: error: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

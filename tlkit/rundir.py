@@ -2,24 +2,43 @@
 
     RUN_DIR/
       .hydra/            the composed config and overrides (written by Hydra)
+      config.yaml        the TrainConfig as run (also for runs started from a notebook)
       train.log          everything logged, one line per epoch
       history.csv        per-epoch metrics, with stage index and learning rate
       tensorboard/       one TensorBoard run for all stages
       model.keras        the trained model, RGB 0-255 in, probabilities out
       metrics.json       summary: see `write_metrics`
+      eval/              written at the end of training and by `tlkit evaluate` (tlkit.evaluate):
+        report.json              per split ("val", "test"): accuracy, top-k, per-class
+                                 precision/recall/F1, confusion matrix, confidently wrong images
+        training_curves.png      loss, accuracy and LR per epoch, stage boundaries marked
+        SPLIT_confusion_matrix.png    row-normalised, class names on the axes
+        SPLIT_confidently_wrong.png   the most confidently misclassified images
+      export/            `tlkit export` (tlkit.export): one folder per format, each with the
+                         model file and model_card.json (class names, input contract)
 """
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
+import shutil
+import uuid
 from pathlib import Path
+from typing import Callable
+
+from tlkit.errors import TlkitError
 
 LOG_FILE = "train.log"
 METRICS_FILE = "metrics.json"
 MODEL_FILE = "model.keras"
 HISTORY_FILE = "history.csv"
 TENSORBOARD_DIR = "tensorboard"
+CONFIG_FILE = "config.yaml"
+HYDRA_CONFIG_FILE = ".hydra/config.yaml"
+EVAL_DIR = "eval"
+EXPORT_DIR = "export"
 
 
 def attach_log_file(run_dir: Path) -> logging.Handler | None:
@@ -38,11 +57,38 @@ def attach_log_file(run_dir: Path) -> logging.Handler | None:
 
 
 def write_metrics(run_dir: Path, metrics: dict) -> Path:
-    path = run_dir / METRICS_FILE
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(metrics, indent=2, sort_keys=False) + "\n")
-    os.replace(tmp, path)  # never leave a half-written metrics.json
+    path = Path(run_dir) / METRICS_FILE
+    text = json.dumps(metrics, indent=2, sort_keys=False) + "\n"
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))  # never a half-written metrics.json
     return path
+
+
+def write_config(run_dir: Path, cfg) -> Path:
+    """RUN_DIR/config.yaml: the TrainConfig as run, so `tlkit evaluate` can rebuild its data."""
+    from omegaconf import OmegaConf
+
+    path = Path(run_dir) / CONFIG_FILE
+    path.write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
+    return path
+
+
+def load_config(run_dir: Path, **overrides):
+    """The run's TrainConfig (.hydra/config.yaml, else config.yaml), with dotted `overrides` merged on."""
+    from omegaconf import OmegaConf
+
+    from tlkit.config.store import as_train_config
+    from tlkit.errors import DataError
+
+    run_dir = Path(run_dir)
+    for name in (HYDRA_CONFIG_FILE, CONFIG_FILE):
+        if (run_dir / name).is_file():
+            return as_train_config(OmegaConf.load(run_dir / name), **overrides)
+    raise DataError(f"{str(run_dir)!r} has neither {HYDRA_CONFIG_FILE} nor {CONFIG_FILE}: is it a tlkit run directory?")
+
+
+def read_metrics(run_dir: Path) -> dict:
+    path = Path(run_dir) / METRICS_FILE
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def summary_table(stages: list[dict]) -> str:
@@ -63,3 +109,118 @@ def summary_table(stages: list[dict]) -> str:
 
 def _fmt(value) -> str:
     return "-" if value is None else f"{value:.4f}"
+
+
+# --------------------------------------------------------------------------- robustness (issue 8)
+# Atomic writes and an early writability check, so a full disk or a read-only run directory
+# gives a clear error and never destroys the last good file. Reuse `atomic_write` for any
+# file a crash must not leave half-written (checkpoints included).
+
+
+class RunDirError(TlkitError, OSError):
+    """The run directory cannot be written (read-only, not a directory, disk full)."""
+
+
+def _describe_os_error(error: OSError) -> str:
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "disk full"
+    if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return "not writable"
+    return error.strerror or str(error)
+
+
+def _fsync_path(path: str, directory: bool = False) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if directory else 0))
+    except OSError:
+        return  # e.g. directories cannot be opened on some platforms: best effort
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path, writer: Callable[[str], object], fsync: bool = True) -> Path:
+    """Write `path` through a temporary file in the same folder, then rename it into place.
+
+    `writer(tmp_path)` writes the whole file at `tmp_path` (which keeps `path`'s suffix, so
+    Keras's `model.save` accepts it). On any failure the temporary file is removed and the
+    previous `path`, if any, is left exactly as it was; an OSError (ENOSPC: "disk full",
+    EACCES, EROFS) becomes a RunDirError naming the path.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}{path.suffix}")
+    try:
+        writer(str(tmp))
+        if fsync:
+            _fsync_path(str(tmp))
+        os.replace(tmp, path)
+        if fsync:
+            _fsync_path(str(path.parent), directory=True)
+    except OSError as error:
+        _remove_quietly(tmp)
+        kept = "the previous file is intact" if path.exists() else "no previous file"
+        raise RunDirError(
+            f"{_describe_os_error(error)} while writing {path} ({error.strerror or error}); {kept}. "
+            f"Free space or choose another run directory (hydra.run.dir=...)"
+        ) from error
+    except BaseException:
+        _remove_quietly(tmp)
+        raise
+    return path
+
+
+def _remove_quietly(path) -> None:
+    try:
+        if os.path.isdir(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            os.unlink(path)
+    except OSError:
+        pass
+
+
+def _probe_write(directory: Path) -> None:
+    """Create, write and delete a small file in `directory` (what any run needs to do)."""
+    probe = directory / f".tlkit-write-probe-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    with open(probe, "wb") as handle:
+        handle.write(b"ok")
+    os.unlink(probe)
+
+
+def check_can_create(run_dir) -> None:
+    """Without creating anything: can `run_dir` be created (or written, if it exists)?
+
+    For train.py, before Hydra creates the run directory itself (its own error would be a
+    stack trace). The nearest existing ancestor must be a writable directory.
+    """
+    target = Path(os.path.abspath(os.path.expanduser(str(run_dir))))
+    existing = target
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise RunDirError(f"the run directory {str(target)!r} cannot be created: {str(existing)!r} is a file, "
+                          f"not a directory. Choose another one (hydra.run.dir=/writable/path)")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise RunDirError(f"the run directory {str(target)!r} cannot be created: {str(existing)!r} is not writable. "
+                          f"Choose another one (hydra.run.dir=/writable/path)")
+
+
+def ensure_writable(run_dir) -> Path:
+    """Create `run_dir` and prove a file can be written there, before any training."""
+    run_dir = Path(run_dir)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        _probe_write(run_dir)
+    except OSError as error:
+        if run_dir.exists() and not run_dir.is_dir():
+            problem = "is a file, not a directory"
+        else:
+            problem = f"is {_describe_os_error(error)} ({error.strerror or error})"
+        raise RunDirError(
+            f"the run directory {str(run_dir)!r} {problem}: nothing was trained. "
+            f"Choose another one (python train.py hydra.run.dir=/writable/path, or tlkit.train(cfg, run_dir=...))"
+        ) from error
+    return run_dir

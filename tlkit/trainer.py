@@ -58,8 +58,9 @@ def train(cfg: TrainConfig, run_dir: str | Path) -> TrainResult:
     spec = validate(cfg)  # fails fast, before any TensorFlow work
     doctor = Doctor(cfg.doctor.strict, cfg.doctor.silence)
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    rundir.ensure_writable(run_dir)  # robustness (issue 8): a read-only run directory fails here, before any work
     rundir.attach_log_file(run_dir)
+    rundir.write_config(run_dir, cfg)  # config.yaml: what `tlkit evaluate` / `export` rebuild the data from
     if cfg.doctor.enabled:
         _preflight(doctor, doctor.config(cfg, spec))
     keras.utils.set_random_seed(cfg.seed)
@@ -67,7 +68,7 @@ def train(cfg: TrainConfig, run_dir: str | Path) -> TrainResult:
     from tlkit.data import class_weights, load_data  # tf.data: imported only when training
 
     image_size = resolved_image_size(cfg, spec)
-    data = load_data(cfg.data, cfg.augment, image_size, cfg.seed)
+    data = load_data(cfg.data, cfg.augment, image_size, cfg.seed, cfg.trainer.memory_budget_gb)
     log.info(
         "data: %d train / %d val / %d test images, %d classes, %d px, %d steps per epoch",
         data.num_train, data.num_val, data.num_test, len(data.class_names), image_size, data.steps_per_epoch,
@@ -109,8 +110,12 @@ def train(cfg: TrainConfig, run_dir: str | Path) -> TrainResult:
     monitor = Monitor(cfg.trainer.monitor).value
     _warn_if_an_earlier_stage_was_better(run.records, monitor)
 
-    if cfg.trainer.save_model:
-        with_probabilities(model).save(run_dir / rundir.MODEL_FILE)
+    # --- robustness (issue 8): model.keras is written atomically (a full disk leaves the previous file
+    # intact) and never replaced by a model with NaN/Inf weights (e.g. NaN pixels stopped the run) ---
+    model_saved = cfg.trainer.save_model and _weights_finite(model, status)
+    if model_saved:
+        rundir.atomic_write(run_dir / rundir.MODEL_FILE, lambda tmp: with_probabilities(model).save(tmp))
+    # --- end of robustness ---
     metrics = {
         "status": status,
         "backbone": spec.name,
@@ -132,7 +137,17 @@ def train(cfg: TrainConfig, run_dir: str | Path) -> TrainResult:
         "doctor": {"findings": doctor.to_dict(), "runtime": run.runtime},
         "versions": {"keras": keras.__version__, "backend": keras.backend.backend()},
     }
+    # --- robustness (issue 8): what the pre-scan left out (folder source), and whether model.keras was written ---
+    metrics["data"] = {"bad_files": data.bad_files, "prescan": data.prescan}
+    metrics["model_saved"] = bool(model_saved)
+    # --- end of robustness ---
     rundir.write_metrics(run_dir, metrics)
+    # --- evaluation report (tlkit.evaluate): RUN_DIR/eval/; logs a warning on failure, never raises ---
+    if cfg.trainer.save_model:
+        from tlkit.evaluate import report_after_training
+
+        report_after_training(run_dir, with_probabilities(model), data)
+    # --- end of evaluation report ---
     log.info("finished in %.0fs: val_accuracy %.4f, val_loss %.4f\n%s",
              metrics["wall_time_s"], final["val_accuracy"], final["val_loss"], rundir.summary_table(run.records))
     log.info("run directory: %s", run_dir.resolve())
@@ -289,3 +304,17 @@ def _warn_if_an_earlier_stage_was_better(stages: list[dict], monitor: str) -> No
             "stage '%s' reached a better %s (%.4f) than the final stage (%.4f): later stages made the model "
             "worse; consider a lower LR for them or schedule=frozen.", stage, monitor, best, values[-1],
         )
+
+
+# --- robustness (issue 8) ---
+def _weights_finite(model: keras.Model, status: str) -> bool:
+    """False (and an error in the log) when any weight is NaN/Inf: such a model must not replace model.keras."""
+    import numpy as np
+
+    if all(np.isfinite(np.asarray(w, dtype=np.float64)).all() for w in model.get_weights()):
+        return True
+    log.error("the model's weights are NaN or infinite (status %s): %s was not written; a previous %s in the run "
+              "directory is left as it was. Check the images for NaN/Inf and the learning rate.",
+              status, rundir.MODEL_FILE, rundir.MODEL_FILE)
+    return False
+# --- end of robustness ---

@@ -29,9 +29,21 @@ class DataSource(str, Enum):
     synthetic = "synthetic"
 
 
+class ImageCache(str, Enum):
+    auto = "auto"  # in memory when it fits trainer.memory_budget_gb, else in a file
+    memory = "memory"
+    file = "file"  # $TLKIT_CACHE_DIR (or the system temp folder), removed when the process ends
+    off = "off"  # decode every image every epoch
+
+
 class ClassWeight(str, Enum):
     auto = "auto"  # balanced weights from the training counts
     none = "none"
+
+
+class OnBadFile(str, Enum):
+    skip = "skip"  # files that fail the pre-scan are left out, counted and named in the log and metrics.json
+    error = "error"  # any such file stops the run before training, naming each file and its problem
 
 
 class HeadKind(str, Enum):
@@ -91,10 +103,11 @@ class DataConfig:
     image_size: Optional[int] = None  # null: the backbone's default size
     batch_size: int = 32
     class_weight: ClassWeight = ClassWeight.none
-    cache: bool = True  # keep decoded, resized uint8 images in memory after the first epoch
+    cache: ImageCache = ImageCache.auto  # decoded, resized uint8 images, kept after the first epoch
     max_images: Optional[int] = None  # use at most this many training images (quick runs)
     num_classes: int = 3  # synthetic only
     num_images: int = 240  # synthetic only: train + val
+    on_bad_file: OnBadFile = OnBadFile.skip  # folder only: what to do with files that do not decode
 
 
 @dataclass

@@ -5,11 +5,14 @@ library stays usable from a notebook without Hydra.
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+import dataclasses
+import typing
+from typing import Any, List, Mapping
 
 from omegaconf import DictConfig, OmegaConf
 
 from tlkit.config.schema import TrainConfig
+from tlkit.errors import ConfigError
 
 SCHEMA_NAME = "tlkit_schema"  # the name conf/config.yaml puts first in its defaults list
 
@@ -29,7 +32,34 @@ def as_train_config(cfg: TrainConfig | Mapping | DictConfig | None = None, **ove
     if cfg is not None:
         if not isinstance(cfg, DictConfig):
             cfg = OmegaConf.structured(cfg) if isinstance(cfg, TrainConfig) else OmegaConf.create(dict(cfg))
+        _refuse_unknown_keys(OmegaConf.to_container(cfg, resolve=False), TrainConfig, "")
         merged = OmegaConf.merge(merged, cfg)
     for key, value in overrides.items():
         OmegaConf.update(merged, key, value, merge=True)
     return OmegaConf.to_object(merged)
+
+
+def _refuse_unknown_keys(node: Any, schema: type, prefix: str) -> None:
+    """Keys the schema does not have fail here, with the keys it does have.
+
+    Hydra lets `+data.batchsize=8` add a key to a composed config, and merging that config
+    onto the schema would silently drop it: a typo must not train on the default instead.
+    """
+    if not isinstance(node, Mapping):
+        return
+    hints = typing.get_type_hints(schema)
+    for key, value in node.items():
+        path = f"{prefix}{key}"
+        if key not in hints:
+            raise ConfigError(
+                path, value, f"a key of {prefix.rstrip('.') or 'the config'}: {', '.join(hints)}",
+                hint="a leading + adds keys the schema does not know; drop it and check the spelling",
+            )
+        kind = hints[key]
+        args = [a for a in typing.get_args(kind) if a is not type(None)]
+        if dataclasses.is_dataclass(kind):
+            _refuse_unknown_keys(value, kind, f"{path}.")
+        elif typing.get_origin(kind) in (list, List) and args and dataclasses.is_dataclass(args[0]) \
+                and isinstance(value, (list, tuple)):
+            for index, item in enumerate(value):
+                _refuse_unknown_keys(item, args[0], f"{path}.{index}.")

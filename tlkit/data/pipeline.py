@@ -7,6 +7,11 @@ Images stay uint8 (4x smaller than float32) until they are batched, which is als
 """
 from __future__ import annotations
 
+import atexit
+import logging
+import os
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
@@ -14,10 +19,14 @@ import numpy as np
 import tensorflow as tf
 
 from tlkit.data.augment import build_augmenter
-from tlkit.data.scan import check_data_config, scan_folder, source_name
+from tlkit.data.decode import decode_rgb_pillow, decode_rgb_tf, tf_decodes_tensor
+from tlkit.data.scan import IMAGE_EXTENSIONS, check_data_config, on_bad_file_policy, scan_classes, source_name
+from tlkit.config.schema import ImageCache
 from tlkit.errors import ConfigError, DataError
 
 AUTOTUNE = tf.data.AUTOTUNE
+BAD_FILES_LISTED = 20  # bad files named in DataBundle.bad_files (and metrics.json); the count is always exact
+data_log = logging.getLogger("tlkit.data")
 SYNTHETIC_BASE_SIZE = 64  # synthetic images are drawn at this size, then resized like any other
 
 
@@ -38,6 +47,10 @@ class DataBundle:
     train_files: Optional[List[str]] = field(default=None, repr=False)
     val_files: Optional[List[str]] = field(default=None, repr=False)
     test_files: Optional[List[str]] = field(default=None, repr=False)
+    # Folder source: files left out by the pre-scan {count, policy, first: [{path, reason}]},
+    # and what it found per split (formats, class counts); None for in-memory sources.
+    bad_files: Optional[dict] = None
+    prescan: Optional[dict] = field(default=None, repr=False)
 
     def sample_batch(self) -> Tuple[np.ndarray, np.ndarray]:
         """One un-augmented, un-shuffled training batch (images float32 0..255, labels int32)."""
@@ -156,19 +169,62 @@ def _files_and_labels(classes: Dict[str, List[str]], class_names: List[str]):
 
 
 def _folder(cfg, seed: int):
+    """Class names and splits from the folders, with the files that failed the pre-scan left out."""
     if cfg.path is not None:
-        classes = scan_folder(cfg.path)
+        scans = [scan_classes("data.path", cfg.path)]
+        classes = scans[0].classes
         names = sorted(classes)
         files, labels = _files_and_labels(classes, names)
         train, val = stratified_split(labels, cfg.val_split, seed)
         train_split, val_split = (files[train], labels[train]), (files[val], labels[val])
     else:
-        classes = scan_folder(cfg.train_dir)
-        names = sorted(classes)
-        train_split = _files_and_labels(classes, names)
-        val_split = _files_and_labels(scan_folder(cfg.val_dir), names)
-    test_split = _files_and_labels(scan_folder(cfg.test_dir), names) if cfg.test_dir is not None else None
-    return names, train_split, val_split, test_split
+        scans = [scan_classes("data.train_dir", cfg.train_dir), scan_classes("data.val_dir", cfg.val_dir)]
+        names = sorted(scans[0].classes)
+        train_split = _files_and_labels(scans[0].classes, names)
+        val_split = _files_and_labels(scans[1].classes, names)
+    test_split = None
+    if cfg.test_dir is not None:
+        scans.append(scan_classes("data.test_dir", cfg.test_dir))
+        test_split = _files_and_labels(scans[-1].classes, names)
+    return names, train_split, val_split, test_split, scans
+
+
+def _report_prescan(scans, policy: str) -> Tuple[dict, dict]:
+    """Log what the pre-scan found (logger tlkit.data: console and train.log); (bad_files, prescan) for metrics.json."""
+    from tlkit.data.prescan import ScanReport
+
+    report, ignored, splits = ScanReport(), {}, {}
+    for scan in scans:
+        report = report.merge(scan.report)
+        counts = {name: len(files) for name, files in scan.classes.items()}
+        formats = ", ".join(f"{name} {count}" for name, count in scan.report.formats().items())
+        data_log.info(
+            "pre-scan %s=%s: %d usable image files (%s) in %d classes (%s); %d bad; %s",
+            scan.key, scan.root, sum(counts.values()), formats or "none", len(counts),
+            ", ".join(f"{name} {count}" for name, count in counts.items()), len(scan.report.bad),
+            f"{scan.report.checked} decoded in {scan.report.seconds:.1f}s, the rest from the cache"
+            if scan.report.checked else "all from the cache",
+        )
+        for ext, count in scan.ignored.items():
+            ignored[ext] = ignored.get(ext, 0) + count
+        splits[scan.key] = {"root": scan.root, "class_counts": counts, **scan.report.to_dict(limit=0)}
+        for key in ("bad_files", "warnings"):
+            splits[scan.key].pop(key)
+    if ignored:
+        data_log.info("pre-scan: ignored %d file(s) without an image extension (%s); image extensions: %s",
+                      sum(ignored.values()), ", ".join(f"{ext} {n}" for ext, n in sorted(ignored.items())),
+                      ", ".join(IMAGE_EXTENSIONS))
+    for warning in report.warnings:
+        data_log.warning("pre-scan: %s", warning)
+    bad = report.bad
+    if bad:
+        data_log.warning("pre-scan: %d file(s) cannot be used as images and are left out (data.on_bad_file=%s):\n%s",
+                         len(bad), policy, report.describe_bad(limit=10))
+    bad_files = {"count": len(bad), "policy": policy,
+                 "first": [{"path": item.path, "reason": item.reason} for item in bad[:BAD_FILES_LISTED]]}
+    summary = {"splits": splits, "ignored": ignored, "warnings": list(report.warnings[:BAD_FILES_LISTED]),
+               "pillow_decoded": report.pillow_decoded()}
+    return bad_files, summary
 
 
 # --------------------------------------------------------------------------- tf.data
@@ -178,29 +234,30 @@ def _to_uint8(images: tf.Tensor) -> tf.Tensor:
     return tf.cast(tf.round(tf.clip_by_value(images, 0.0, 255.0)), tf.uint8)
 
 
-def _has_image_signature(contents: tf.Tensor) -> tf.Tensor:
-    """True when the bytes start like JPEG, PNG, GIF, BMP or WebP (what decode_image reads)."""
-    head = tf.strings.substr(contents, 0, 4)
-    return tf.reduce_any([
-        tf.equal(tf.strings.substr(contents, 0, 3), b"\xff\xd8\xff"),  # JPEG
-        tf.equal(head, b"\x89PNG"),
-        tf.equal(head, b"GIF8"),
-        tf.equal(tf.strings.substr(contents, 0, 2), b"BM"),
-        tf.logical_and(tf.equal(head, b"RIFF"), tf.equal(tf.strings.substr(contents, 8, 4), b"WEBP")),
-    ])
+def _pillow_decode(path) -> np.ndarray:
+    """tf.numpy_function body: the file at `path` (bytes from TensorFlow) through Pillow."""
+    if isinstance(path, np.ndarray):
+        path = path.item()
+    return decode_rgb_pillow(path.decode() if isinstance(path, bytes) else str(path))  # a path, never contents
 
 
 def _read_image(path: tf.Tensor) -> tf.Tensor:
+    """uint8 [H, W, 3] by tlkit.data.decode's rule, as `tlkit predict` and `serve_bytes` read it:
+    transparency composited over white, grayscale replicated, first frame of an animation,
+    16-bit scaled by the high byte. TensorFlow for JPEG, PNG, GIF and 24/32-bit BMP, Pillow
+    (through tf.numpy_function; its errors name the file) for everything else."""
     contents = tf.io.read_file(path)
-    # decode_image's own error does not say which file; this assertion does (for empty
-    # files, HTML pages saved as .jpg and the like).
-    check = tf.debugging.Assert(
-        _has_image_signature(contents),
-        ["Not an image tlkit can decode (expected JPEG, PNG, GIF, BMP or WebP data); remove or fix:", path],
-    )
-    with tf.control_dependencies([check]):
-        # channels=3: grayscale is replicated, alpha dropped; first frame of a GIF.
-        return tf.io.decode_image(contents, channels=3, expand_animations=False)
+
+    def with_tensorflow():
+        return decode_rgb_tf(contents)
+
+    def with_pillow():
+        image = tf.numpy_function(_pillow_decode, [path], tf.uint8, stateful=False)
+        return tf.reshape(image, tf.stack([tf.shape(image)[0], tf.shape(image)[1], 3]))
+
+    image = tf.cond(tf_decodes_tensor(contents), with_tensorflow, with_pillow)
+    image.set_shape([None, None, 3])
+    return image
 
 
 def _resizer(image_size: int, from_files: bool):
@@ -229,18 +286,18 @@ def _decoded(split, image_size: int, from_files: bool) -> tf.data.Dataset:
     return dataset.map(_resizer(image_size, from_files), num_parallel_calls=AUTOTUNE)
 
 
-def _eval_dataset(split, image_size: int, batch_size: int, from_files: bool, cache: bool) -> tf.data.Dataset:
+def _eval_dataset(split, image_size: int, batch_size: int, from_files: bool, cache) -> tf.data.Dataset:
     dataset = _decoded(split, image_size, from_files)
-    if cache:
-        dataset = dataset.cache()
+    if cache is not None:
+        dataset = cache(dataset)
     return dataset.batch(batch_size).map(_to_float, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
 
 
 def _train_dataset(split, image_size, batch_size, from_files, cache, augmenter, seed) -> tf.data.Dataset:
     count = len(split[1])
-    if cache:
-        # Decode once, keep uint8 in memory, then shuffle the cached images each epoch.
-        dataset = _decoded(split, image_size, from_files).cache()
+    if cache is not None:
+        # Decode once, keep uint8, then shuffle the cached images each epoch.
+        dataset = cache(_decoded(split, image_size, from_files))
         dataset = dataset.shuffle(count, seed=seed, reshuffle_each_iteration=True)
     else:
         # Shuffle the cheap (path, label) pairs, then decode.
@@ -261,15 +318,56 @@ def _train_dataset(split, image_size, batch_size, from_files, cache, augmenter, 
     return dataset.prefetch(AUTOTUNE)
 
 
-def load_data(cfg, augment, image_size: int, seed: int) -> DataBundle:
+def image_cache(mode, num_images: int, image_size: int, budget_gb: float):
+    """How decoded uint8 images are kept: a function dataset -> cached dataset, or None.
+
+    States the size before anything is cached; `auto` falls back to a file over the budget.
+    """
+    mode = ImageCache(getattr(mode, "value", mode))
+    size = num_images * image_size * image_size * 3
+    text = f"{num_images} images x {image_size}x{image_size}x3 uint8 = {size / 2**20:.1f} MiB"
+    if mode == ImageCache.off:
+        data_log.info("image cache: off (%s would be decoded every epoch)", text)
+        return None
+    if mode == ImageCache.memory or (mode == ImageCache.auto and size <= budget_gb * 2**30):
+        if size > budget_gb * 2**30:
+            data_log.warning("image cache: %s in memory, over trainer.memory_budget_gb=%g (data.cache=memory)", text, budget_gb)
+        else:
+            data_log.info("image cache: %s in memory", text)
+        return lambda dataset: dataset.cache()
+    folder = _cache_folder()
+    if mode == ImageCache.auto:
+        data_log.warning("image cache: %s is over trainer.memory_budget_gb=%g; caching in files under %s instead",
+                    text, budget_gb, folder)
+    else:
+        data_log.info("image cache: %s in files under %s", text, folder)
+    counter = iter(range(1_000_000))
+    return lambda dataset: dataset.cache(os.path.join(folder, f"split{next(counter)}"))
+
+
+def _cache_folder() -> str:
+    """A private folder for tf.data file caches, removed when the process ends."""
+    root = os.environ.get("TLKIT_CACHE_DIR") or None
+    if root:
+        os.makedirs(root, exist_ok=True)
+    folder = tempfile.mkdtemp(prefix="tlkit-image-cache-", dir=root)
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder
+
+
+def load_data(cfg, augment, image_size: int, seed: int, memory_budget_gb: float = 4.0) -> DataBundle:
     """Build the train/val(/test) datasets described by `cfg` (a DataConfig) at `image_size`."""
     check_data_config(cfg)
     if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
         raise ConfigError("image_size", image_size, "an integer >= 1 (the backbone's input size)")
     source = source_name(cfg)
-    loaders = {"digits": _digits, "synthetic": _synthetic, "folder": _folder}
-    class_names, train_split, val_split, test_split = loaders[source](cfg, seed)
     from_files = source == "folder"
+    bad_files = prescan = None
+    if from_files:
+        class_names, train_split, val_split, test_split, scans = _folder(cfg, seed)
+        bad_files, prescan = _report_prescan(scans, on_bad_file_policy(cfg))
+    else:
+        class_names, train_split, val_split, test_split = {"digits": _digits, "synthetic": _synthetic}[source](cfg, seed)
 
     keep = cap_per_class(train_split[1], cfg.max_images, seed)
     train_split = (train_split[0][keep], train_split[1][keep])
@@ -277,9 +375,11 @@ def load_data(cfg, augment, image_size: int, seed: int) -> DataBundle:
     num_train, batch_size = len(train_split[1]), cfg.batch_size
 
     augmenter = build_augmenter(augment, image_size, seed) if augment is not None else None
-    train = _train_dataset(train_split, image_size, batch_size, from_files, cfg.cache, augmenter, seed)
-    val = _eval_dataset(val_split, image_size, batch_size, from_files, cfg.cache)
-    test = _eval_dataset(test_split, image_size, batch_size, from_files, cfg.cache) if test_split is not None else None
+    total = num_train + len(val_split[1]) + (len(test_split[1]) if test_split is not None else 0)
+    cache = image_cache(cfg.cache, total, image_size, memory_budget_gb)
+    train = _train_dataset(train_split, image_size, batch_size, from_files, cache, augmenter, seed)
+    val = _eval_dataset(val_split, image_size, batch_size, from_files, cache)
+    test = _eval_dataset(test_split, image_size, batch_size, from_files, cache) if test_split is not None else None
     # A fixed random sample (not the first files, which would all be one class).
     sample = np.sort(np.random.default_rng(seed).permutation(num_train)[:batch_size])
     plain_train = _decoded((train_split[0][sample], train_split[1][sample]), image_size, from_files)
@@ -299,6 +399,8 @@ def load_data(cfg, augment, image_size: int, seed: int) -> DataBundle:
         train_files=_paths(train_split) if from_files else None,
         val_files=_paths(val_split) if from_files else None,
         test_files=_paths(test_split) if from_files and test_split is not None else None,
+        bad_files=bad_files,
+        prescan=prescan,
     )
 
 

@@ -1,21 +1,27 @@
 """Finding images on disk and checking the data config, before TensorFlow starts.
 
 Pure Python on purpose (no TensorFlow or Keras import): a wrong path or an empty class
-folder should fail in a second, not after a 10-second TensorFlow start-up.
+folder should fail in a second, not after a 10-second TensorFlow start-up. The folder
+source also pre-scans every image file here (tlkit.data.prescan: cached, parallel, Pillow):
+files that do not decode are dropped and reported (data.on_bad_file=skip) or stop the run
+(data.on_bad_file=error), before TensorFlow starts.
 """
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Dict, List
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
 
 from tlkit.errors import ConfigError, DataError
 
 if TYPE_CHECKING:  # typing only: keep this module importable without side effects
     from tlkit.config.schema import AugmentConfig, DataConfig
+    from tlkit.data.prescan import ScanReport
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 DIGITS_NUM_CLASSES = 10
 SOURCES = ("digits", "folder", "synthetic")
+ON_BAD_FILE = ("skip", "error")  # data.on_bad_file: files that fail the pre-scan are skipped (reported) or stop the run
 LAYOUT_HINT = "expected layout: <root>/<class_name>/<image>.jpg, one subfolder per class"
 
 
@@ -27,30 +33,108 @@ def is_image_file(name: str) -> bool:
     return not _is_hidden(name) and name.lower().endswith(IMAGE_EXTENSIONS)
 
 
-def _images_under(folder: str) -> List[str]:
-    """Every image file below `folder` (nested folders included), sorted, hidden ones skipped."""
-    found = []
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+def _images_under(folder: str, problems: Optional["FolderProblems"] = None) -> List[str]:
+    """Every image file below `folder` (nested folders included), sorted, hidden ones skipped.
+
+    Directory symlinks are followed (class folders are often links into a dataset), but each
+    real directory is walked once: a symlink loop is cut (and recorded in `problems`)
+    instead of recursing until the OS gives up, which would list every file ~40 times.
+    Folders that cannot be listed are recorded too, never silently skipped.
+    """
+    problems = problems if problems is not None else FolderProblems()
+    found, seen = [], set()
+
+    def unlistable(error: OSError) -> None:
+        problems.errors.append((error.filename or folder, f"cannot list folder: {error.strerror or error}"))
+
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True, onerror=unlistable):
+        real = os.path.realpath(dirpath)
+        if real in seen:
+            dirnames[:] = []
+            problems.warnings.append(f"{dirpath}: skipped, a symlink back to {real} (already scanned)")
+            continue
+        seen.add(real)
         dirnames[:] = [d for d in dirnames if not _is_hidden(d)]  # prune hidden dirs in place
-        found.extend(os.path.join(dirpath, f) for f in filenames if is_image_file(f))
+        for name in filenames:
+            if is_image_file(name):
+                found.append(os.path.join(dirpath, name))
+            elif not _is_hidden(name):
+                ext = os.path.splitext(name)[1].lower() or "(no extension)"
+                problems.ignored[ext] = problems.ignored.get(ext, 0) + 1
     return sorted(found)
 
 
-def scan_folder(root: str) -> Dict[str, List[str]]:
+@dataclass
+class FolderProblems:
+    """What a folder walk met besides images: unlistable folders, cut symlink loops, other files."""
+
+    errors: List[Tuple[str, str]] = field(default_factory=list)  # (path, reason): data that could not be read
+    warnings: List[str] = field(default_factory=list)
+    ignored: Dict[str, int] = field(default_factory=dict)  # extension -> files without an image extension
+
+
+def _is_dir(entry: os.DirEntry, problems: "FolderProblems") -> bool:
+    try:
+        return entry.is_dir(follow_symlinks=True)
+    except OSError as error:  # e.g. a symlink to itself: ELOOP
+        problems.warnings.append(f"{entry.path}: skipped ({error.strerror or error})")
+        return False
+
+
+def scan_folder(root: str, problems: Optional[FolderProblems] = None) -> Dict[str, List[str]]:
     """Class name (each non-hidden subfolder of `root`, sorted) -> its sorted image paths.
 
     Images in nested folders inside a class folder belong to that class. Class folders
-    without images map to an empty list, so callers can report them.
+    without images map to an empty list, so callers can report them. Pass `problems` to
+    collect what else the walk met (see FolderProblems).
     """
+    problems = problems if problems is not None else FolderProblems()
     root = os.path.expanduser(str(root))
     if not os.path.isdir(root):
         raise DataError(f"{root!r} is not a directory; {LAYOUT_HINT}")
-    classes = sorted(
-        entry.name
-        for entry in os.scandir(root)
-        if not _is_hidden(entry.name) and entry.is_dir(follow_symlinks=True)
-    )
-    return {name: _images_under(os.path.join(root, name)) for name in classes}
+    try:
+        entries = list(os.scandir(root))
+    except OSError as error:
+        raise DataError(f"cannot list {root!r}: {error.strerror or error}; {LAYOUT_HINT}") from error
+    classes = sorted(entry.name for entry in entries if not _is_hidden(entry.name) and _is_dir(entry, problems))
+    return {name: _images_under(os.path.join(root, name), problems) for name in classes}
+
+
+# --------------------------------------------------------------------------- pre-scan of the files
+
+
+@dataclass
+class FolderScan:
+    """One folder (data.path, train_dir, val_dir or test_dir) after the walk and the pre-scan."""
+
+    key: str
+    root: str
+    found: Dict[str, List[str]]  # class -> every file with an image extension
+    classes: Dict[str, List[str]]  # class -> the files that passed the pre-scan
+    report: "ScanReport"
+    ignored: Dict[str, int]
+
+
+def on_bad_file_policy(cfg) -> str:
+    value = getattr(cfg, "on_bad_file", "skip")
+    value = str(getattr(value, "value", value))
+    if value not in ON_BAD_FILE:
+        raise ConfigError("data.on_bad_file", value, " or ".join(ON_BAD_FILE),
+                          hint="skip: train on the files that decode and report the others; error: stop")
+    return value
+
+
+def scan_classes(key: str, root: str) -> FolderScan:
+    """Walk `root` and pre-scan every image file (tlkit.data.prescan: cached, parallel, no TensorFlow)."""
+    from tlkit.data.prescan import BadFile, prescan
+
+    problems = FolderProblems()
+    found = scan_folder(root, problems)
+    report = prescan([path for files in found.values() for path in files], root=os.path.expanduser(str(root)))
+    report.warnings.extend(problems.warnings)
+    report.folder_errors.extend(BadFile(path, reason) for path, reason in problems.errors)
+    classes = {name: [path for path in files if report.is_good(path)] for name, files in found.items()}
+    return FolderScan(key, str(root), found, classes, report, dict(problems.ignored))
 
 
 def source_name(cfg) -> str:
@@ -87,16 +171,33 @@ def _check_directory(key: str, path) -> str:
     return expanded
 
 
-def _check_classes(key: str, path: str) -> Dict[str, List[str]]:
-    """Scan `path` and insist on >= 2 classes, none of them empty."""
-    classes = scan_folder(path)
+def _check_classes(key: str, path: str, on_bad_file: str = "skip") -> Dict[str, List[str]]:
+    """Scan and pre-scan `path`; insist on >= 2 classes, none of them empty; apply data.on_bad_file."""
+    scan = scan_classes(key, path)
+    bad = scan.report.bad
+    if bad and on_bad_file == "error":
+        raise DataError(
+            f"{key}={path!r}: {len(bad)} of {len(scan.report.files)} image files cannot be used "
+            f"(data.on_bad_file=error):\n{scan.report.describe_bad()}\n"
+            f"Fix or remove them, or set data.on_bad_file=skip to train on the others."
+        )
+    classes = scan.classes
     with_images = [name for name, files in classes.items() if files]
-    empty = [name for name, files in classes.items() if not files]
+    empty = [name for name, files in classes.items() if not files and not scan.found[name]]
+    all_bad = [name for name, files in classes.items() if not files and scan.found[name]]
+
+    def unusable_details() -> str:
+        first = [str(item) for item in bad if any(item.path.startswith(os.path.join(path, n, "")) for n in all_bad)]
+        return (f"class folders whose image files all failed the pre-scan: {all_bad} "
+                f"(e.g. {first[0] if first else 'see the log'})")
+
     if len(with_images) < 2:
         loose = [f for f in os.listdir(path) if is_image_file(f)]
         details = f"found {len(with_images)} class folder(s) with images: {with_images}"
         if empty:
-            details += f"; empty class folders: {empty}"
+            details += f"; empty class folders: {[os.path.join(path, name) for name in empty]}"
+        if all_bad:
+            details += "; " + unusable_details()
         if loose:
             details += f"; {len(loose)} images lie directly in the folder, outside any class subfolder"
         raise DataError(
@@ -104,15 +205,23 @@ def _check_classes(key: str, path: str) -> Dict[str, List[str]]:
             f"{LAYOUT_HINT}; image extensions: {', '.join(IMAGE_EXTENSIONS)}"
         )
     if empty:
+        unlistable = "".join(f"; {item}" for item in scan.report.folder_errors)
         raise DataError(
             f"{key}={path!r} has class folders without images: {empty} "
-            f"(classes with images: {with_images}). Add images to them or remove the folders; "
-            f"image extensions: {', '.join(IMAGE_EXTENSIONS)}"
+            f"({', '.join(os.path.join(path, name) for name in empty)}; classes with images: {with_images}"
+            f"{unlistable}). "
+            f"Add images to them or remove the folders; image extensions: {', '.join(IMAGE_EXTENSIONS)}"
+        )
+    if all_bad:
+        raise DataError(
+            f"{key}={path!r} has {unusable_details()}; classes with usable images: {with_images}. "
+            f"Fix the files or remove the folders."
         )
     return classes
 
 
-def _check_same_classes(reference_key: str, reference: List[str], key: str, other: List[str]) -> None:
+def _check_same_classes(reference_key: str, reference: List[str], key: str, other: List[str],
+                        reference_path: Optional[str] = None, path: Optional[str] = None) -> None:
     missing = sorted(set(reference) - set(other))
     extra = sorted(set(other) - set(reference))
     if missing or extra:
@@ -121,8 +230,9 @@ def _check_same_classes(reference_key: str, reference: List[str], key: str, othe
             parts.append(f"classes in {reference_key} but missing from {key}: {missing}")
         if extra:
             parts.append(f"classes in {key} but missing from {reference_key}: {extra}")
+        where = f" ({reference_key}={reference_path!r}, {key}={path!r})" if reference_path and path else ""
         raise DataError(
-            f"{reference_key} and {key} must have the same class folders; " + "; ".join(parts)
+            f"{reference_key} and {key} must have the same class folders{where}; " + "; ".join(parts)
             + ". Class folder names must match exactly (they are the class names)."
         )
 
@@ -130,6 +240,7 @@ def _check_same_classes(reference_key: str, reference: List[str], key: str, othe
 def _check_folder_source(cfg) -> Dict[str, List[str]]:
     """Checks the folder form; returns the training class -> files mapping (path or train_dir)."""
     path, train_dir, val_dir = cfg.path, cfg.train_dir, cfg.val_dir
+    policy = on_bad_file_policy(cfg)
     split_form = "data.path=/images (split by data.val_split) or data.train_dir=/train data.val_dir=/val"
     if path is not None and (train_dir is not None or val_dir is not None):
         given = "data.train_dir" if train_dir is not None else "data.val_dir"
@@ -144,7 +255,7 @@ def _check_folder_source(cfg) -> Dict[str, List[str]]:
         )
     if path is not None:
         _check_fraction("data.val_split", cfg.val_split, hint="the fraction of data.path held out for validation")
-        classes = _check_classes("data.path", _check_directory("data.path", path))
+        classes = _check_classes("data.path", _check_directory("data.path", path), policy)
         too_small = [name for name, files in classes.items() if len(files) < 2]
         if too_small:
             raise DataError(
@@ -156,13 +267,14 @@ def _check_folder_source(cfg) -> Dict[str, List[str]]:
             if value is None:
                 raise ConfigError(key, None, "a folder with one subfolder per class (data.train_dir and "
                                   "data.val_dir go together)", hint=f"set {split_form}")
-        classes = _check_classes("data.train_dir", _check_directory("data.train_dir", train_dir))
-        val_classes = _check_classes("data.val_dir", _check_directory("data.val_dir", val_dir))
-        _check_same_classes("data.train_dir", list(classes), "data.val_dir", list(val_classes))
+        classes = _check_classes("data.train_dir", _check_directory("data.train_dir", train_dir), policy)
+        val_classes = _check_classes("data.val_dir", _check_directory("data.val_dir", val_dir), policy)
+        _check_same_classes("data.train_dir", list(classes), "data.val_dir", list(val_classes), train_dir, val_dir)
     if cfg.test_dir is not None:
-        test_classes = _check_classes("data.test_dir", _check_directory("data.test_dir", cfg.test_dir))
+        test_classes = _check_classes("data.test_dir", _check_directory("data.test_dir", cfg.test_dir), policy)
         reference_key = "data.path" if path is not None else "data.train_dir"
-        _check_same_classes(reference_key, list(classes), "data.test_dir", list(test_classes))
+        _check_same_classes(reference_key, list(classes), "data.test_dir", list(test_classes),
+                            path if path is not None else train_dir, cfg.test_dir)
     return classes
 
 
@@ -180,6 +292,7 @@ def check_data_config(cfg: "DataConfig") -> None:
                hint="null uses the backbone's default size")
     _check_int("data.max_images", cfg.max_images, 2, allow_none=True,
                hint="null uses every training image")
+    on_bad_file_policy(cfg)
 
     if source == "folder":
         num_classes = len(_check_folder_source(cfg))

@@ -1,0 +1,125 @@
+"""Command-line overrides that could make Hydra run code are refused before Hydra composes.
+
+tlkit itself never builds an object named in a config (no `hydra.utils.instantiate`, no
+import by name: optimizers, backbones and heads are Enums and registry names). Hydra does,
+for its own config: it instantiates every `hydra.callbacks.*._target_` before the task
+starts (checked on Hydra 1.3.8: `+hydra.callbacks.x._target_=os.makedirs
++hydra.callbacks.x.name=/tmp/marker` creates the folder), passes `hydra.job_logging` to
+`logging.config.dictConfig` (whose `class`/`()` keys import by name), and instantiates
+`hydra.launcher` / `hydra.sweeper`. So train.py and `tlkit doctor` refuse, before composing:
+
+  * any override whose key, or any key inside its value (`+x={_target_: ...}`), is one of
+    Hydra's instantiate keys (`_target_`, `_partial_`, `_args_`, `_recursive_`, `_convert_`);
+  * any `hydra.*` key outside a small allowlist (the run and sweep folders, chdir, job
+    name, verbosity, log levels) and any override packaged into `hydra` (`group@hydra...`);
+  * `--experimental-rerun` (it unpickles a file) and `--config-dir` / `--config-path`
+    (they would load YAML from outside conf/, which may set hydra.callbacks).
+
+Choosing one of Hydra's installed options (`hydra/job_logging=disabled`) stays allowed:
+those are files shipped with Hydra, not strings from the command line.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+from typing import Iterable, List, Tuple
+
+from tlkit.errors import ConfigError
+
+INSTANTIATE_KEYS = ("_target_", "_partial_", "_args_", "_recursive_", "_convert_")
+HYDRA_KEYS_ALLOWED = (
+    "hydra.run.dir",
+    "hydra.sweep.dir",
+    "hydra.sweep.subdir",
+    "hydra.job.chdir",
+    "hydra.job.name",
+    "hydra.verbose",
+    "hydra.output_subdir",
+    "hydra.mode",
+    "hydra.job_logging.root.level",
+    "hydra.hydra_logging.root.level",
+)
+REFUSED_FLAGS = {
+    "experimental_rerun": "--experimental-rerun (it loads a pickled config, which can run code)",
+    "config_dir": "--config-dir/-cd (tlkit composes conf/ only: put your settings in recipes/ and use recipe=NAME)",
+    "config_path": "--config-path/-cp (tlkit composes conf/ only: put your settings in recipes/ and use recipe=NAME)",
+}
+_WHY = "tlkit never builds objects named in a config, and refuses overrides that would make Hydra do it"
+
+
+def _nested_items(value, prefix: str) -> Iterable[Tuple[str, object]]:
+    """(dotted path, value) of every key inside a parsed override value (dicts, lists, sweeps)."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            path = f"{prefix}.{key}"
+            yield path, item
+            yield from _nested_items(item, path)
+    elif isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            yield from _nested_items(item, f"{prefix}.{index}")
+    elif isinstance(getattr(value, "list", None), list):  # a sweep: a,b,c or choice(a,b)
+        for item in value.list:
+            yield from _nested_items(item, prefix)
+
+
+def check_override_strings(overrides: List[str]) -> None:
+    """Raise ConfigError for the first override that could make Hydra run code (see the module doc)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(list(overrides))
+    except Exception:  # noqa: BLE001 - a syntax error: Hydra reports it with its own message
+        return
+    for override in parsed:
+        text = override.input_line or override.get_key_element()
+        if override.is_delete():
+            continue  # removing a key runs nothing
+        key = override.key_or_group
+        package = override.package or ""
+        if package == "hydra" or package.startswith("hydra."):
+            raise ConfigError(text, override.value(), f"a package outside hydra.* ({_WHY})")
+        try:
+            value = override.value()
+        except Exception:  # noqa: BLE001 - e.g. interpolations Hydra resolves later
+            value = None
+        for path, item in [(key, value), *_nested_items(value, key)]:
+            name = path.rsplit(".", 1)[-1]
+            if name in INSTANTIATE_KEYS:
+                raise ConfigError(
+                    path, item, f"no {name} keys: {_WHY}",
+                    hint="tlkit's choices are config groups and plain values, e.g. optimizer=sgd optimizer.lr=0.01",
+                )
+        if key == "hydra" or key.startswith("hydra."):
+            if key not in HYDRA_KEYS_ALLOWED:
+                raise ConfigError(
+                    key, value, f"one of the hydra.* keys tlkit lets you override: {', '.join(HYDRA_KEYS_ALLOWED)}",
+                    hint="Hydra instantiates or imports what hydra.callbacks, hydra.launcher, hydra.sweeper and "
+                         "hydra.job_logging name, so overriding them could run code; options of Hydra's own groups "
+                         "stay available (e.g. hydra/job_logging=disabled)",
+                )
+
+
+def check_command_line(argv: List[str]) -> List[str]:
+    """The same check for a whole train.py command line (Hydra's flags included); returns its overrides."""
+    from hydra._internal.utils import get_args_parser
+
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):
+            args = get_args_parser().parse_args(list(argv))
+    except SystemExit:
+        return []  # a malformed command line: Hydra prints its own usage message
+    for flag, why in REFUSED_FLAGS.items():
+        if getattr(args, flag, None):
+            raise ConfigError(f"--{flag.replace('_', '-')}", getattr(args, flag), f"not used with tlkit: {why}")
+    check_override_strings(args.overrides)
+    return list(args.overrides)
+
+
+def run_dir_override(overrides: List[str]) -> str:
+    """The run directory train.py will get: the last hydra.run.dir=... override, else conf/'s outputs/."""
+    found = "outputs"  # conf/config.yaml: outputs/${now:...}, relative to the working directory
+    for text in overrides:
+        key, sep, value = text.lstrip("+").partition("=")
+        if sep and key == "hydra.run.dir":
+            found = value.strip("'\"").split("${")[0] or "."  # outputs/${now:...}: check outputs/
+    return found
