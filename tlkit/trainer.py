@@ -58,7 +58,7 @@ def train(cfg: TrainConfig, run_dir: str | Path) -> TrainResult:
     spec = validate(cfg)  # fails fast, before any TensorFlow work
     doctor = Doctor(cfg.doctor.strict, cfg.doctor.silence)
     run_dir = Path(run_dir)
-    rundir.ensure_writable(run_dir)  # robustness (issue 8): a read-only run directory fails here, before any work
+    rundir.ensure_writable(run_dir)  # a read-only run directory fails here, before any work
     rundir.attach_log_file(run_dir)
     rundir.write_config(run_dir, cfg)  # config.yaml: what `tlkit evaluate` / `export` rebuild the data from
     if cfg.doctor.enabled:
@@ -110,12 +110,11 @@ def train(cfg: TrainConfig, run_dir: str | Path) -> TrainResult:
     monitor = Monitor(cfg.trainer.monitor).value
     _warn_if_an_earlier_stage_was_better(run.records, monitor)
 
-    # --- robustness (issue 8): model.keras is written atomically (a full disk leaves the previous file
-    # intact) and never replaced by a model with NaN/Inf weights (e.g. NaN pixels stopped the run) ---
+    # model.keras is written atomically (a full disk leaves the previous file intact) and never
+    # replaced by a model with NaN/Inf weights (e.g. NaN pixels stopped the run).
     model_saved = cfg.trainer.save_model and _weights_finite(model, status)
     if model_saved:
         rundir.atomic_write(run_dir / rundir.MODEL_FILE, lambda tmp: with_probabilities(model).save(tmp))
-    # --- end of robustness ---
     metrics = {
         "status": status,
         "backbone": spec.name,
@@ -136,18 +135,14 @@ def train(cfg: TrainConfig, run_dir: str | Path) -> TrainResult:
         "wall_time_s": round(time.time() - started, 2),
         "doctor": {"findings": doctor.to_dict(), "runtime": run.runtime},
         "versions": {"keras": keras.__version__, "backend": keras.backend.backend()},
+        "data": {"bad_files": data.bad_files, "prescan": data.prescan},  # what the pre-scan left out
+        "model_saved": bool(model_saved),
     }
-    # --- robustness (issue 8): what the pre-scan left out (folder source), and whether model.keras was written ---
-    metrics["data"] = {"bad_files": data.bad_files, "prescan": data.prescan}
-    metrics["model_saved"] = bool(model_saved)
-    # --- end of robustness ---
     rundir.write_metrics(run_dir, metrics)
-    # --- evaluation report (tlkit.evaluate): RUN_DIR/eval/; logs a warning on failure, never raises ---
-    if cfg.trainer.save_model:
+    if cfg.trainer.save_model:  # RUN_DIR/eval/: logs a warning on failure, never raises
         from tlkit.evaluate import report_after_training
 
         report_after_training(run_dir, with_probabilities(model), data)
-    # --- end of evaluation report ---
     log.info("finished in %.0fs: val_accuracy %.4f, val_loss %.4f\n%s",
              metrics["wall_time_s"], final["val_accuracy"], final["val_loss"], rundir.summary_table(run.records))
     log.info("run directory: %s", run_dir.resolve())
@@ -306,7 +301,6 @@ def _warn_if_an_earlier_stage_was_better(stages: list[dict], monitor: str) -> No
         )
 
 
-# --- robustness (issue 8) ---
 def _weights_finite(model: keras.Model, status: str) -> bool:
     """False (and an error in the log) when any weight is NaN/Inf: such a model must not replace model.keras."""
     import numpy as np
@@ -317,4 +311,3 @@ def _weights_finite(model: keras.Model, status: str) -> bool:
               "directory is left as it was. Check the images for NaN/Inf and the learning rate.",
               status, rundir.MODEL_FILE, rundir.MODEL_FILE)
     return False
-# --- end of robustness ---
