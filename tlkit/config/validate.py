@@ -15,6 +15,7 @@ from tlkit.errors import ConfigError
 log = logging.getLogger(__name__)
 
 WEIGHT_SUFFIXES = (".h5",)  # covers .weights.h5 too
+_WARNED_UNCACHED: set = set()
 
 
 def resolved_image_size(cfg: TrainConfig, spec: BackboneSpec) -> int:
@@ -67,7 +68,8 @@ def _check_weights(cfg: TrainConfig, spec: BackboneSpec) -> None:
             from tlkit.backbones.weights import imagenet_weights_cached, imagenet_weights_path
 
             size = resolved_image_size(cfg, spec)
-            if not imagenet_weights_cached(spec, size):
+            if not imagenet_weights_cached(spec, size) and (spec.name, size) not in _WARNED_UNCACHED:
+                _WARNED_UNCACHED.add((spec.name, size))  # train.py and train() both validate: say it once
                 log.warning(
                     "ImageNet weights for %s are not in the Keras cache (%s); Keras will try to download them.",
                     spec.name, imagenet_weights_path(spec, size),
