@@ -140,3 +140,12 @@ def test_validation_does_not_import_tensorflow():
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["False", "False"]
+
+
+def test_python_defaults_match_the_shipped_staged_schedule(compose):
+    """The README's notebook example leaves the schedule out: it gets what train.py gets."""
+    from_python = as_train_config({"backbone": {"name": "vgg16", "weights": None},
+                                "data": {"source": "digits", "image_size": 32}, "augment": {"name": "none"}})
+    validate(from_python)
+    from_yaml = as_train_config(compose(["data=digits"]))
+    assert from_python.schedule == from_yaml.schedule

@@ -138,11 +138,20 @@ class StageConfig:
     patience: Optional[int] = 3  # early stopping on trainer.monitor; null: off
 
 
+def _staged() -> List[StageConfig]:
+    """conf/schedule/staged.yaml, so a config built in Python has the same default as train.py."""
+    return [
+        StageConfig(name="head", train="head", epochs=5, lr_scale=1.0),
+        StageConfig(name="top", train="top:2", epochs=5, lr_scale=0.1, warmup_epochs=1),
+        StageConfig(name="all", train="all", epochs=5, lr_scale=0.01, warmup_epochs=1),
+    ]
+
+
 @dataclass
 class ScheduleConfig:
     name: str = "staged"
     bn: BNPolicy = BNPolicy.frozen
-    stages: List[StageConfig] = field(default_factory=list)
+    stages: List[StageConfig] = field(default_factory=_staged)
 
 
 @dataclass
