@@ -56,6 +56,17 @@ def attach_log_file(run_dir: Path) -> logging.Handler | None:
     return handler
 
 
+TIMINGS_FILE = "timings.json"
+
+
+def write_timings(run_dir: Path, timings: dict) -> Path:
+    """Wall times live apart from metrics.json, which is identical for identical seeded runs."""
+    path = Path(run_dir) / TIMINGS_FILE
+    text = json.dumps(timings, indent=2) + "\n"
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+    return path
+
+
 def write_metrics(run_dir: Path, metrics: dict) -> Path:
     path = Path(run_dir) / METRICS_FILE
     text = json.dumps(metrics, indent=2, sort_keys=False) + "\n"

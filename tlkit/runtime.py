@@ -83,6 +83,14 @@ def dtype_policy(name: str):
         keras.config.set_dtype_policy(previous)
 
 
+def enable_op_determinism() -> None:
+    """Deterministic TensorFlow kernels (JAX is deterministic on CPU already)."""
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
+
+
 def describe(trainer: TrainerConfig, device: Device, precision: str, steps_per_execution: int) -> str:
     xla = resolve_jit_compile(trainer.jit_compile)
     return (f"device {device.kind}{' ' + device.name if device.name else ''}, precision {precision}, "

@@ -64,6 +64,8 @@ def train(cfg: TrainConfig, run_dir: str | Path) -> TrainResult:
     if cfg.doctor.enabled:
         _preflight(doctor, doctor.config(cfg, spec))
     keras.utils.set_random_seed(cfg.seed)
+    if cfg.trainer.deterministic:
+        runtime.enable_op_determinism()
 
     from tlkit.data import class_weights, load_data  # tf.data: imported only when training
 
@@ -129,22 +131,24 @@ def train(cfg: TrainConfig, run_dir: str | Path) -> TrainResult:
         "bn": cfg.schedule.bn.value,
         "monitor": monitor,
         "precision": precision,
-        "stages": run.records,
+        "stages": [{k: v for k, v in r.items() if k != "wall_time_s"} for r in run.records],
         **final,
         "epochs": run.epoch,
-        "wall_time_s": round(time.time() - started, 2),
         "doctor": {"findings": doctor.to_dict(), "runtime": run.runtime},
         "versions": {"keras": keras.__version__, "backend": keras.backend.backend()},
         "data": {"bad_files": data.bad_files, "prescan": data.prescan},  # what the pre-scan left out
         "model_saved": bool(model_saved),
     }
     rundir.write_metrics(run_dir, metrics)
+    wall_time = round(time.time() - started, 2)
+    rundir.write_timings(run_dir, {"wall_time_s": wall_time,
+                                   "stages": {r["name"]: r["wall_time_s"] for r in run.records}})
     if cfg.trainer.save_model:  # RUN_DIR/eval/: logs a warning on failure, never raises
         from tlkit.evaluate import report_after_training
 
         report_after_training(run_dir, with_probabilities(model), data)
     log.info("finished in %.0fs: val_accuracy %.4f, val_loss %.4f\n%s",
-             metrics["wall_time_s"], final["val_accuracy"], final["val_loss"], rundir.summary_table(run.records))
+             wall_time, final["val_accuracy"], final["val_loss"], rundir.summary_table(run.records))
     log.info("run directory: %s", run_dir.resolve())
     return TrainResult(run_dir=run_dir, metrics=metrics, model=model)
 

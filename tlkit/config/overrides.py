@@ -11,7 +11,8 @@ starts (checked on Hydra 1.3.8: `+hydra.callbacks.x._target_=os.makedirs
   * any override whose key, or any key inside its value (`+x={_target_: ...}`), is one of
     Hydra's instantiate keys (`_target_`, `_partial_`, `_args_`, `_recursive_`, `_convert_`);
   * any `hydra.*` key outside a small allowlist (the run and sweep folders, chdir, job
-    name, verbosity, log levels) and any override packaged into `hydra` (`group@hydra...`);
+    name, verbosity, log levels, the Optuna sweeper's plain numbers: n_trials, direction,
+    sampler.seed, ...) and any override packaged into `hydra` (`group@hydra...`);
   * `--experimental-rerun` (it unpickles a file) and `--config-dir` / `--config-path`
     (they would load YAML from outside conf/, which may set hydra.callbacks).
 
@@ -38,6 +39,16 @@ HYDRA_KEYS_ALLOWED = (
     "hydra.mode",
     "hydra.job_logging.root.level",
     "hydra.hydra_logging.root.level",
+    # hparams_search=optuna (hydra-optuna-sweeper): plain values only. Not hydra.sweeper.sampler
+    # (instantiated), custom_search_space (a dotpath Hydra imports), storage or params (the
+    # search space: pass optimizer.lr=interval(1e-4,1e-3) on the command line instead).
+    "hydra.sweeper.n_trials",
+    "hydra.sweeper.n_jobs",
+    "hydra.sweeper.direction",
+    "hydra.sweeper.study_name",
+    "hydra.sweeper.max_failure_rate",
+    "hydra.sweeper.sampler.seed",
+    "hydra.sweeper.sampler.n_startup_trials",
 )
 REFUSED_FLAGS = {
     "experimental_rerun": "--experimental-rerun (it loads a pickled config, which can run code)",

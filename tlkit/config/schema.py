@@ -175,6 +175,7 @@ class TrainerConfig:
     feature_cache: FeatureCacheMode = FeatureCacheMode.auto
     feature_cache_views: Optional[int] = None  # null: 1 without augmentation, else min(stage epochs, 4)
     memory_budget_gb: float = 4.0  # the most the image cache and the feature cache may hold in memory
+    deterministic: bool = False  # TensorFlow op determinism: the same seed gives the same metrics.json (slower)
 
 
 @dataclass

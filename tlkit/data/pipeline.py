@@ -208,7 +208,7 @@ def _report_prescan(scans, policy: str) -> Tuple[dict, dict]:
         for ext, count in scan.ignored.items():
             ignored[ext] = ignored.get(ext, 0) + count
         splits[scan.key] = {"root": scan.root, "class_counts": counts, **scan.report.to_dict(limit=0)}
-        for key in ("bad_files", "warnings"):
+        for key in ("bad_files", "warnings", "checked", "seconds"):  # the last two differ run to run: logged above
             splits[scan.key].pop(key)
     if ignored:
         data_log.info("pre-scan: ignored %d file(s) without an image extension (%s); image extensions: %s",
