@@ -149,3 +149,14 @@ def test_python_defaults_match_the_shipped_staged_schedule(compose):
     validate(from_python)
     from_yaml = as_train_config(compose(["data=digits"]))
     assert from_python.schedule == from_yaml.schedule
+
+
+@pytest.mark.parametrize("command", [["tlkit", "backbones"], [sys.executable, "-m", "tlkit", "backbones"]])
+def test_backbones_command_lists_every_spec_with_its_contract(command):
+    from tlkit.backbones import all_specs
+
+    out = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    for spec in all_specs():
+        line = next(l for l in out.stdout.splitlines() if l.startswith(spec.name + " "))
+        assert spec.constructor in line and spec.preprocess in line and " ".join(spec.block_names) in line
