@@ -4,14 +4,17 @@ A thin Hydra entry point: compose conf/, check the config (before TensorFlow sta
 hand typed objects to tlkit. Everything else lives in the library.
 """
 import errno
+import logging
 import os
 import sys
+import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter out of the console
 
 import hydra
 from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from tlkit.config import as_train_config, register_schema
@@ -20,23 +23,49 @@ from tlkit.errors import TlkitError
 from tlkit.rundir import check_can_create
 
 register_schema(ConfigStore.instance())
+log = logging.getLogger("tlkit")
 
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float:
+    """Train; returns the final val_accuracy, what a sweep maximizes (hparams_search=optuna)."""
+    hydra_config = HydraConfig.get()
+    if hydra_config.mode != RunMode.MULTIRUN:
+        return run(cfg, hydra_config.runtime.output_dir)
+    # In a sweep one failing trial never stops the others: failure.json in its run dir, NaN
+    # returned (Optuna records the trial as FAIL; a grid sweep goes on to the next point).
+    started = time.time()
+    try:
+        return run(cfg, hydra_config.runtime.output_dir)
+    except (Exception, SystemExit) as error:  # noqa: BLE001 - any error of one trial
+        from tlkit.sweep import write_failure
+
+        path = write_failure(hydra_config.runtime.output_dir, error, time.time() - started)
+        log.error("trial %s failed: %s: %s (traceback in %s)", hydra_config.job.num, type(error).__name__,
+                  error, path)
+        return float("nan")
+    finally:
+        if "keras" in sys.modules:  # trials share this process: each starts from a clean Keras state
+            sys.modules["keras"].backend.clear_session()
+
+
+def run(cfg: DictConfig, run_dir: str) -> float:
     from tlkit.config.validate import validate
 
+    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
         config = as_train_config(cfg)  # keys a leading + added that the schema lacks fail here
         validate(config)  # before importing TensorFlow: a bad value costs a second, not a model build
         from tlkit.trainer import train
 
-        result = train(config, run_dir=HydraConfig.get().runtime.output_dir)
+        result = train(config, run_dir=run_dir)
     except TlkitError as error:
+        if multirun:
+            raise
         print(f"tlkit: error: {error}", file=sys.stderr)
         sys.exit(2)
     except OSError as error:
-        if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+        if multirun or error.errno not in (errno.ENOSPC, errno.EDQUOT):
             raise
         print(f"tlkit: error: disk full while writing {error.filename or 'the run directory'}: {error}. "
               "Files tlkit writes atomically (model.keras, metrics.json) keep their last complete version.",

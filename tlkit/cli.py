@@ -5,6 +5,7 @@
     tlkit evaluate run=RUN_DIR [split=val|test|all] [output=DIR] [data.KEY=VALUE ...]
     tlkit predict run=RUN_DIR inputs=PATH [top_k=5] [batch_size=32] [output=FILE.csv|.json]
     tlkit export run=RUN_DIR format=keras|saved_model|tflite|onnx [quantize=float16|int8] [output=DIR]
+    tlkit sweep-summary MULTIRUN_DIR   every trial of a sweep: sweep_summary.md/.csv/.png in MULTIRUN_DIR
 
 `doctor` takes the same Hydra overrides as train.py and composes the same conf/. This
 module is an entry point, like train.py: it may use Hydra; the library does not.
@@ -216,6 +217,24 @@ def export_command(items: list[str]) -> int:
     return 0
 
 
+def sweep_summary_command(multirun_dir: str, plot: bool = True) -> int:
+    from tlkit.sweep import markdown_table, summarize, swept_params, write_summary
+
+    try:
+        rows = summarize(multirun_dir)
+    except FileNotFoundError as error:
+        print(f"tlkit sweep-summary: error: {error}", file=sys.stderr)
+        return 2
+    if not rows:
+        print(f"tlkit sweep-summary: error: no trial folders (0/, 1/, ...) in {multirun_dir}", file=sys.stderr)
+        return 2
+    paths = write_summary(multirun_dir, rows, plot=plot)
+    print(markdown_table(rows, swept_params(rows, multirun_dir)))
+    print(f"\n{len(rows)} trials, {sum(r['failed'] for r in rows)} failed; written: "
+          + ", ".join(str(p) for p in paths.values()))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tlkit", description="Transfer-learning recipes for Keras 3.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -240,7 +259,13 @@ def main(argv: list[str] | None = None) -> int:
     for name, (summary, usage) in commands.items():
         command = sub.add_parser(name, help=summary, description=f"{summary}. Arguments: {usage}")
         command.add_argument("args", nargs="*", metavar="key=value", help=usage)
+    sweep = sub.add_parser("sweep-summary", help="a table and a plot of every trial of a sweep (train.py -m)",
+                           description="Writes sweep_summary.md, .csv and .png into MULTIRUN_DIR and prints the table.")
+    sweep.add_argument("multirun_dir", metavar="MULTIRUN_DIR", help="e.g. multirun/2024-01-01/12-00-00")
+    sweep.add_argument("--no-plot", action="store_true", help="skip the PNG")
     args = parser.parse_args(argv)
+    if args.command == "sweep-summary":
+        return sweep_summary_command(args.multirun_dir, plot=not args.no_plot)
     if args.command == "backbones":
         print(backbones_table())
         return 0

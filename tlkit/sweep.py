@@ -156,7 +156,15 @@ def _cell(value) -> str:
     return str(value)
 
 
-def markdown_table(rows: list[dict]) -> str:
+def _short(value: str) -> str:
+    number = _as_float(value)
+    if number is not None and len(value) > 8 and not value.lstrip("-").isdigit():
+        return f"{number:.4g}"
+    return value
+
+
+def markdown_table(rows: list[dict], params: list[str] | None = None) -> str:
+    """The table; with `params`, the overrides column shows only those (the swept ones), numbers rounded."""
     header = "| " + " | ".join(COLUMNS) + " |"
     lines = [header, "|" + "|".join("---" for _ in COLUMNS) + "|"]
     for row in rows:
@@ -165,7 +173,13 @@ def markdown_table(rows: list[dict]) -> str:
             value = row.get(column)
             if column == "status" and row["failed"]:
                 value = f"**{row['status'].upper()}**"
+            elif column == "wall_time_s" and value is not None:
+                value = f"{value:.1f}"
+            elif column == "error" and value:
+                value = value.splitlines()[0][:160]
             elif column == "overrides":
+                if params:
+                    value = " ".join(f"{k}={_short(row['params'][k])}" for k in params if k in row["params"])
                 value = f"`{value}`" if value else "-"
             text = _cell(value).replace("|", "\\|").replace("\n", " ")
             cells.append(text[:200])
@@ -185,7 +199,10 @@ def write_summary(multirun_dir, rows: list[dict] | None = None, plot: bool = Tru
     if best.get("best_params"):
         title += f"Optuna best: {best.get('best_value')} with {best['best_params']}\n"
     paths = {"md": multirun_dir / SUMMARY_MD, "csv": multirun_dir / SUMMARY_CSV}
-    paths["md"].write_text(title + "\n" + markdown_table(rows) + "\n")
+    common = [f"{k}={v}" for k, v in (rows[0]["params"] if rows else {}).items() if k not in params]
+    if params and common:
+        title += f"Overrides of every trial: `{' '.join(common)}`; the table shows the swept ones.\n"
+    paths["md"].write_text(title + "\n" + markdown_table(rows, params) + "\n")
     with open(paths["csv"], "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(list(COLUMNS) + params)
@@ -214,6 +231,7 @@ def plot_summary(rows: list[dict], params: list[str], path: Path) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     params = params or ["trial"]
     columns = min(3, len(params))
@@ -224,6 +242,7 @@ def plot_summary(rows: list[dict], params: list[str], path: Path) -> Path:
     high = max(values) if values else 1.0
     pad = max(0.05 * (high - low), 0.02)
     fail_y = low - 2 * pad
+    any_failed = any(r["failed"] or r["val_accuracy"] is None for r in rows)
     for ax, param in zip(axes.flat, params):
         xs = [str(r["trial"]) if param == "trial" else r["params"].get(param) for r in rows]
         numeric = all(_as_float(x) is not None for x in xs if x is not None) and any(x is not None for x in xs)
@@ -232,6 +251,7 @@ def plot_summary(rows: list[dict], params: list[str], path: Path) -> Path:
             finite = [p for p in positions if p is not None]
             if finite and min(finite) > 0 and (param.endswith("lr") or max(finite) / min(finite) >= 100):
                 ax.set_xscale("log")
+                ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # no overlapping 2x10^-4 labels
         else:
             categories = sorted({x for x in xs if x is not None})
             positions = [categories.index(x) if x is not None else None for x in xs]
@@ -248,16 +268,23 @@ def plot_summary(rows: list[dict], params: list[str], path: Path) -> Path:
                        label="finished")
             ax.scatter([best[0]], [best[1]["val_accuracy"]], s=160, facecolors="none", edgecolors="tab:green",
                        linewidths=2, zorder=4, label="best")
+            labels: dict = {}  # trials at the same point share one label: "0,1"
             for x, r in done:
-                ax.annotate(str(r["trial"]), (x, r["val_accuracy"]), textcoords="offset points", xytext=(5, 4),
-                            fontsize=7, color="dimgray")
+                labels.setdefault((x, r["val_accuracy"]), []).append(f"#{r['trial']}")
+            for point, trials in labels.items():
+                ax.annotate(",".join(trials), point, textcoords="offset points", xytext=(5, 4), fontsize=7,
+                            color="dimgray")
         if failed:
             ax.scatter([x for x, _ in failed], [fail_y] * len(failed), marker="x", color="tab:red", s=60, zorder=3,
                        label="failed")
+            ax.axhline(fail_y, color="tab:red", linewidth=0.6, linestyle=":", zorder=1)
+            labels = {}
             for x, r in failed:
-                ax.annotate(str(r["trial"]), (x, fail_y), textcoords="offset points", xytext=(5, 4), fontsize=7,
+                labels.setdefault(x, []).append(f"#{r['trial']}")
+            for x, trials in labels.items():
+                ax.annotate(",".join(trials), (x, fail_y), textcoords="offset points", xytext=(5, 4), fontsize=7,
                             color="tab:red")
-        ax.set_ylim(fail_y - pad, high + 2 * pad)
+        ax.set_ylim((fail_y if any_failed else low) - pad, high + 2 * pad)
         ax.set_xlabel(param)
         ax.set_ylabel(METRIC)
         ax.grid(alpha=0.3)
@@ -268,9 +295,10 @@ def plot_summary(rows: list[dict], params: list[str], path: Path) -> Path:
         for handle, label in zip(*ax.get_legend_handles_labels()):
             handles.setdefault(label, handle)
     if handles:
-        fig.legend(list(handles.values()), list(handles), loc="upper right", fontsize=8)
-    fig.suptitle(f"{METRIC} per trial ({len(rows)} trials; failed at the bottom)", fontsize=10)
-    fig.tight_layout(rect=(0, 0, 0.92, 0.95))
+        fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=len(handles), fontsize=8,
+                   frameon=False)
+    fig.suptitle(f"{METRIC} against each swept parameter ({len(rows)} trials)", fontsize=10)
+    fig.tight_layout(rect=(0, 0.07 if lines == 1 else 0.04, 1, 0.95))
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path

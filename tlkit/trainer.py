@@ -140,6 +140,7 @@ def train(cfg: TrainConfig, run_dir: str | Path) -> TrainResult:
         "model_saved": bool(model_saved),
     }
     rundir.write_metrics(run_dir, metrics)
+    _log_hparams(run_dir, cfg, metrics)
     wall_time = round(time.time() - started, 2)
     rundir.write_timings(run_dir, {"wall_time_s": wall_time,
                                    "stages": {r["name"]: r["wall_time_s"] for r in run.records}})
@@ -303,6 +304,16 @@ def _warn_if_an_earlier_stage_was_better(stages: list[dict], monitor: str) -> No
             "stage '%s' reached a better %s (%.4f) than the final stage (%.4f): later stages made the model "
             "worse; consider a lower LR for them or schedule=frozen.", stage, monitor, best, values[-1],
         )
+
+
+def _log_hparams(run_dir: Path, cfg: TrainConfig, metrics: dict) -> None:
+    """TensorBoard's HParams tab compares the runs of a sweep; this never fails a finished run."""
+    try:
+        from tlkit.sweep import log_hparams
+
+        log_hparams(run_dir, cfg, metrics)
+    except Exception as error:  # noqa: BLE001
+        log.warning("could not write the TensorBoard hparams: %s", error)
 
 
 def _weights_finite(model: keras.Model, status: str) -> bool:

@@ -299,7 +299,7 @@ def _batch_norm(cfg, spec, stages):
     if not bn_stages:
         return [Finding(
             "bn-train-no-effect", Severity.info,
-            f"schedule.bn=train changes nothing here: "
+            "schedule.bn=train changes nothing here: "
             + (f"{spec.name} has no BatchNorm layers." if spec.name in BACKBONES_WITHOUT_BATCHNORM
                else "no stage trains a backbone block (BatchNorm trains only in unfrozen blocks)."),
             "schedule.bn=frozen",
