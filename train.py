@@ -17,6 +17,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+import tlkit
 from tlkit.config import as_train_config, register_schema
 from tlkit.config.overrides import check_command_line, run_dir_override
 from tlkit.errors import TlkitError
@@ -50,15 +51,11 @@ def main(cfg: DictConfig) -> float:
 
 
 def run(cfg: DictConfig, run_dir: str) -> float:
-    from tlkit.config.validate import validate
-
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
         config = as_train_config(cfg)  # keys a leading + added that the schema lacks fail here
-        validate(config)  # before importing TensorFlow: a bad value costs a second, not a model build
-        from tlkit.trainer import train
-
-        result = train(config, run_dir=run_dir)
+        # tlkit.train validates before importing TensorFlow: a bad value costs a second, not a model build.
+        result = tlkit.train(config, run_dir=run_dir)
     except TlkitError as error:
         if multirun:
             raise

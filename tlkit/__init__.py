@@ -13,10 +13,17 @@ __version__ = "0.1.0"
 
 
 def train(cfg, run_dir):
-    """Run a staged fine-tuning (see tlkit.trainer.train); imported lazily to keep `import tlkit` light."""
+    """Run a staged fine-tuning (see tlkit.trainer.train).
+
+    The config is checked first, so a bad value fails before TensorFlow is imported.
+    """
+    from tlkit.config.validate import validate
+
+    cfg = as_train_config(cfg)
+    spec = validate(cfg)
     from tlkit.trainer import train as _train
 
-    return _train(cfg, run_dir)
+    return _train(cfg, run_dir, spec=spec)
 
 
 def load_model(path):

@@ -104,19 +104,14 @@ def _data_and_model_checks(doctor, cfg, spec) -> None:
     from tlkit.config.validate import resolved_image_size
     from tlkit.data import load_data
     from tlkit.model import build_model
-    from tlkit.stages import Freezer, count_params, plan_stages
+    from tlkit.stages import Freezer, plan_stages
 
     keras.utils.set_random_seed(cfg.seed)
     size = resolved_image_size(cfg, spec)
     data = load_data(cfg.data, cfg.augment, size, cfg.seed, cfg.trainer.memory_budget_gb)
     model = build_model(spec, cfg.backbone, cfg.head, len(data.class_names), size)
     freezer, plans = Freezer(model, spec, cfg.schedule.bn), plan_stages(cfg.schedule.stages, spec, cfg.optimizer.lr)
-    trainable = {}
-    for plan in plans:
-        freezer.apply(plan)
-        trainable[plan.name] = count_params(model.trainable_weights)
-    doctor.data(cfg, spec, data, plans=plans, trainable_params=trainable)
-    doctor.model(cfg, model, data)
+    doctor.data_and_model(cfg, spec, data, model, freezer, plans)
 
 
 # --------------------------------------------------------------------------- evaluate, predict, export

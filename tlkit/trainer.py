@@ -14,6 +14,7 @@ from pathlib import Path
 import keras
 
 from tlkit import rundir
+from tlkit.backbones.spec import BackboneSpec
 from tlkit.callbacks import BestWeights, EpochLog, StageContext
 from tlkit.config.schema import ClassWeight, FeatureCacheMode, Monitor, OptimizerConfig, OptimizerName, TrainConfig
 from tlkit.config.store import as_train_config
@@ -51,11 +52,15 @@ class _Run:
     features: fc.FeatureCache | None = None  # valid until a stage trains backbone blocks
 
 
-def train(cfg: TrainConfig, run_dir: str | Path) -> TrainResult:
-    """Run every stage of `cfg.schedule` and write the run directory."""
+def train(cfg: TrainConfig, run_dir: str | Path, spec: BackboneSpec | None = None) -> TrainResult:
+    """Run every stage of `cfg.schedule` and write the run directory.
+
+    `spec`: the result of validate(cfg) when the caller already ran it (tlkit.train does, before
+    TensorFlow is imported); validating again would walk and pre-scan an image folder twice.
+    """
     started = time.time()
     cfg = as_train_config(cfg)
-    spec = validate(cfg)  # fails fast, before any TensorFlow work
+    spec = spec or validate(cfg)
     doctor = Doctor(cfg.doctor.strict, cfg.doctor.silence)
     run_dir = Path(run_dir)
     rundir.ensure_writable(run_dir)  # a read-only run directory fails here, before any work
@@ -88,9 +93,7 @@ def train(cfg: TrainConfig, run_dir: str | Path) -> TrainResult:
     freezer = Freezer(model, spec, cfg.schedule.bn)
     plans = plan_stages(cfg.schedule.stages, spec, cfg.optimizer.lr)
     if cfg.doctor.enabled:
-        trainable = {plan.name: _trainable_params(freezer, plan) for plan in plans}
-        found = doctor.data(cfg, spec, data, plans=plans, trainable_params=trainable)
-        _preflight(doctor, found + doctor.model(cfg, model, data))
+        _preflight(doctor, doctor.data_and_model(cfg, spec, data, model, freezer, plans))
 
     run = _Run(cfg, model, data, freezer, run_dir, compile_options=compile_options, callbacks=[
         keras.callbacks.CSVLogger(str(run_dir / rundir.HISTORY_FILE), append=True),
@@ -157,11 +160,6 @@ def train(cfg: TrainConfig, run_dir: str | Path) -> TrainResult:
 def _preflight(doctor: Doctor, findings: list) -> None:
     doctor.log_findings(findings)
     doctor.raise_on_errors(findings)
-
-
-def _trainable_params(freezer: Freezer, plan: StagePlan) -> int:
-    freezer.apply(plan)
-    return count_params(freezer.model.trainable_weights)
 
 
 def _run_stage(run: _Run, index: int, count: int, plan: StagePlan, class_weight) -> bool:

@@ -44,6 +44,16 @@ class Doctor:
 
         return self.record(diagnose_model(cfg, model, data))
 
+    def data_and_model(self, cfg, spec, data, model, freezer, plans) -> list[Finding]:
+        """The checks that need the data and the built model; `freezer` gives each stage's trainable size."""
+        from tlkit.stages import count_params
+
+        trainable = {}
+        for plan in plans:
+            freezer.apply(plan)
+            trainable[plan.name] = count_params(model.trainable_weights)
+        return self.data(cfg, spec, data, plans=plans, trainable_params=trainable) + self.model(cfg, model, data)
+
     def raise_on_errors(self, findings: list[Finding]) -> None:
         if has_errors(findings):
             raise DoctorError([f for f in findings if f.severity == Severity.error])
