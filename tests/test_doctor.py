@@ -112,7 +112,7 @@ def test_case2_two_softmax_units_with_binary_crossentropy_is_impossible(compose)
     from tlkit.config import BackboneConfig, HeadConfig, OptimizerConfig
     from tlkit.model import build_model
     from tlkit.stages import plan_stages
-    from tlkit.trainer import _compile
+    from tlkit.optim import compile_for_stage as _compile
 
     spec = get_spec("resnet50")
     model = build_model(spec, BackboneConfig(name="resnet50", weights=None), HeadConfig(), 2, 32)

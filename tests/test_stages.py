@@ -8,7 +8,7 @@ from tlkit.config import BackboneConfig, HeadConfig, OptimizerConfig, StageConfi
 from tlkit.config.schema import BNPolicy
 from tlkit.model import backbone_of, build_model, head_of
 from tlkit.stages import Freezer, is_batch_norm, plan_stages
-from tlkit.trainer import _compile
+from tlkit.optim import compile_for_stage as _compile
 
 SIZE, CLASSES = 32, 3
 BACKBONE = "resnet50"  # BatchNorm in every block, and healthy signal with random weights

@@ -16,12 +16,13 @@ import keras
 from tlkit import rundir
 from tlkit.backbones.spec import BackboneSpec
 from tlkit.callbacks import BestWeights, EpochLog, StageContext
-from tlkit.config.schema import ClassWeight, FeatureCacheMode, Monitor, OptimizerConfig, OptimizerName, TrainConfig
+from tlkit.config.schema import ClassWeight, FeatureCacheMode, Monitor, TrainConfig
 from tlkit.config.store import as_train_config
 from tlkit.config.validate import resolved_image_size, validate
 from tlkit import feature_cache as fc
 from tlkit import runtime
 from tlkit.doctor import Doctor, Severity
+from tlkit.optim import compile_for_stage
 from tlkit.model import build_model, preprocess_mode, with_probabilities
 from tlkit.stages import Freezer, StagePlan, count_params, plan_stages
 
@@ -108,7 +109,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, spec: BackboneSpec | None = Non
             break
 
     if not model.compiled:  # every stage trained on cached features: the full model was never compiled
-        _compile(model, cfg.optimizer, plans[-1], data.steps_per_epoch, compile_options)
+        compile_for_stage(model, cfg.optimizer, plans[-1], data.steps_per_epoch, compile_options)
     final = {f"val_{k}": float(v) for k, v in model.evaluate(data.val, verbose=0, return_dict=True).items()}
     if data.test is not None:
         final.update({f"test_{k}": float(v) for k, v in model.evaluate(data.test, verbose=0, return_dict=True).items()})
@@ -171,7 +172,7 @@ def _run_stage(run: _Run, index: int, count: int, plan: StagePlan, class_weight)
     trainable = count_params(model.trainable_weights)
     cache = _feature_cache(run, plan)
     target = cache.head_model if cache else model  # the head is shared: training one trains the other
-    _compile(target, cfg.optimizer, plan, run.data.steps_per_epoch, run.compile_options)
+    compile_for_stage(target, cfg.optimizer, plan, run.data.steps_per_epoch, run.compile_options)
     log.info(
         "stage %d/%d '%s': trains %s (%s), %d trainable params, peak lr %.3g, up to %d epochs",
         index + 1, count, plan.name, plan.train, ", ".join(plan.blocks) or "head only", trainable, plan.lr, plan.epochs,
@@ -231,17 +232,6 @@ def _run_stage(run: _Run, index: int, count: int, plan: StagePlan, class_weight)
     return not (doctor_monitor.stopped and any(d.severity == Severity.error for d in doctor_monitor.diagnoses))
 
 
-def _compile(model: keras.Model, opt_cfg: OptimizerConfig, plan: StagePlan, steps_per_epoch: int,
-             options: dict | None = None) -> None:
-    """A fresh optimizer per stage: recompiling is what makes a change of `trainable` take effect."""
-    model.compile(
-        optimizer=make_optimizer(opt_cfg, lr_schedule(plan, steps_per_epoch)),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-        **(options or {}),
-    )
-
-
 def _feature_cache(run: _Run, plan: StagePlan) -> fc.FeatureCache | None:
     """The cache for a head-only stage, built on first use, or None to train through the backbone."""
     cfg, data = run.cfg, run.data
@@ -265,30 +255,6 @@ def _feature_cache(run: _Run, plan: StagePlan) -> fc.FeatureCache | None:
     log.info("feature cache: %s, built in %.1fs", fc.describe(data.num_train, data.num_val, width, views),
              time.time() - started)
     return run.features
-
-
-def lr_schedule(plan: StagePlan, steps_per_epoch: int) -> keras.optimizers.schedules.LearningRateSchedule:
-    """Linear warmup to the stage's peak LR, then cosine decay to 0 (or constant)."""
-    total = max(1, plan.epochs * steps_per_epoch)
-    warmup = int(round(plan.warmup_epochs * steps_per_epoch))
-    return keras.optimizers.schedules.CosineDecay(
-        initial_learning_rate=0.0 if warmup else plan.lr,
-        decay_steps=max(1, total - warmup),
-        alpha=0.0 if plan.cosine else 1.0,  # alpha=1 keeps the LR constant after warmup
-        warmup_target=plan.lr if warmup else None,
-        warmup_steps=warmup,
-    )
-
-
-def make_optimizer(opt_cfg: OptimizerConfig, learning_rate) -> keras.optimizers.Optimizer:
-    name = OptimizerName(opt_cfg.name)
-    common = {"learning_rate": learning_rate, "clipnorm": opt_cfg.clipnorm}
-    decay = opt_cfg.weight_decay or None
-    if name == OptimizerName.sgd:
-        return keras.optimizers.SGD(momentum=opt_cfg.momentum, nesterov=opt_cfg.nesterov, weight_decay=decay, **common)
-    if name == OptimizerName.adamw:
-        return keras.optimizers.AdamW(weight_decay=opt_cfg.weight_decay, **common)
-    return keras.optimizers.Adam(weight_decay=decay, **common)
 
 
 def _warn_if_an_earlier_stage_was_better(stages: list[dict], monitor: str) -> None:
