@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 import time
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter out of the console
 
@@ -19,7 +20,8 @@ from omegaconf import DictConfig
 
 import tlkit
 from tlkit.config import as_train_config, register_schema
-from tlkit.config.overrides import check_command_line, run_dir_override
+from tlkit.config.overrides import check_command_line, resume_command_line, run_dir_override
+from tlkit.distribute import is_chief
 from tlkit.errors import TlkitError
 from tlkit.rundir import check_can_create
 
@@ -54,6 +56,11 @@ def run(cfg: DictConfig, run_dir: str) -> float:
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
         config = as_train_config(cfg)  # keys a leading + added that the schema lacks fail here
+        if multirun:
+            (Path(run_dir) / "failure.json").unlink(missing_ok=True)  # a relaunch retries a failed trial
+        if multirun and tlkit.has_progress(run_dir):
+            # A relaunched sweep (same hydra.sweep.dir): a finished trial is skipped, an interrupted one resumes.
+            config.resume = run_dir
         # tlkit.train validates before importing TensorFlow: a bad value costs a second, not a model build.
         result = tlkit.train(config, run_dir=run_dir)
     except TlkitError as error:
@@ -75,8 +82,13 @@ if __name__ == "__main__":
     try:
         # Before Hydra composes: Hydra itself instantiates hydra.callbacks.*._target_ (code named by a string).
         overrides = check_command_line(sys.argv[1:])
+        # resume=RUN_DIR: the run's own overrides and directory (tlkit/config/overrides.py).
+        sys.argv[1:] = resume_command_line(sys.argv[1:])
+        overrides = check_command_line(sys.argv[1:])
         if not {"-m", "--multirun"} & set(sys.argv[1:]):
             check_can_create(run_dir_override(overrides))  # before Hydra creates it (its error is a stack trace)
+        if not is_chief():  # a multi-worker run (TF_CONFIG): Hydra's .hydra/ and train.log are the chief's alone
+            sys.argv += ["hydra.output_subdir=null", "hydra/job_logging=stdout"]
     except TlkitError as error:
         print(f"tlkit: error: {error}", file=sys.stderr)
         sys.exit(2)

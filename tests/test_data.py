@@ -219,7 +219,9 @@ def test_training_batches_all_have_the_same_shape(digits):
 
 
 def test_training_data_is_reshuffled_each_epoch(digits):
-    assert not np.array_equal(_labels(digits.train), _labels(digits.train))
+    epochs = digits.train_epochs
+    assert not np.array_equal(_labels(epochs.epoch(0)), _labels(epochs.epoch(1)))
+    np.testing.assert_array_equal(_labels(epochs.epoch(1)), _labels(epochs.epoch(1)))  # a function of the epoch
 
 
 def test_fewer_images_than_a_batch_still_give_one_step():
@@ -321,7 +323,7 @@ def test_synthetic_data_is_deterministic_for_a_seed():
 def test_augmentation_off_is_none():
     from tlkit.data import build_augmenter
 
-    assert build_augmenter(AugmentConfig(), SIZE, seed=0) is None
+    assert build_augmenter(AugmentConfig(), SIZE) is None
 
 
 def test_augmentation_keeps_shape_dtype_and_range_and_changes_images():
@@ -329,18 +331,36 @@ def test_augmentation_keeps_shape_dtype_and_range_and_changes_images():
 
     from tlkit.data import build_augmenter
 
-    augmenter = build_augmenter(AugmentConfig(name="strong", flip=True, crop_area=0.3, color=0.3), SIZE, seed=0)
+    augmenter = build_augmenter(AugmentConfig(name="strong", flip=True, crop_area=0.3, color=0.3), SIZE)
     images = np.random.default_rng(0).uniform(0, 255, size=(8, SIZE, SIZE, 3)).astype(np.float32)
-    dataset = tf.data.Dataset.from_tensors(images).map(augmenter)  # as in the pipeline: on batches, in tf.data
-    first, second = _images_of(dataset), _images_of(dataset)
+
+    def augmented(seed):  # as in the pipeline: on batches, in tf.data, seeded per (epoch, batch)
+        return _images_of(tf.data.Dataset.from_tensors(images).map(lambda x: augmenter(x, tf.constant(seed))))
+
+    first, again, other = augmented([0, 1]), augmented([0, 1]), augmented([0, 2])
     assert first.shape == images.shape and first.dtype == np.float32
     assert first.min() >= 0.0 and first.max() <= 255.0
     assert not np.allclose(first, images, atol=1.0)
-    assert not np.allclose(first, second)  # new randomness each epoch
+    np.testing.assert_array_equal(first, again)  # a pure function of the seed: resumable
+    assert not np.allclose(first, other)  # another epoch or batch: new randomness
 
 
-def _images_of(dataset) -> np.ndarray:
-    return np.concatenate([batch.numpy() for batch in dataset])
+def test_training_epochs_depend_only_on_seed_and_epoch():
+    """What resume relies on: epoch e is the same batches whether or not epochs before it ran here."""
+    from tlkit.config.schema import DataConfig
+    from tlkit.data.pipeline import load_data
+
+    cfg = DataConfig(source="synthetic", num_images=40, num_classes=2, image_size=SIZE, batch_size=8)
+    data = load_data(cfg, AugmentConfig(name="light", flip=True, crop_area=0.5), SIZE, seed=0)
+    run = [_images_of(batch[0] for batch in data.train_epochs.for_epochs(0, 4))]
+    resumed = _images_of(batch[0] for batch in data.train_epochs.for_epochs(2, 2))
+    epochs = np.split(run[0], 4)
+    np.testing.assert_array_equal(resumed, np.concatenate(epochs[2:]))
+    assert not np.allclose(epochs[2], epochs[3]), "each epoch reshuffles and re-augments"
+
+
+def _images_of(batches) -> np.ndarray:
+    return np.concatenate([np.asarray(batch) for batch in batches])
 
 
 @pytest.mark.parametrize("counts, expected", [([10, 30], {0: 2.0, 1: 40 / 60}), ([5, 5, 5], {0: 1.0, 1: 1.0, 2: 1.0})])
@@ -374,6 +394,6 @@ def test_image_cache_states_its_size_and_uses_files_over_budget(tmp_path, monkey
     messages = [r.getMessage() for r in caplog.records if r.getMessage().startswith("image cache")][1:]
     assert "in memory" in messages[0] and "MiB" in messages[0]
     assert "over trainer.memory_budget_gb" in messages[1] and str(tmp_path / "cache") in messages[1]
-    for a, b in zip(in_memory.val, in_files.val):  # the same images either way
+    for a, b in zip(list(in_memory.val), list(in_files.val)):  # the same images either way (each read to its end)
         np.testing.assert_array_equal(a[0].numpy(), b[0].numpy())
     assert any((tmp_path / "cache").rglob("split*")), "the file cache was written"

@@ -168,10 +168,20 @@ def nan_pixels(monkeypatch):
 
         return dataset.map(put_nan)
 
+    class PoisonedEpochs:  # what the trainer iterates: any epoch of the training data
+        def __init__(self, epochs):
+            self.epochs = epochs
+
+        def epoch(self, epoch):
+            return poison(self.epochs.epoch(epoch))
+
+        def for_epochs(self, first, count):
+            return poison(self.epochs.for_epochs(first, count))
+
     def load_with_nan(*args, **kwargs):
         data = load_data(*args, **kwargs)
         return dataclasses.replace(data, train=poison(data.train), val=poison(data.val),
-                                   plain_train=poison(data.plain_train))
+                                   plain_train=poison(data.plain_train), train_epochs=PoisonedEpochs(data.train_epochs))
 
     monkeypatch.setattr(tlkit.data, "load_data", load_with_nan, raising=False)
 

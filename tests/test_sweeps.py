@@ -177,3 +177,16 @@ def test_shipped_search_space_composes(compose):
     from tlkit.backbones.spec import all_specs
 
     assert min(len(s.block_names) for s in all_specs()) > 2
+
+
+def test_hparams_include_the_fine_tuning_methods(compose):
+    """A sweep over the issue-9 methods is compared in TensorBoard's HParams tab by these keys."""
+    import tlkit
+    from tlkit.sweep import hparams_of
+
+    cfg = tlkit.as_train_config(compose(["regularizer=l2sp", "loss.label_smoothing=0.1", "schedule.lr_decay=0.7",
+                                         "augment.cutmix=1.0", "optimizer.ema=true"]))
+    hparams = hparams_of(cfg)
+    assert hparams["regularizer"] == "l2sp" and hparams["label_smoothing"] == 0.1 and hparams["lr_decay"] == 0.7
+    assert hparams["cutmix"] == 1.0 and hparams["ema"] is True
+    assert all(isinstance(v, (bool, int, float, str)) for v in hparams.values())

@@ -12,10 +12,11 @@ from tlkit.config.store import as_train_config
 __version__ = "0.1.0"
 
 
-def train(cfg, run_dir):
+def train(cfg, run_dir=None):
     """Run a staged fine-tuning (see tlkit.trainer.train).
 
     The config is checked first, so a bad value fails before TensorFlow is imported.
+    cfg.resume = RUN_DIR continues an interrupted run from its last completed epoch.
     """
     from tlkit.config.validate import validate
 
@@ -24,6 +25,13 @@ def train(cfg, run_dir):
     from tlkit.trainer import train as _train
 
     return _train(cfg, run_dir, spec=spec)
+
+
+def has_progress(run_dir) -> bool:
+    """Whether `run_dir` holds a finished run or an interrupted one that resume= can continue."""
+    from tlkit.rundir import has_progress as _has_progress
+
+    return _has_progress(run_dir)
 
 
 def load_model(path):
@@ -35,4 +43,4 @@ def load_model(path):
     return keras.saving.load_model(path)
 
 
-__all__ = ["as_train_config", "load_model", "train"]
+__all__ = ["as_train_config", "has_progress", "load_model", "train"]

@@ -2,10 +2,15 @@
 
     tlkit backbones                    the registered backbones and their input contracts
     tlkit doctor [overrides...]        the pre-flight checks train.py runs, without training
+    tlkit lr-find [overrides...] [stage=NAME steps=100 start_lr=1e-7 end_lr=10 rule=min_div_10 output=DIR]
+                                       the LR range test on a stage: lr_find.png/.json, the suggested LR
     tlkit evaluate run=RUN_DIR [split=val|test|all] [output=DIR] [data.KEY=VALUE ...]
     tlkit predict run=RUN_DIR inputs=PATH [top_k=5] [batch_size=32] [output=FILE.csv|.json]
     tlkit export run=RUN_DIR format=keras|saved_model|tflite|onnx [quantize=float16|int8] [output=DIR]
     tlkit sweep-summary MULTIRUN_DIR   every trial of a sweep: sweep_summary.md/.csv/.png in MULTIRUN_DIR
+    tlkit reproduce recipe=NAME [overrides] [hydra.run.dir=DIR]
+                                       train a recipe with a reference block; achieved vs reference in
+                                       RUN_DIR/reproduce.json and a table (exit 0 reproduced, 1 not, 2 errors)
 
 `doctor` takes the same Hydra overrides as train.py and composes the same conf/. This
 module is an entry point, like train.py: it may use Hydra; the library does not.
@@ -75,15 +80,20 @@ def doctor_command(overrides: list[str], config_dir: Path, config_only: bool) ->
     from tlkit.doctor import Doctor, format_findings, has_errors
     from tlkit.errors import TlkitError
 
+    from tlkit import auto_recipe
+
     try:
         cfg = as_train_config(compose_config(overrides, config_dir))
         spec = validate(cfg)
+        cfg, recipe = auto_recipe.apply(cfg, spec)  # recipe=auto: the values training would use
     except TlkitError as error:
         print(f"[error] config-invalid: {error}", file=sys.stderr)
         return 2
     except Exception as error:  # Hydra composition: unknown key, bad value, missing group option
         print(f"[error] config-invalid: {_error_chain(error)}", file=sys.stderr)
         return 2
+    if recipe is not None:
+        print("\n".join(recipe.lines()))
     doctor = Doctor(cfg.doctor.strict, cfg.doctor.silence)
     doctor.config(cfg, spec)
     if not config_only:
@@ -110,8 +120,53 @@ def _data_and_model_checks(doctor, cfg, spec) -> None:
     size = resolved_image_size(cfg, spec)
     data = load_data(cfg.data, cfg.augment, size, cfg.seed, cfg.trainer.memory_budget_gb)
     model = build_model(spec, cfg.backbone, cfg.head, len(data.class_names), size)
-    freezer, plans = Freezer(model, spec, cfg.schedule.bn), plan_stages(cfg.schedule.stages, spec, cfg.optimizer.lr)
+    from tlkit.config.validate import lr_is_auto
+
+    lr = 1.0 if lr_is_auto(cfg.optimizer.lr) else cfg.optimizer.lr  # these checks do not read the LR
+    freezer, plans = Freezer(model, spec, cfg.schedule.bn), plan_stages(cfg.schedule.stages, spec, lr)
     doctor.data_and_model(cfg, spec, data, model, freezer, plans)
+
+
+LR_FIND_OPTIONS = {"stage": str, "steps": int, "start_lr": float, "end_lr": float, "rule": str, "output": str}
+
+
+def lr_find_command(items: list[str], config_dir: Path) -> int:
+    """`tlkit lr-find`: the finder's own key=value options, the rest are Hydra overrides as for train.py."""
+    import time
+
+    from tlkit.config import as_train_config
+    from tlkit.config.validate import validate
+    from tlkit.errors import TlkitError
+    from tlkit.lr_find import run_command
+
+    options = {}
+    for item in items:
+        key, _, value = item.partition("=")
+        if key in LR_FIND_OPTIONS:
+            try:
+                options[key] = LR_FIND_OPTIONS[key](value)
+            except ValueError:
+                print(f"tlkit lr-find: error: {key}={value!r} is not a {LR_FIND_OPTIONS[key].__name__}", file=sys.stderr)
+                return 2
+    overrides = [item for item in items if item.partition("=")[0] not in LR_FIND_OPTIONS]
+    output = Path(options.pop("output", None) or f"outputs/lr_find/{time.strftime('%Y-%m-%d/%H-%M-%S')}")
+    logging.getLogger("tlkit").setLevel(logging.INFO)
+    try:
+        cfg = as_train_config(compose_config(overrides, config_dir))
+        spec = validate(cfg)
+        result = run_command(cfg, spec, output, **options)
+    except TlkitError as error:
+        print(f"tlkit lr-find: error: {error}", file=sys.stderr)
+        return 2
+    except FloatingPointError as error:
+        print(f"tlkit lr-find: error: {error}", file=sys.stderr)
+        return 1
+    print(result.summary())
+    print(f"suggested: optimizer.lr={result.optimizer_lr:.3g}" + (
+        f" (stage '{result.stage}' peaks at optimizer.lr x {result.lr_scale:g} = {result.suggestion:.3g})"
+        if result.lr_scale != 1.0 else ""))
+    print(f"written: {output / 'lr_find.png'}, {output / 'lr_find.json'}")
+    return 0
 
 
 # --------------------------------------------------------------------------- evaluate, predict, export
@@ -155,7 +210,8 @@ def evaluate_command(items: list[str]) -> int:
     overrides = {k: v for k, v in args.items() if k.startswith("data.")}
     split = args.get("split", "all")
     if split == "all":
-        has_test = load_config(run_dir, **overrides).data.test_dir is not None
+        data = load_config(run_dir, **overrides).data
+        has_test = data.test_dir is not None or data.splits.test is not None  # folder or tfds
         splits = ["val", "test"] if has_test else ["val"]
     else:
         splits = [split]
@@ -241,6 +297,22 @@ def main(argv: list[str] | None = None) -> int:
     doctor.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. backbone=resnet50 optimizer.lr=0.1")
     doctor.add_argument("--config-dir", help="the conf/ folder (default: ./conf, else the one beside tlkit)")
     doctor.add_argument("--config-only", action="store_true", help="only the checks that need no data or model")
+    lr_find = sub.add_parser(
+        "lr-find", help="LR range test on a stage (same overrides as train.py): a plot and the suggested LR",
+        description="Options: stage=NAME (default: the first), steps=100, start_lr=1e-7, end_lr=10, "
+                    "rule=min_div_10|steepest, output=DIR (default outputs/lr_find/DATE/TIME). Exit status 2: invalid "
+                    "config.",
+    )
+    lr_find.add_argument("items", nargs="*", metavar="override", help="Hydra overrides and the options above")
+    lr_find.add_argument("--config-dir", help="the conf/ folder (default: ./conf, else the one beside tlkit)")
+    reproduce = sub.add_parser(
+        "reproduce", help="train a recipe with a reference block and compare with its published result",
+        description="Same overrides as train.py. Run directory: hydra.run.dir=DIR or run_dir=DIR (default "
+                    "outputs/reproduce/RECIPE/DATE_TIME); RUN_DIR/reproduce.json holds achieved vs reference. "
+                    "Exit status: 0 every result within tolerance, 1 not, 2 invalid config or data.",
+    )
+    reproduce.add_argument("overrides", nargs="*", help="recipe=NAME, then any train.py override")
+    reproduce.add_argument("--config-dir", help="the conf/ folder (default: ./conf, else the one beside tlkit)")
     commands = {
         "evaluate": ("accuracy, top-k, per-class metrics, confusion matrix and pictures into RUN_DIR/eval/",
                      "run=RUN_DIR [split=val|test|all] [output=DIR] [data.KEY=VALUE ...] (overrides of the run's "
@@ -268,6 +340,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     if args.command in commands:
         return _run_library_command(args.command, args.args)
+    if args.command == "lr-find":
+        return lr_find_command(args.items, find_config_dir(args.config_dir))
+    if args.command == "reproduce":
+        from tlkit.reproduce import reproduce_command
+
+        return reproduce_command(args.overrides, find_config_dir(args.config_dir), compose_config)
     return doctor_command(args.overrides, find_config_dir(args.config_dir), args.config_only)
 
 

@@ -38,7 +38,9 @@ class FeatureCache:
         self.model = model
         self.views = views
         extractor = _extractor_with_labels(model)
-        train = [_extract(extractor, data.train) for _ in range(views)]  # a new augmentation each pass
+        # View v is the augmentation of training epoch v: a pure function of (seed, v).
+        epochs = getattr(data, "train_epochs", None)
+        train = [_extract(extractor, epochs.epoch(v) if epochs else data.train) for v in range(views)]
         self.train_features = [f for f, _ in train]
         self.train_labels = [y for _, y in train]
         self.val_features, self.val_labels = _extract(extractor, data.val)

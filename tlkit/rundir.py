@@ -36,6 +36,7 @@ MODEL_FILE = "model.keras"
 HISTORY_FILE = "history.csv"
 TENSORBOARD_DIR = "tensorboard"
 CONFIG_FILE = "config.yaml"
+CHECKPOINT_FILE = "checkpoint.npz"  # tlkit.checkpoint: the last completed epoch, removed when the run completes
 HYDRA_CONFIG_FILE = ".hydra/config.yaml"
 EVAL_DIR = "eval"
 EXPORT_DIR = "export"
@@ -72,6 +73,21 @@ def write_metrics(run_dir: Path, metrics: dict) -> Path:
     text = json.dumps(metrics, indent=2, sort_keys=False) + "\n"
     atomic_write(path, lambda tmp: Path(tmp).write_text(text))  # never a half-written metrics.json
     return path
+
+
+def has_progress(run_dir) -> bool:
+    """Whether `run_dir` holds a finished run (metrics.json) or an interrupted one (a checkpoint)."""
+    run_dir = Path(run_dir)
+    return (run_dir / CHECKPOINT_FILE).exists() or (run_dir / METRICS_FILE).exists()
+
+
+def truncate_history(run_dir: Path, epochs: int) -> None:
+    """Keep history.csv's header and its first `epochs` rows: a resumed run appends from there
+    (the killed run may have logged an epoch its checkpoint does not hold)."""
+    path = Path(run_dir) / HISTORY_FILE
+    if path.exists():
+        lines = path.read_text().splitlines(keepends=True)
+        atomic_write(path, lambda tmp: Path(tmp).write_text("".join(lines[: 1 + epochs])))
 
 
 def write_config(run_dir: Path, cfg) -> Path:

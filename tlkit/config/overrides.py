@@ -12,7 +12,8 @@ starts (checked on Hydra 1.3.8: `+hydra.callbacks.x._target_=os.makedirs
     Hydra's instantiate keys (`_target_`, `_partial_`, `_args_`, `_recursive_`, `_convert_`);
   * any `hydra.*` key outside a small allowlist (the run and sweep folders, chdir, job
     name, verbosity, log levels, the Optuna sweeper's plain numbers: n_trials, direction,
-    sampler.seed, ...) and any override packaged into `hydra` (`group@hydra...`);
+    sampler.seed, ..., the submitit launcher's resources: partition, gpus_per_node,
+    timeout_min, ...) and any override packaged into `hydra` (`group@hydra...`);
   * `--experimental-rerun` (it unpickles a file) and `--config-dir` / `--config-path`
     (they would load YAML from outside conf/, which may set hydra.callbacks).
 
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+from pathlib import Path
 from typing import Iterable, List, Tuple
 
 from tlkit.errors import ConfigError
@@ -49,6 +51,13 @@ HYDRA_KEYS_ALLOWED = (
     "hydra.sweeper.max_failure_rate",
     "hydra.sweeper.sampler.seed",
     "hydra.sweeper.sampler.n_startup_trials",
+    # hydra/launcher=slurm|local|submitit_slurm|submitit_local (hydra-submitit-launcher): the
+    # resource fields. Not `setup` or `additional_parameters`: they write lines into the job script.
+    *(f"hydra.launcher.{key}" for key in (
+        "partition", "gpus_per_node", "tasks_per_node", "nodes", "cpus_per_task", "cpus_per_gpu", "gpus_per_task",
+        "mem_gb", "mem_per_gpu", "mem_per_cpu", "timeout_min", "array_parallelism", "qos", "account", "comment",
+        "constraint", "exclude", "gres", "signal_delay_s", "max_num_timeout", "name", "stderr_to_stdout",
+        "submitit_folder")),
 )
 REFUSED_FLAGS = {
     "experimental_rerun": "--experimental-rerun (it loads a pickled config, which can run code)",
@@ -134,3 +143,34 @@ def run_dir_override(overrides: List[str]) -> str:
         if sep and key == "hydra.run.dir":
             found = value.strip("'\"").split("${")[0] or "."  # outputs/${now:...}: check outputs/
     return found
+
+
+def _override_key(text: str) -> str:
+    return text.lstrip("+~").partition("=")[0]
+
+
+def resume_command_line(argv: List[str]) -> List[str]:
+    """`python train.py resume=RUN_DIR [overrides]` composes the interrupted run's config.
+
+    The run's own overrides (RUN_DIR/.hydra/overrides.yaml) come first, then the command
+    line's (which win for the keys they name), then hydra.run.dir=RUN_DIR: the run continues
+    in its own directory. The trainer still compares the result with RUN_DIR/config.yaml
+    and refuses a different config. In a sweep (-m) nothing changes: each trial resumes its
+    own directory by itself.
+    """
+    if {"-m", "--multirun"} & set(argv):
+        return list(argv)
+    resumes = [a.partition("=")[2] for a in argv if _override_key(a) == "resume" and "=" in a]
+    if not resumes or resumes[-1] in ("", "null"):
+        return list(argv)
+    run_dir = resumes[-1].strip("'\"")
+    saved: List[str] = []
+    overrides_file = Path(run_dir) / ".hydra" / "overrides.yaml"
+    if overrides_file.exists():
+        import yaml
+
+        saved = [str(item) for item in (yaml.safe_load(overrides_file.read_text()) or [])]
+    given = {_override_key(a) for a in argv if not a.startswith("-")}
+    kept = [o for o in saved if _override_key(o) not in given | {"resume", "hydra.run.dir"}]
+    extra = [] if "hydra.run.dir" in given else [f"hydra.run.dir={run_dir}"]
+    return kept + list(argv) + extra

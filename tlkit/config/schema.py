@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import List, Optional
+from typing import Any, Dict, List, Optional
 
 from omegaconf import MISSING
 
@@ -27,6 +27,7 @@ class DataSource(str, Enum):
     digits = "digits"
     folder = "folder"
     synthetic = "synthetic"
+    tfds = "tfds"  # TensorFlow Datasets (tlkit/data/tfds.py): data.name, data.splits.train/val/test
 
 
 class ImageCache(str, Enum):
@@ -85,11 +86,41 @@ class Monitor(str, Enum):
     val_accuracy = "val_accuracy"
 
 
+class StrategyName(str, Enum):
+    """Where training runs (tlkit/distribute.py). data.batch_size is the global batch, split across replicas."""
+
+    auto = "auto"  # multi_worker when TF_CONFIG lists 2+ tasks, mirrored with 2+ local GPUs, else Keras's default
+    one_device = "one_device"  # tf.distribute.OneDeviceStrategy (a no-op on the JAX/torch backends)
+    mirrored = "mirrored"  # every local GPU (or logical device) of this machine
+    multi_worker = "multi_worker"  # MultiWorkerMirroredStrategy: the machines listed in TF_CONFIG
+    tpu = "tpu"  # TPUStrategy (the local TPU, or TPU_NAME)
+
+
+class RegularizerName(str, Enum):
+    none = "none"
+    l2sp = "l2sp"  # L2-SP (Li et al. 2018): pull trained backbone weights toward their start-of-training values
+
+
+class LRScaling(str, Enum):
+    none = "none"  # the same LR on any number of replicas (right when data.batch_size stays the same)
+    linear = "linear"  # every stage's LR x replicas: for data.batch_size grown x replicas (Goyal et al. 2017)
+    sqrt = "sqrt"  # LR x sqrt(replicas): the gentler rule, often better for Adam
+
+
 @dataclass
 class BackboneConfig:
     name: str = MISSING
     weights: Optional[str] = "imagenet"  # imagenet | null | path to a .h5 / .weights.h5 file
     preprocess: Preprocess = Preprocess.auto
+
+
+@dataclass
+class SplitsConfig:
+    """data=tfds: TFDS split strings, e.g. train: "train[:40%]", val: "train[40%:50%]", test: "test"."""
+
+    train: Optional[str] = None
+    val: Optional[str] = None
+    test: Optional[str] = None  # optional: adds test_* metrics
 
 
 @dataclass
@@ -108,6 +139,10 @@ class DataConfig:
     num_classes: int = 3  # synthetic only
     num_images: int = 240  # synthetic only: train + val
     on_bad_file: OnBadFile = OnBadFile.skip  # folder only: what to do with files that do not decode
+    name: Optional[str] = None  # tfds only: the TensorFlow Datasets name, e.g. cats_vs_dogs
+    splits: SplitsConfig = field(default_factory=SplitsConfig)  # tfds only (not val_split, a fraction)
+    data_dir: Optional[str] = None  # tfds only: where prepared datasets are; null: $TFDS_DATA_DIR or ~/tensorflow_datasets
+    download: bool = True  # tfds only: download and prepare a dataset missing from data_dir (needs the internet)
 
 
 @dataclass
@@ -116,6 +151,10 @@ class AugmentConfig:
     flip: bool = False  # random horizontal flip
     crop_area: float = 1.0  # random crop-and-resize keeps at least this fraction of the area (1.0: off)
     color: float = 0.0  # brightness / contrast / saturation jitter strength (0: off)
+    # MixUp / CutMix on training batches (tlkit/data/mixing.py): Beta(alpha, alpha) concentration, 0 = off;
+    # training labels become soft. mixup=null: chosen by recipe=auto (tlkit/auto_recipe.py).
+    mixup: Optional[float] = 0.0
+    cutmix: float = 0.0
 
 
 @dataclass
@@ -136,6 +175,8 @@ class StageConfig:
     warmup_epochs: float = 0.0
     cosine: bool = True  # cosine decay to 0 over the stage after warmup
     patience: Optional[int] = 3  # early stopping on trainer.monitor; null: off
+    lr_decay: Optional[float] = None  # this stage's schedule.lr_decay; null: the schedule's
+    block_lr: Dict[str, float] = field(default_factory=dict)  # this stage's schedule.block_lr; {}: the schedule's
 
 
 def _staged() -> List[StageConfig]:
@@ -152,16 +193,37 @@ class ScheduleConfig:
     name: str = "staged"
     bn: BNPolicy = BNPolicy.frozen
     stages: List[StageConfig] = field(default_factory=_staged)
+    # Discriminative LRs (tlkit/methods): the top trained block at the stage LR, each block below
+    # lr_decay x the one above (null: one LR); block_lr: {BLOCK: multiplier} replaces that for a block.
+    lr_decay: Optional[float] = None
+    block_lr: Dict[str, float] = field(default_factory=dict)  # Hydra adds keys with +: +schedule.block_lr.conv4=0.3
 
 
 @dataclass
 class OptimizerConfig:
     name: OptimizerName = OptimizerName.adam
-    lr: float = 1e-3  # the first stage's base LR; later stages scale it by lr_scale
+    # The first stage's base LR; later stages scale it by lr_scale. A number, or "auto": the LR finder
+    # (tlkit/lr_find.py) picks it before training. Any-typed because OmegaConf has no Union[float, str]:
+    # as_train_config normalises it to a float or "auto" and refuses anything else (validate.normalize_lr).
+    lr: Any = 1e-3
     weight_decay: float = 0.0
     momentum: float = 0.9  # sgd only
     nesterov: bool = True  # sgd only
     clipnorm: Optional[float] = None
+    ema: bool = False  # validate, keep and save an exponential moving average of the weights
+    ema_momentum: float = 0.99  # EMA: avg = m * avg + (1 - m) * w after every step
+
+
+@dataclass
+class RegularizerConfig:
+    name: RegularizerName = RegularizerName.none
+    alpha: float = 0.01  # l2sp: alpha/2 * ||w - w0||^2 over the trained backbone weights (w0: start of training)
+    beta: float = 0.01  # l2sp: beta/2 * ||w||^2 over the head's kernels
+
+
+@dataclass
+class LossConfig:
+    label_smoothing: float = 0.0  # targets (1 - eps) * label + eps / N, for int and soft (MixUp) labels
 
 
 @dataclass
@@ -176,6 +238,9 @@ class TrainerConfig:
     feature_cache_views: Optional[int] = None  # null: 1 without augmentation, else min(stage epochs, 4)
     memory_budget_gb: float = 4.0  # the most the image cache and the feature cache may hold in memory
     deterministic: bool = False  # TensorFlow op determinism: the same seed gives the same metrics.json (slower)
+    checkpoint: bool = True  # RUN_DIR/checkpoint.npz after every epoch (atomic), what resume= continues from
+    strategy: StrategyName = StrategyName.auto  # tf.distribute strategy: see tlkit/distribute.py, README "Scaling out"
+    lr_scaling: LRScaling = LRScaling.none  # how the LR follows the number of replicas
 
 
 @dataclass
@@ -187,6 +252,39 @@ class DoctorConfig:
 
 
 @dataclass
+class AutoRecipeConfig:
+    """recipe=auto (tlkit/auto_recipe.py): settings chosen from the data set's size, BiT HyperRule style."""
+
+    enabled: bool = False  # also choose data.image_size (when null) and label smoothing
+    keep: List[str] = field(default_factory=list)  # decisions left as configured: image_size, schedule, augment, mixup, label_smoothing
+
+
+class ReferenceMetric(str, Enum):
+    val_accuracy = "val_accuracy"
+    val_loss = "val_loss"
+    test_accuracy = "test_accuracy"  # needs a test split (data.test_dir, data.splits.test)
+    test_loss = "test_loss"
+
+
+@dataclass
+class ReferenceResult:
+    metric: ReferenceMetric = MISSING
+    value: float = MISSING  # accuracy as a fraction: 93.1% is 0.931
+    stage: Optional[str] = None  # null: the final model; a stage name: that stage's restored (best) epoch
+    tolerance: Optional[float] = None  # null: reference.tolerance
+
+
+@dataclass
+class ReferenceConfig:
+    """A published result this recipe reproduces (`tlkit reproduce recipe=NAME`, tlkit/reproduce.py)."""
+
+    source: str = MISSING  # where the numbers come from: paper, guide, or the command that measured them
+    tolerance: float = MISSING  # absolute: a result passes when |achieved - value| <= tolerance
+    results: List[ReferenceResult] = field(default_factory=list)
+    notes: Optional[str] = None  # how this recipe differs from the source
+
+
+@dataclass
 class TrainConfig:
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -194,6 +292,11 @@ class TrainConfig:
     head: HeadConfig = field(default_factory=HeadConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    regularizer: RegularizerConfig = field(default_factory=RegularizerConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     doctor: DoctorConfig = field(default_factory=DoctorConfig)
+    auto: AutoRecipeConfig = field(default_factory=AutoRecipeConfig)
     seed: int = 42
+    resume: Optional[str] = None  # a run directory to continue from its last completed epoch (same config)
+    reference: Optional[ReferenceConfig] = None  # recipes that reproduce a published result (tlkit reproduce)

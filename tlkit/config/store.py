@@ -36,7 +36,11 @@ def as_train_config(cfg: TrainConfig | Mapping | DictConfig | None = None, **ove
         merged = OmegaConf.merge(merged, cfg)
     for key, value in overrides.items():
         OmegaConf.update(merged, key, value, merge=True)
-    return OmegaConf.to_object(merged)
+    result = OmegaConf.to_object(merged)
+    from tlkit.config.validate import normalize_lr  # optimizer.lr is Any in the schema: a float or "auto" from here on
+
+    result.optimizer.lr = normalize_lr(result.optimizer.lr)
+    return result
 
 
 def _refuse_unknown_keys(node: Any, schema: type, prefix: str) -> None:

@@ -9,7 +9,7 @@ import logging
 import os
 
 from tlkit.backbones.spec import BackboneSpec, get_spec
-from tlkit.config.schema import HeadKind, TrainConfig
+from tlkit.config.schema import HeadKind, RegularizerName, TrainConfig
 from tlkit.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -52,10 +52,15 @@ def validate(cfg: TrainConfig) -> BackboneSpec:
     _check_head(cfg)
     _check_schedule(cfg, spec)
     _check_optimizer(cfg)
+    _check_methods(cfg, spec)
     _check_trainer(cfg)
     from tlkit.data.scan import check_augment_config, check_data_config  # pure Python: no TensorFlow
+    from tlkit.reproduce import check_reference  # a recipe's reference block (tlkit reproduce)
+
+    check_reference(cfg)  # before the data check, which may look for a download host
 
     check_augment_config(cfg.augment)
+    _check_mixing(cfg)
     check_data_config(cfg.data)
     _check_weights(cfg, spec)  # last: it may warn, and a warning before an error is noise
     return spec
@@ -124,10 +129,38 @@ def _check_schedule(cfg: TrainConfig, spec: BackboneSpec) -> None:
             raise ConfigError(f"{key}.patience", stage.patience, "an integer >= 1, or null to turn early stopping off")
 
 
+AUTO_LR = "auto"  # optimizer.lr=auto: the LR finder (tlkit/lr_find.py) picks it before training
+_LR_ALLOWED = "a learning rate > 0 (e.g. 1e-3), or auto (the LR finder picks it before training; see tlkit lr-find)"
+
+
+def normalize_lr(value, key: str = "optimizer.lr"):
+    """optimizer.lr as a float, or the string "auto"; anything else is a ConfigError naming the key.
+
+    The schema types it Any (OmegaConf 2.3 has no Union[float, str]), so this is where a value
+    like `optimizer.lr=fast` fails, when the config loads (tlkit.config.store.as_train_config).
+    """
+    if isinstance(value, str):
+        text = value.strip()
+        if text.lower() == AUTO_LR:
+            return AUTO_LR
+        try:
+            value = float(text)  # YAML reads 1e-3 (no dot) as a string
+        except ValueError:
+            raise ConfigError(key, value, _LR_ALLOWED) from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(key, value, _LR_ALLOWED)
+    return float(value)
+
+
+def lr_is_auto(value) -> bool:
+    return isinstance(value, str) and value == AUTO_LR
+
+
 def _check_optimizer(cfg: TrainConfig) -> None:
     opt = cfg.optimizer
-    if not opt.lr > 0:
-        raise ConfigError("optimizer.lr", opt.lr, "a learning rate > 0")
+    lr = normalize_lr(opt.lr)
+    if not lr_is_auto(lr) and not lr > 0:
+        raise ConfigError("optimizer.lr", opt.lr, _LR_ALLOWED)
     if opt.weight_decay < 0:
         raise ConfigError("optimizer.weight_decay", opt.weight_decay, "a number >= 0")
     if not 0 <= opt.momentum < 1:
@@ -136,6 +169,49 @@ def _check_optimizer(cfg: TrainConfig) -> None:
         raise ConfigError("optimizer.clipnorm", opt.clipnorm, "a number > 0, or null")
 
 
+def _check_methods(cfg: TrainConfig, spec: BackboneSpec) -> None:
+    """Fine-tuning methods (tlkit/methods): discriminative LRs, EMA, L2-SP, label smoothing."""
+    levels = [("schedule", cfg.schedule.lr_decay, cfg.schedule.block_lr)]
+    levels += [(f"schedule.stages.{i}", s.lr_decay, s.block_lr) for i, s in enumerate(cfg.schedule.stages)]
+    for prefix, decay, block_lr in levels:
+        if decay is not None and not 0 < decay <= 1:
+            raise ConfigError(f"{prefix}.lr_decay", decay, "a factor in (0, 1] (each block below the top one gets "
+                              "this times its LR), or null for one LR")
+        for block, scale in (block_lr or {}).items():
+            if block not in spec.block_names:
+                raise ConfigError(f"{prefix}.block_lr.{block}", scale,
+                                  f"a block of {spec.name}: {', '.join(spec.block_names)}")
+            if not scale > 0:
+                raise ConfigError(f"{prefix}.block_lr.{block}", scale, "an LR multiplier > 0")
+    opt, reg = cfg.optimizer, cfg.regularizer
+    if not 0 < opt.ema_momentum < 1:
+        raise ConfigError("optimizer.ema_momentum", opt.ema_momentum, "a number in (0, 1), e.g. 0.99")
+    for key, value in (("regularizer.alpha", reg.alpha), ("regularizer.beta", reg.beta)):
+        if value < 0:
+            raise ConfigError(key, value, "a number >= 0 (0 turns that part of L2-SP off)")
+    if reg.name == RegularizerName.l2sp and opt.weight_decay > 0:
+        raise ConfigError("optimizer.weight_decay", opt.weight_decay, "0 with regularizer=l2sp (L2-SP replaces "
+                          "weight decay)", hint="add optimizer.weight_decay=0, or drop regularizer=l2sp")
+    if not 0 <= cfg.loss.label_smoothing < 1:
+        raise ConfigError("loss.label_smoothing", cfg.loss.label_smoothing, "a number in [0, 1), e.g. 0.1; 0 = off")
+
+
+def _check_mixing(cfg: TrainConfig) -> None:
+    """augment.mixup / augment.cutmix: Beta(alpha, alpha) concentrations, 0 = off (tlkit/data/mixing.py)."""
+    for key, value in (("augment.mixup", cfg.augment.mixup), ("augment.cutmix", cfg.augment.cutmix)):
+        if value is None and key == "augment.mixup":
+            continue  # recipe=auto chooses it (tlkit/auto_recipe.py)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+            raise ConfigError(key, value, "an alpha in [0, 1], 0 = off (MixUp: 0.1-0.4 typical; CutMix: 1.0)",
+                              hint="null (mixup only) lets recipe=auto choose")
+    from tlkit.auto_recipe import check_auto_config  # pure Python
+
+    check_auto_config(cfg)
+
+
 def _check_trainer(cfg: TrainConfig) -> None:
     if cfg.trainer.verbose not in (0, 1, 2):
         raise ConfigError("trainer.verbose", cfg.trainer.verbose, "0 (silent), 1 (progress bar) or 2 (one line per epoch)")
+    from tlkit.distribute import check_strategy_config  # pure Python: TF_CONFIG and the backend's name
+
+    check_strategy_config(cfg.trainer)

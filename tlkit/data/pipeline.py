@@ -32,7 +32,7 @@ SYNTHETIC_BASE_SIZE = 64  # synthetic images are drawn at this size, then resize
 
 @dataclass
 class DataBundle:
-    train: tf.data.Dataset  # batched, shuffled each epoch, augmented
+    train: tf.data.Dataset  # epoch 0: batched, shuffled, augmented
     val: tf.data.Dataset  # batched, in order, not augmented
     test: Optional[tf.data.Dataset]
     class_names: List[str]
@@ -42,6 +42,8 @@ class DataBundle:
     num_test: int
     steps_per_epoch: int  # training batches per epoch
     plain_train: Optional[tf.data.Dataset] = field(default=None, repr=False)  # first batch, no augmentation
+    # Any epoch of the training data: train_epochs.for_epochs(first, count), train_epochs.epoch(e).
+    train_epochs: Optional["TrainEpochs"] = field(default=None, repr=False)
     # Image file paths per split (folder source only; None for in-memory sources): what the
     # doctor hashes to find the same image in two splits.
     train_files: Optional[List[str]] = field(default=None, repr=False)
@@ -293,29 +295,67 @@ def _eval_dataset(split, image_size: int, batch_size: int, from_files: bool, cac
     return dataset.batch(batch_size).map(_to_float, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
 
 
-def _train_dataset(split, image_size, batch_size, from_files, cache, augmenter, seed) -> tf.data.Dataset:
-    count = len(split[1])
-    if cache is not None:
-        # Decode once, keep uint8, then shuffle the cached images each epoch.
-        dataset = cache(_decoded(split, image_size, from_files))
-        dataset = dataset.shuffle(count, seed=seed, reshuffle_each_iteration=True)
-    else:
-        # Shuffle the cheap (path, label) pairs, then decode.
-        items, labels = split
-        dataset = tf.data.Dataset.from_tensor_slices((items, labels.astype(np.int32)))
-        dataset = dataset.shuffle(count, seed=seed, reshuffle_each_iteration=True)
-        dataset = dataset.map(_resizer(image_size, from_files), num_parallel_calls=AUTOTUNE)
-    # Full batches only (a fixed shape never retraces the train step), unless there are
-    # fewer images than one batch: then one smaller batch, never zero steps.
-    dataset = dataset.batch(batch_size, drop_remainder=count >= batch_size)
-    dataset = dataset.map(_to_float, num_parallel_calls=AUTOTUNE)
-    if augmenter is not None:
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The shuffle seed of one epoch: a pure function of (config seed, epoch), below 2**63."""
+    return (int(seed) * 1_000_003 + int(epoch)) % (2**62)
 
-        def augment_batch(images, labels):
-            return augmenter(images), labels
 
-        dataset = dataset.map(augment_batch, num_parallel_calls=AUTOTUNE)
-    return dataset.prefetch(AUTOTUNE)
+class TrainEpochs:
+    """The training pipeline as a function of the epoch: `for_epochs(first, count)`.
+
+    Epoch e's order and augmentation depend only on (seed, e), never on how many epochs
+    this process has iterated, so a run resumed at epoch e sees what an uninterrupted run
+    sees (tf.data's reshuffle_each_iteration and stateful random ops would not).
+    """
+
+    def __init__(self, split, image_size, batch_size, from_files, cache, augmenter, seed, mixer=None):
+        self.count = len(split[1])
+        self.seed = int(seed)
+        self.augmenter = augmenter
+        self.mixer = mixer  # MixUp / CutMix (tlkit.data.mixing): labels become soft [B, N]
+        # Full batches only (a fixed shape never retraces the train step), unless there are
+        # fewer images than one batch: then one smaller batch, never zero steps.
+        self.batch_size, self.drop_remainder = batch_size, self.count >= batch_size
+        self.steps = max(self.count // batch_size, 1)
+        self._resize = _resizer(image_size, from_files)
+        if cache is not None:
+            # Decode once, keep uint8; every epoch shuffles the cached images (shared by all epochs).
+            self._source, self._decode_after_shuffle = cache(_decoded(split, image_size, from_files)), False
+        else:
+            # Shuffle the cheap (path, label) pairs, then decode.
+            items, labels = split
+            self._source = tf.data.Dataset.from_tensor_slices((items, labels.astype(np.int32)))
+            self._decode_after_shuffle = True
+
+    def epoch(self, epoch) -> tf.data.Dataset:
+        dataset = self._source.shuffle(self.count, seed=epoch_seed(self.seed, epoch), reshuffle_each_iteration=False)
+        if self._decode_after_shuffle:
+            dataset = dataset.map(self._resize, num_parallel_calls=AUTOTUNE)
+        dataset = dataset.batch(self.batch_size, drop_remainder=self.drop_remainder)
+        dataset = dataset.map(_to_float, num_parallel_calls=AUTOTUNE)
+        if self.augmenter is not None:
+            augmenter, seed = self.augmenter, self.seed
+
+            def augment_batch(index, batch):
+                images, labels = batch
+                batch_seed = tf.stack([tf.constant(epoch_seed(seed, epoch), tf.int64), index])
+                return augmenter(images, batch_seed), labels
+
+            dataset = dataset.enumerate().map(augment_batch, num_parallel_calls=AUTOTUNE)
+        if self.mixer is not None:  # after augmentation, on whole batches: randomness from (seed, epoch, index)
+            dataset = dataset.enumerate().map(self.mixer.for_epoch(self.seed, epoch), num_parallel_calls=AUTOTUNE)
+        return dataset
+
+    def for_epochs(self, first_epoch: int, count: int) -> tf.data.Dataset:
+        """Epochs first_epoch .. first_epoch + count - 1 back to back: pass steps_per_epoch to fit.
+
+        Chained in Python, each epoch with a plain-integer seed: a tensor seed (Dataset.range
+        + flat_map) breaks tf.random.get_seed when the global seed is 0 (TF 2.21).
+        """
+        dataset = self.epoch(first_epoch)
+        for epoch in range(first_epoch + 1, first_epoch + count):
+            dataset = dataset.concatenate(self.epoch(epoch))
+        return dataset.prefetch(AUTOTUNE)
 
 
 def image_cache(mode, num_images: int, image_size: int, budget_gb: float):
@@ -366,6 +406,10 @@ def load_data(cfg, augment, image_size: int, seed: int, memory_budget_gb: float 
     if from_files:
         class_names, train_split, val_split, test_split, scans = _folder(cfg, seed)
         bad_files, prescan = _report_prescan(scans, on_bad_file_policy(cfg))
+    elif source == "tfds":  # decoded once into uint8 arrays at image_size, then handled like digits
+        from tlkit.data.tfds import tfds_splits
+
+        class_names, train_split, val_split, test_split = tfds_splits(cfg, image_size, seed, memory_budget_gb)
     else:
         class_names, train_split, val_split, test_split = {"digits": _digits, "synthetic": _synthetic}[source](cfg, seed)
 
@@ -374,10 +418,13 @@ def load_data(cfg, augment, image_size: int, seed: int, memory_budget_gb: float 
     train_counts = np.bincount(train_split[1], minlength=len(class_names)).tolist()
     num_train, batch_size = len(train_split[1]), cfg.batch_size
 
-    augmenter = build_augmenter(augment, image_size, seed) if augment is not None else None
+    augmenter = build_augmenter(augment, image_size) if augment is not None else None
     total = num_train + len(val_split[1]) + (len(test_split[1]) if test_split is not None else 0)
     cache = image_cache(cfg.cache, total, image_size, memory_budget_gb)
-    train = _train_dataset(train_split, image_size, batch_size, from_files, cache, augmenter, seed)
+    from tlkit.data.mixing import build_mixer
+
+    mixer = build_mixer(augment, len(class_names))  # None unless augment.mixup / augment.cutmix > 0
+    train = TrainEpochs(train_split, image_size, batch_size, from_files, cache, augmenter, seed, mixer)
     val = _eval_dataset(val_split, image_size, batch_size, from_files, cache)
     test = _eval_dataset(test_split, image_size, batch_size, from_files, cache) if test_split is not None else None
     # A fixed random sample (not the first files, which would all be one class).
@@ -386,7 +433,8 @@ def load_data(cfg, augment, image_size: int, seed: int, memory_budget_gb: float 
     plain_train = plain_train.batch(batch_size).map(_to_float)
 
     return DataBundle(
-        train=train,
+        train=train.for_epochs(0, 1),
+        train_epochs=train,
         val=val,
         test=test,
         class_names=list(class_names),
@@ -394,7 +442,7 @@ def load_data(cfg, augment, image_size: int, seed: int, memory_budget_gb: float 
         num_train=num_train,
         num_val=len(val_split[1]),
         num_test=len(test_split[1]) if test_split is not None else 0,
-        steps_per_epoch=max(num_train // batch_size, 1),
+        steps_per_epoch=train.steps,
         plain_train=plain_train,
         train_files=_paths(train_split) if from_files else None,
         val_files=_paths(val_split) if from_files else None,

@@ -20,7 +20,7 @@ if TYPE_CHECKING:  # typing only: keep this module importable without side effec
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 DIGITS_NUM_CLASSES = 10
-SOURCES = ("digits", "folder", "synthetic")
+SOURCES = ("digits", "folder", "synthetic", "tfds")
 ON_BAD_FILE = ("skip", "error")  # data.on_bad_file: files that fail the pre-scan are skipped (reported) or stop the run
 LAYOUT_HINT = "expected layout: <root>/<class_name>/<image>.jpg, one subfolder per class"
 
@@ -293,8 +293,13 @@ def check_data_config(cfg: "DataConfig") -> None:
     _check_int("data.max_images", cfg.max_images, 2, allow_none=True,
                hint="null uses every training image")
     on_bad_file_policy(cfg)
+    from tlkit.data import tfds as tfds_source  # tensorflow_datasets' metadata only, never TensorFlow
 
-    if source == "folder":
+    if source != "tfds":
+        tfds_source.refuse_tfds_keys(cfg, source)
+    if source == "tfds":
+        num_classes = tfds_source.check_tfds_config(cfg)
+    elif source == "folder":
         num_classes = len(_check_folder_source(cfg))
     elif source == "synthetic":
         _check_int("data.num_classes", cfg.num_classes, 2)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from tlkit.backbones.spec import BackboneSpec
 from tlkit.config.schema import BNPolicy, HeadKind, OptimizerName, Preprocess, TrainConfig
-from tlkit.config.validate import parse_train_target, resolved_image_size
+from tlkit.config.validate import lr_is_auto, parse_train_target, resolved_image_size
 from tlkit.doctor.findings import Finding, Severity
 
 # What each preprocessing mode turns RGB 0-255 into (tlkit.preprocessing.ImagePreprocessing).
@@ -105,8 +105,11 @@ def diagnose_config(cfg: TrainConfig, spec: BackboneSpec) -> list[Finding]:
     """Every config-level finding for `cfg` on backbone `spec`, in check order."""
     stages = _stages(cfg, spec)
     findings: list[Finding] = []
-    for check in (_preprocess, _weights, _learning_rates, _finetune_lr, _first_stage,
-                  _batch_norm, _batch_size, _image_size, _head, _augment):
+    checks = (_preprocess, _weights, _learning_rates, _finetune_lr, _first_stage,
+              _batch_norm, _batch_size, _image_size, _head, _augment, _mixing)
+    if lr_is_auto(cfg.optimizer.lr):  # the LR checks run once the LR finder has picked it (tlkit.lr_find.auto_lr)
+        checks = tuple(c for c in checks if c not in (_learning_rates, _finetune_lr))
+    for check in checks:
         findings.extend(check(cfg, spec, stages))
     return findings
 
@@ -115,7 +118,7 @@ def _stages(cfg: TrainConfig, spec: BackboneSpec) -> list[_Stage]:
     # Re-derived with parse_train_target: tlkit.stages imports Keras.
     return [
         _Stage(i, s.name, s.train, parse_train_target(s.train, spec, key=f"schedule.stages.{i}.train"),
-               cfg.optimizer.lr * s.lr_scale, s.lr_scale, s.epochs)
+               (1.0 if lr_is_auto(cfg.optimizer.lr) else cfg.optimizer.lr) * s.lr_scale, s.lr_scale, s.epochs)
         for i, s in enumerate(cfg.schedule.stages)
     ]
 
@@ -391,3 +394,30 @@ def _augment(cfg, spec, stages):
             "augment.flip=false",
         )]
     return []
+
+
+def _mixing(cfg, spec, stages):
+    from tlkit.data.mixing import describe, mixing_enabled  # pure Python until a mixer is built
+
+    if not mixing_enabled(cfg.augment):
+        return []
+    findings = []
+    if cfg.data.batch_size == 1:
+        findings.append(Finding(
+            "mixing-no-effect", Severity.warning,
+            f"{describe(cfg.augment)} with data.batch_size=1: images are mixed with a partner from the same batch, "
+            f"and a batch of one has only itself, so nothing is mixed.",
+            "data.batch_size=32 (or augment.mixup=0 augment.cutmix=0)",
+        ))
+    head_only = [s for s in stages if not s.blocks]
+    mode = getattr(cfg.trainer.feature_cache, "value", cfg.trainer.feature_cache)
+    if head_only and mode != "off":
+        findings.append(Finding(
+            "mixing-without-feature-cache", Severity.warning if mode == "on" else Severity.info,
+            f"{describe(cfg.augment)} mixes images, and the features of a mixed image are not a mix of cached "
+            f"features (nor is a pasted box): head-only stage(s) {', '.join(repr(s.name) for s in head_only)} train "
+            f"through the frozen backbone instead of on the feature cache"
+            + (" although trainer.feature_cache=on" if mode == "on" else "") + ", which is slower.",
+            "trainer.feature_cache=auto (accept it), or augment.mixup=0 augment.cutmix=0 to keep the cache",
+        ))
+    return findings

@@ -68,9 +68,24 @@ class RuntimeMonitor(keras.callbacks.Callback):
         self._seen: set[str] = set()
         self._epoch: int | None = None  # 1-based, counted over the run like train.log
 
+    def state(self) -> dict:
+        """What a checkpoint keeps, so a resumed stage judges its epochs as an uninterrupted one would."""
+        return {"diagnoses": [f.to_dict() for f in self.diagnoses], "epochs_of": self._epochs_of,
+                "stopped": self.stopped, "start_loss": self._start_loss, "train_losses": self._train_losses,
+                "best_val_loss": self._best_val_loss, "seen": sorted(self._seen)}
+
+    def restore(self, state: dict) -> None:
+        self.diagnoses = [Finding(d["id"], Severity(d["severity"]), d["message"], d["fix"]) for d in state["diagnoses"]]
+        self._epochs_of, self.stopped = list(state["epochs_of"]), state["stopped"]
+        self._start_loss, self._train_losses = state["start_loss"], list(state["train_losses"])
+        self._best_val_loss, self._seen = state["best_val_loss"], set(state["seen"])
+        self._restored = True
+
     # ---- Keras hooks ------------------------------------------------------------------------
     def on_train_begin(self, logs=None):
-        self._reset()
+        if not getattr(self, "_restored", False):  # a resumed stage keeps what it saw before the kill
+            self._reset()
+        self._restored = False
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch + 1  # Keras counts epochs over the whole run (initial_epoch)

@@ -1,0 +1,348 @@
+"""The LR range test (Smith 2017, "Cyclical Learning Rates"; fastai's lr_find): `tlkit lr-find`, optimizer.lr=auto.
+
+One stage of the run as the trainer would train it (same model, data, augmentation and mixing,
+frozen blocks, optimizer and loss), for up to `steps` steps with the LR growing exponentially
+from `start_lr` to `end_lr` (1e-7 -> 10 over 100 steps by default), one batch per step:
+
+- the loss is smoothed with a bias-corrected exponential moving average (beta 0.98, fastai's);
+- the sweep stops when the loss is NaN/Inf or the smoothed loss exceeds 4x its best (divergence);
+- the suggestion is one documented rule (`rule=`), both candidates are recorded:
+    min_div_10 (default)  the LR at the smoothed loss's minimum, divided by 10 (fastai's `lr_min`):
+                          a step well inside the region where the loss still falls fast
+    steepest              the LR where the smoothed loss falls fastest per decade of LR, before
+                          its minimum (fastai's `lr_steep`)
+  Either lies inside the swept range and below the LR where the loss diverged.
+
+Head-only stages run on the pooled features of the frozen backbone (the batches the sweep
+needs, once; tlkit.feature_cache), as the trainer does, unless MixUp/CutMix is on. The model's
+weights are restored afterwards. The suggestion is the stage's peak LR; as optimizer.lr it is
+divided by the stage's lr_scale. For a later stage the head starts untrained (the finder does not
+train the stages before it), so there the suggestion is a rough guide.
+Outputs: lr_find.json (lrs, losses, smoothed losses, suggestion, rule) and lr_find.png.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger("tlkit.train")
+
+START_LR, END_LR, STEPS = 1e-7, 10.0, 100
+SMOOTHING = 0.98  # EMA of the loss (bias-corrected), as fastai
+DIVERGENCE_FACTOR = 4.0  # stop once the smoothed loss exceeds 4x its best, as fastai
+RULES = {
+    "min_div_10": "the LR at the smoothed loss's minimum / 10 (fastai lr_min)",
+    "steepest": "the LR of the steepest fall of the smoothed loss per decade of LR, before its minimum (fastai lr_steep)",
+}
+DEFAULT_RULE = "min_div_10"
+JSON_FILE, PNG_FILE = "lr_find.json", "lr_find.png"
+
+
+@dataclass
+class LRFinderResult:
+    stage: str
+    stage_index: int
+    lr_scale: float
+    optimizer: str
+    start_lr: float
+    end_lr: float
+    steps_requested: int
+    rule: str
+    lrs: list = field(default_factory=list)
+    losses: list = field(default_factory=list)
+    smoothed: list = field(default_factory=list)
+    diverged: bool = False
+    divergence_lr: float | None = None  # the LR whose loss broke the divergence rule
+    suggestion: float | None = None  # the stage's peak LR
+    candidates: dict = field(default_factory=dict)  # rule -> LR
+    min_loss_lr: float | None = None
+    feature_cache: bool = False
+
+    @property
+    def steps_run(self) -> int:
+        return len(self.lrs)
+
+    @property
+    def optimizer_lr(self) -> float:
+        """The suggestion as optimizer.lr: divided by the stage's lr_scale."""
+        return self.suggestion / self.lr_scale
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "steps_run": self.steps_run, "optimizer_lr": self.optimizer_lr,
+                "rule_description": RULES[self.rule]}
+
+    def summary(self) -> str:
+        end = (f"diverged at lr {self.divergence_lr:.3g} after {self.steps_run} of {self.steps_requested} steps"
+               if self.diverged else f"no divergence in {self.steps_run} steps up to lr {self.lrs[-1]:.3g}")
+        text = (f"LR finder, stage '{self.stage}' ({self.optimizer}{', on cached features' if self.feature_cache else ''})"
+                f": {end}; smoothed loss lowest at lr {self.min_loss_lr:.3g}. Suggested peak LR {self.suggestion:.3g} "
+                f"({self.rule}: {RULES[self.rule]})")
+        if self.lr_scale != 1.0:
+            text += f" = optimizer.lr {self.optimizer_lr:.3g} x lr_scale {self.lr_scale:g}"
+        return text
+
+
+# --------------------------------------------------------------------------- the sweep (no Keras)
+
+
+def lr_at(step: int, start_lr: float, end_lr: float, steps: int) -> float:
+    return float(start_lr * (end_lr / start_lr) ** (step / max(steps - 1, 1)))
+
+
+def sweep(step_fn, result: LRFinderResult) -> LRFinderResult:
+    """Run `step_fn(lr) -> loss` at exponentially growing LRs until the end or divergence; fill `result`."""
+    average, best = 0.0, math.inf
+    for step in range(result.steps_requested):
+        lr = lr_at(step, result.start_lr, result.end_lr, result.steps_requested)
+        loss = float(step_fn(lr))
+        if not math.isfinite(loss):
+            result.diverged, result.divergence_lr = True, lr
+            break
+        average = SMOOTHING * average + (1 - SMOOTHING) * loss
+        smoothed = average / (1 - SMOOTHING ** (step + 1))
+        result.lrs.append(lr)
+        result.losses.append(loss)
+        result.smoothed.append(smoothed)
+        best = min(best, smoothed)
+        if smoothed > DIVERGENCE_FACTOR * best:
+            result.diverged, result.divergence_lr = True, lr
+            break
+    if not result.lrs:
+        raise FloatingPointError(f"the loss was not finite at the first step (lr {result.start_lr:.3g}): check the "
+                                 "data (tlkit doctor) before looking for a learning rate")
+    result.candidates = suggestions(result.lrs, result.smoothed)
+    result.suggestion = result.candidates[result.rule]
+    result.min_loss_lr = result.lrs[int(np.argmin(result.smoothed))]
+    return result
+
+
+def suggestions(lrs: list, smoothed: list) -> dict:
+    """Every rule's LR for one sweep: each within [lrs[0], lrs[argmin]], so below any divergence."""
+    lrs_arr, loss = np.asarray(lrs, dtype=float), np.asarray(smoothed, dtype=float)
+    lowest = int(np.argmin(loss))
+    out = {"min_div_10": float(max(lrs_arr[lowest] / 10.0, lrs_arr[0]))}
+    if lowest >= 2:
+        slope = np.gradient(loss[: lowest + 1], np.log10(lrs_arr[: lowest + 1]))
+        out["steepest"] = float(lrs_arr[int(np.argmin(slope))])
+    else:
+        out["steepest"] = float(lrs_arr[0])
+    return out
+
+
+# --------------------------------------------------------------------------- on a tlkit model
+
+
+def find_lr(cfg, data, model, freezer, plan, stage_index: int, compile_options: dict | None = None,
+            start_lr: float = START_LR, end_lr: float = END_LR, steps: int = STEPS,
+            rule: str = DEFAULT_RULE) -> LRFinderResult:
+    """The LR sweep on `plan` (a StagePlan) with the trainer's data and model; the weights are restored after."""
+    import keras
+
+    from tlkit import distribute
+    from tlkit import feature_cache as fc
+    from tlkit.config.schema import ClassWeight, FeatureCacheMode, OptimizerName
+    from tlkit.data import class_weights
+    from tlkit.data.mixing import mixing_enabled
+    from tlkit.methods.fine_tuning import FineTuning
+    from tlkit.optim import make_loss, make_optimizer
+
+    check_sweep(start_lr, end_lr, steps, rule)
+    result = LRFinderResult(plan.name, stage_index, cfg.schedule.stages[stage_index].lr_scale,
+                            OptimizerName(cfg.optimizer.name).value, float(start_lr), float(end_lr), int(steps), rule)
+    freezer.apply(plan)
+    saved = model.get_weights()
+    use_cache = (not plan.blocks and FeatureCacheMode(cfg.trainer.feature_cache) != FeatureCacheMode.off
+                 and not mixing_enabled(cfg.augment) and distribute.feature_cache_supported(model))
+    per_epoch = data.steps_per_epoch
+    with distribute.model_scope(model):
+        if use_cache:  # the frozen backbone's features of the batches the sweep needs, computed once
+            extractor = fc._extractor_with_labels(model)
+            features, labels = fc._extract(extractor, data.train_epochs.epoch(0).take(min(steps, per_epoch)))
+            target = fc._head_model(model, features.shape[-1])
+            size = min(cfg.data.batch_size, len(labels))
+            batches = [(features[i:i + size], labels[i:i + size]) for i in range(0, len(labels) - size + 1, size)]
+        else:  # a second Model on the same layers: `model` itself stays uncompiled for the trainer
+            target = keras.Model(model.inputs, model.outputs, name="lr_finder")
+            batches = data.train_epochs.for_epochs(0, math.ceil(steps / per_epoch))
+        options = {k: v for k, v in (compile_options or {}).items() if k != "steps_per_execution"}
+        methods = FineTuning(cfg, model, freezer).optimizer_options(target, plan)  # per-block LRs, L2-SP, EMA
+        target.compile(optimizer=make_optimizer(cfg.optimizer, float(start_lr), **methods), loss=make_loss(cfg),
+                       steps_per_execution=1, **options)
+    result.feature_cache = use_cache
+    weights = class_weights(data.train_counts) if ClassWeight(cfg.data.class_weight) == ClassWeight.auto else None
+    iterator = _cycle(batches)
+
+    def step(lr: float) -> float:
+        target.optimizer.learning_rate.assign(lr)
+        images, labels = next(iterator)
+        return target.train_on_batch(images, labels, class_weight=weights, return_dict=True)["loss"]
+
+    try:
+        sweep(step, result)
+    finally:
+        model.set_weights(saved)
+    return result
+
+
+def _cycle(batches):
+    while True:
+        empty = True
+        for batch in batches:
+            empty = False
+            yield batch
+        if empty:
+            raise ValueError("the LR finder got no training batch")
+
+
+def check_sweep(start_lr: float, end_lr: float, steps: int, rule: str) -> None:
+    from tlkit.errors import ConfigError
+
+    if not 0 < start_lr < end_lr:
+        raise ConfigError("start_lr", start_lr, f"a number > 0 and below end_lr={end_lr}")
+    if steps < 5:
+        raise ConfigError("steps", steps, "an integer >= 5 (100 is usual)")
+    if rule not in RULES:
+        raise ConfigError("rule", rule, " or ".join(RULES))
+
+
+# --------------------------------------------------------------------------- outputs
+
+
+def write_outputs(result: LRFinderResult, directory) -> tuple[Path, Path | None]:
+    """lr_find.json and lr_find.png in `directory`; a failing plot logs a warning and returns None for it."""
+    from tlkit.rundir import atomic_write
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(result.to_dict(), indent=2) + "\n"
+    json_path = directory / JSON_FILE
+    atomic_write(json_path, lambda tmp: Path(tmp).write_text(text))
+    try:
+        from tlkit.plots import save
+
+        png_path = save(figure(result), directory / PNG_FILE)
+    except Exception as error:  # noqa: BLE001 - a picture never loses the result
+        log.warning("could not draw %s: %s", PNG_FILE, error)
+        png_path = None
+    return json_path, png_path
+
+
+def figure(result: LRFinderResult):
+    """Smoothed loss against LR (log axis), raw losses faint, the suggestion and the divergence marked."""
+    from tlkit.plots import _pyplot
+
+    plt = _pyplot()
+    fig, axes = plt.subplots(figsize=(7.5, 4.5))
+    lrs, smoothed = np.asarray(result.lrs), np.asarray(result.smoothed)
+    axes.plot(lrs, result.losses, color="0.75", linewidth=0.8, label="loss per step")
+    axes.plot(lrs, smoothed, color="tab:blue", linewidth=2, label=f"smoothed (EMA {SMOOTHING:g})")
+    axes.set_xscale("log")
+    low, high = float(smoothed.min()), float(np.percentile(smoothed, 95))
+    margin = 0.1 * (high - low) or 0.1
+    axes.set_ylim(low - margin, max(high, float(smoothed[0])) + 3 * margin)
+    at = float(np.interp(np.log(result.suggestion), np.log(lrs), smoothed))
+    axes.axvline(result.suggestion, color="tab:red", linestyle="--", linewidth=1)
+    axes.plot([result.suggestion], [at], "o", color="tab:red", markersize=8,
+              label=f"suggestion {result.suggestion:.2g} ({result.rule})")
+    axes.plot([result.min_loss_lr], [smoothed.min()], "v", color="tab:green", markersize=7,
+              label=f"lowest smoothed loss, lr {result.min_loss_lr:.2g}")
+    if result.diverged:
+        axes.axvline(result.divergence_lr, color="0.3", linestyle=":", linewidth=1)
+        axes.annotate(f"diverged\nlr {result.divergence_lr:.2g}", (result.divergence_lr, axes.get_ylim()[1]),
+                      xytext=(-4, -4), textcoords="offset points", ha="right", va="top", fontsize=9, color="0.3")
+    axes.set_xlabel("learning rate (log scale)")
+    axes.set_ylabel("training loss")
+    axes.set_title(f"LR finder: stage '{result.stage}', {result.optimizer}, {result.steps_run} of "
+                   f"{result.steps_requested} steps", fontsize=11)
+    axes.grid(True, which="major", alpha=0.3)
+    axes.legend(loc="upper left", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+# --------------------------------------------------------------------------- optimizer.lr=auto and the CLI
+
+
+def auto_lr(cfg, spec, data, model, freezer, run_dir, compile_options: dict | None = None,
+            lr_factor: float = 1.0, doctor=None):
+    """optimizer.lr=auto: the finder on the first stage; returns (cfg with a float optimizer.lr, metrics entry).
+
+    On resume the suggestion of the interrupted run (RUN_DIR/lr_find.json) is reused, so both halves
+    train at the same LR. `lr_factor` (tf.distribute LR scaling) is divided out: the finder already
+    measured at the global batch. LR findings the pre-flight doctor skipped are checked here.
+    """
+    from tlkit.stages import plan_stages
+
+    previous = Path(run_dir) / JSON_FILE
+    if getattr(cfg, "resume", None) and previous.is_file():
+        saved = json.loads(previous.read_text())
+        result = None
+        suggestion, rule = float(saved["suggestion"]), saved["rule"]
+        log.info("optimizer.lr=auto: reusing the LR finder's suggestion %.3g from %s", suggestion, previous)
+    else:
+        plan = plan_stages(cfg.schedule.stages[:1], spec, 1.0)[0]  # the peak LR is what the finder looks for
+        result = find_lr(cfg, data, model, freezer, plan, 0, compile_options)
+        suggestion, rule = result.suggestion, result.rule
+        write_outputs(result, run_dir)
+        log.info("%s", result.summary())
+    lr = suggestion / cfg.schedule.stages[0].lr_scale / lr_factor
+    log.info("optimizer.lr=auto -> optimizer.lr=%.3g (LR finder, rule %s; %s and %s in the run directory)",
+             lr, rule, JSON_FILE, PNG_FILE)
+    cfg = replace(cfg, optimizer=replace(cfg.optimizer, lr=float(lr)))
+    if doctor is not None:
+        # The doctor's LR limits are rules of thumb; this LR was measured on the data (the loss still fell
+        # there), so they warn and do not stop the run (doctor.strict=true still does).
+        from tlkit.doctor.config_checks import diagnose_config
+        from tlkit.doctor.findings import Severity
+
+        measured = " [optimizer.lr=auto: chosen by the LR finder from measured losses, see lr_find.png]"
+        findings = doctor.record([replace(f, severity=Severity.warning if f.severity == Severity.error else f.severity,
+                                          message=f.message + measured)
+                                  for f in diagnose_config(cfg, spec) if f.id in LR_FINDINGS])
+        doctor.log_findings(findings)
+        doctor.raise_on_errors(findings)
+    entry = {"optimizer_lr": float(lr), "suggestion": float(suggestion), "rule": rule,
+             "steps_run": result.steps_run if result else None, "diverged": result.diverged if result else None}
+    return cfg, entry
+
+
+LR_FINDINGS = ("lr-too-high", "lr-too-low", "finetune-lr-not-lower")  # the pre-flight checks that need a number
+
+
+def run_command(cfg, spec, output, stage: str | None = None, start_lr: float = START_LR, end_lr: float = END_LR,
+                steps: int = STEPS, rule: str = DEFAULT_RULE) -> LRFinderResult:
+    """`tlkit lr-find`: data, model and freezing as train.py would build them, the sweep, the files in `output`."""
+    import keras
+
+    from tlkit import auto_recipe, runtime
+    from tlkit.config.validate import resolved_image_size
+    from tlkit.data import load_data
+    from tlkit.errors import ConfigError
+    from tlkit.model import build_model
+    from tlkit.stages import Freezer, plan_stages
+
+    check_sweep(start_lr, end_lr, steps, rule)
+    names = [s.name for s in cfg.schedule.stages]
+    index = 0 if stage is None else (names.index(stage) if stage in names else -1)
+    if index < 0:
+        raise ConfigError("stage", stage, f"a stage of this schedule: {', '.join(names)}")
+    cfg, recipe = auto_recipe.apply(cfg, spec)
+    auto_recipe.log_recipe(recipe)
+    keras.utils.set_random_seed(cfg.seed)
+    size = resolved_image_size(cfg, spec)
+    data = load_data(cfg.data, cfg.augment, size, cfg.seed, cfg.trainer.memory_budget_gb)
+    device = runtime.detect_device()
+    precision = runtime.resolve_precision(cfg.trainer.precision, device)
+    with runtime.dtype_policy(precision):
+        model = build_model(spec, cfg.backbone, cfg.head, len(data.class_names), size)
+    freezer = Freezer(model, spec, cfg.schedule.bn)
+    plan = plan_stages(cfg.schedule.stages, spec, 1.0)[index]
+    options = {"jit_compile": runtime.resolve_jit_compile(cfg.trainer.jit_compile)}
+    result = find_lr(cfg, data, model, freezer, plan, index, options, start_lr, end_lr, steps, rule)
+    write_outputs(result, output)
+    return result

@@ -1,0 +1,263 @@
+"""`tlkit reproduce recipe=NAME [overrides]`: train a recipe and compare it with its published result.
+
+    check_reference(cfg)          the reference block against the rest of the config (validate calls it)
+    compare(reference, metrics)   one row per reference result: achieved, difference, pass / fail / missing
+    format_table(rows)            the console table
+    reproduce_command(...)        the command: compose like train.py, train into a run dir, write
+                                  RUN_DIR/reproduce.json, print the table; exit 0 all within
+                                  tolerance, 1 not, 2 config (or data) errors
+
+A result passes when |achieved - value| <= tolerance: far above the reference fails too,
+because then the run does not match what was published (another split, a leak). The
+composing is cli.compose_config's (passed in): this module does not import Hydra.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Callable, List, Optional, Sequence
+
+from tlkit.errors import ConfigError, TlkitError
+
+REPORT_FILE = "reproduce.json"
+STAGE_METRICS = ("val_accuracy", "val_loss")  # what metrics.json records per stage (its restored epoch)
+DEFAULT_RUN_ROOT = "outputs/reproduce"  # RUN_DIR = outputs/reproduce/RECIPE/DATE_TIME unless hydra.run.dir= / run_dir=
+RUN_DIR_KEYS = ("hydra.run.dir", "run_dir")
+log = logging.getLogger("tlkit.reproduce")
+
+
+def _value(item):
+    return getattr(item, "value", item)  # Enum -> str
+
+
+def _has_test_split(data) -> bool:
+    source = _value(data.source)
+    if source == "folder":
+        return data.test_dir is not None
+    if source == "tfds":
+        return getattr(data.splits, "test", None) is not None
+    return False  # digits and synthetic have train and val only
+
+
+def check_reference(cfg) -> None:
+    """ConfigError for a reference the run could not produce or compare (before TensorFlow starts)."""
+    reference = cfg.reference
+    if reference is None:
+        return
+    if not reference.results:
+        raise ConfigError("reference.results", [], "at least one {metric, value[, stage][, tolerance]}")
+    _check_tolerance("reference.tolerance", reference.tolerance)
+    stages = [stage.name for stage in cfg.schedule.stages]
+    seen = set()
+    for index, result in enumerate(reference.results):
+        key, metric = f"reference.results.{index}", _value(result.metric)
+        if result.tolerance is not None:
+            _check_tolerance(f"{key}.tolerance", result.tolerance)
+        value = result.value
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ConfigError(f"{key}.value", value, "a finite number")
+        if metric.endswith("accuracy") and not 0.0 <= value <= 1.0:
+            raise ConfigError(f"{key}.value", value, "an accuracy between 0 and 1",
+                              hint=f"accuracy is a fraction here: {value:g}% is {value / 100:g}")
+        if result.stage is not None:
+            if result.stage not in stages:
+                raise ConfigError(f"{key}.stage", result.stage, f"null (the final model) or a stage name: {stages}")
+            if metric not in STAGE_METRICS:
+                raise ConfigError(f"{key}.metric", metric, f"one of {list(STAGE_METRICS)} with a stage",
+                                  hint="a stage records its validation metrics; test metrics are the final model's")
+        if metric.startswith("test_") and not _has_test_split(cfg.data):
+            raise ConfigError(f"{key}.metric", metric, "val_accuracy or val_loss: this data has no test split",
+                              hint="a test split is data.test_dir (data=folder) or data.splits.test (data=tfds)")
+        if (metric, result.stage) in seen:
+            raise ConfigError(f"{key}", f"{metric} stage={result.stage}", "each metric and stage once")
+        seen.add((metric, result.stage))
+
+
+def _check_tolerance(key: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value >= 0):
+        raise ConfigError(key, value, "an absolute tolerance >= 0 in the metric's units (e.g. 0.01 = 1 point)")
+
+
+# --------------------------------------------------------------------------- comparison
+
+
+def compare(reference, metrics: dict) -> List[dict]:
+    """One row per reference result, in order: achieved vs reference and the verdict.
+
+    status: pass (|difference| <= tolerance), fail, or missing (the run has no such value:
+    a stage that never ran, a run stopped by the doctor); only pass counts as reproduced.
+    """
+    rows = []
+    stages = {stage.get("name"): stage for stage in metrics.get("stages", [])}
+    for result in reference.results:
+        metric = _value(result.metric)
+        tolerance = float(reference.tolerance if result.tolerance is None else result.tolerance)
+        if result.stage is None:
+            achieved, why = metrics.get(metric), f"metrics.json has no {metric}"
+        elif result.stage in stages:
+            achieved, why = stages[result.stage].get(metric), f"stage '{result.stage}' recorded no {metric}"
+        else:
+            achieved = None
+            why = f"stage '{result.stage}' did not run (run status: {metrics.get('status', 'unknown')})"
+        row = {"metric": metric, "stage": result.stage, "reference": float(result.value), "tolerance": tolerance,
+               "achieved": None, "difference": None, "status": "missing", "why": why}
+        if isinstance(achieved, (int, float)) and math.isfinite(achieved):
+            difference = float(achieved) - float(result.value)
+            row.update(achieved=float(achieved), difference=difference, why=None,
+                       status="pass" if abs(difference) <= tolerance + 1e-12 else "fail")  # 1e-12: float rounding
+        rows.append(row)
+    return rows
+
+
+def all_passed(rows: Sequence[dict]) -> bool:
+    return bool(rows) and all(row["status"] == "pass" for row in rows)
+
+
+def format_table(rows: Sequence[dict]) -> str:
+    header = ("metric", "stage", "reference", "tolerance", "achieved", "difference", "result")
+    lines = [header]
+    for row in rows:
+        achieved = "-" if row["achieved"] is None else f"{row['achieved']:.4f}"
+        difference = "-" if row["difference"] is None else f"{round(row['difference'], 4) + 0.0:+.4f}"  # no -0.0000
+        lines.append((row["metric"], row["stage"] or "(final)", f"{row['reference']:.4f}",
+                      f"±{row['tolerance']:.4f}", achieved, difference, row["status"].upper()))
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    text = ["  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip() for line in lines]
+    text.insert(1, "-" * len(text[0]))
+    notes = [f"  {row['metric']} ({row['stage'] or 'final'}): {row['why']}" for row in rows if row["why"]]
+    passed = sum(row["status"] == "pass" for row in rows)
+    verdict = "reproduced" if all_passed(rows) else "NOT reproduced"
+    return "\n".join(text + notes + [f"{passed} of {len(rows)} within tolerance: {verdict}"])
+
+
+# --------------------------------------------------------------------------- the command
+
+
+def recipes_with_reference(config_dir: Path) -> List[tuple]:
+    """(name, source) of every recipe file with a reference block, read as YAML (no composing)."""
+    import yaml
+
+    found = []
+    for path in sorted((Path(config_dir) / "recipe").glob("*.yaml")):
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except (OSError, yaml.YAMLError):
+            continue
+        reference = data.get("reference") if isinstance(data, dict) else None
+        if isinstance(reference, dict):
+            found.append((path.stem, str(reference.get("source", "")).strip()))
+    return found
+
+
+def _recipe_list(config_dir: Path) -> str:
+    recipes = recipes_with_reference(config_dir)
+    if not recipes:
+        return "no recipe in recipes/ has a reference block"
+    return "recipes with a reference:\n" + "\n".join(f"  {name:<24} {source[:100]}" for name, source in recipes)
+
+
+def split_overrides(overrides: Sequence[str]):
+    """(Hydra overrides, recipe name or None, run dir or None): run-dir keys are the command's own."""
+    rest, recipe, run_dir = [], None, None
+    for text in overrides:
+        key, sep, value = text.lstrip("+").partition("=")
+        if sep and key in RUN_DIR_KEYS:
+            run_dir = value.strip("'\"")
+            continue
+        if sep and key == "recipe":
+            recipe = value.strip("'\"")
+        rest.append(text)
+    return rest, recipe, run_dir
+
+
+def _fail(message: str) -> int:
+    print(f"tlkit reproduce: error: {message}", file=sys.stderr)
+    return 2
+
+
+def reproduce_command(overrides: Sequence[str], config_dir: Path, compose: Callable) -> int:
+    """`tlkit reproduce recipe=NAME [overrides]`; `compose(overrides, config_dir)` is cli.compose_config."""
+    from tlkit.config import as_train_config
+    from tlkit.config.validate import validate
+
+    command = "tlkit reproduce " + " ".join(overrides)
+    overrides, recipe, run_dir = split_overrides(overrides)
+    if not recipe:
+        return _fail(f"recipe=NAME is required.\n{_recipe_list(config_dir)}")
+    try:
+        composed = compose(overrides, config_dir)
+        cfg = as_train_config(composed)
+        validate(cfg)  # includes check_reference; tlkit.train validates again, cheaply, before TensorFlow
+    except TlkitError as error:
+        return _fail(f"config-invalid: {error}")
+    except Exception as error:  # noqa: BLE001 - Hydra composition: unknown key, bad value, unknown recipe
+        from tlkit.cli import _error_chain
+
+        return _fail(f"config-invalid: {_error_chain(error)}\n{_recipe_list(config_dir)}")
+    if cfg.reference is None:
+        return _fail(f"recipe={recipe} has no reference block (reference.source, .tolerance, .results), "
+                     f"so there is nothing to reproduce; train it with python train.py recipe={recipe}.\n"
+                     f"{_recipe_list(config_dir)}")
+    if not run_dir:
+        run_dir = str(Path(DEFAULT_RUN_ROOT) / recipe / time.strftime("%Y-%m-%d_%H-%M-%S"))
+    return _run(cfg, composed, overrides, recipe, Path(_resolve(run_dir)), command)
+
+
+def _resolve(path: str) -> str:
+    """hydra.run.dir=runs/${now:%H-%M} as train.py resolves it (Hydra registered `now` while composing)."""
+    from omegaconf import OmegaConf
+
+    try:
+        return str(OmegaConf.create({"dir": path}).dir)
+    except Exception:  # noqa: BLE001 - not an interpolation OmegaConf can resolve: the path as given
+        return path
+
+
+def _run(cfg, composed, overrides: List[str], recipe: str, run_dir: Path, command: str) -> int:
+    import tlkit
+    from tlkit import rundir
+
+    try:
+        rundir.check_can_create(run_dir)
+        rundir.ensure_writable(run_dir)
+    except TlkitError as error:
+        return _fail(str(error))
+    _write_hydra_files(run_dir, composed, overrides)
+    logging.getLogger("tlkit").setLevel(logging.INFO)
+    print(f"tlkit reproduce: recipe={recipe} -> {run_dir}\nreference: {cfg.reference.source}", flush=True)
+    started = time.time()
+    try:
+        result = tlkit.train(cfg, run_dir=run_dir)
+    except TlkitError as error:  # data not downloadable, weights not cached, a doctor error
+        return _fail(str(error))
+    rows = compare(cfg.reference, result.metrics)
+    report = {
+        "recipe": recipe,
+        "command": command,
+        "run_dir": str(run_dir),
+        "source": cfg.reference.source,
+        "notes": cfg.reference.notes,
+        "status": result.metrics.get("status"),
+        "passed": all_passed(rows),
+        "results": rows,
+        "wall_time_s": round(time.time() - started, 1),
+    }
+    text = json.dumps(report, indent=2) + "\n"
+    rundir.atomic_write(run_dir / REPORT_FILE, lambda tmp: Path(tmp).write_text(text))
+    print(f"\n{format_table(rows)}\nwritten: {run_dir / REPORT_FILE}")
+    return 0 if report["passed"] else 1
+
+
+def _write_hydra_files(run_dir: Path, composed, overrides: List[str]) -> None:
+    """RUN_DIR/.hydra/config.yaml and overrides.yaml, as train.py's Hydra writes them."""
+    from omegaconf import OmegaConf
+
+    folder = run_dir / ".hydra"
+    folder.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(composed, folder / "config.yaml")
+    OmegaConf.save(OmegaConf.create(list(overrides)), folder / "overrides.yaml")
+
