@@ -39,6 +39,7 @@ from dataclasses import asdict, dataclass, field, replace
 from tlkit.backbones.spec import BackboneSpec
 from tlkit.config.schema import TrainConfig
 from tlkit.errors import ConfigError
+from tlkit.data.sources import SYNTHETIC_BASE_SIZE  # no TensorFlow there
 
 log = logging.getLogger("tlkit.train")
 
@@ -53,7 +54,7 @@ NO_FLIP_SOURCES = ("digits",)
 DECISIONS = ("image_size", "schedule", "augment", "mixup", "label_smoothing")
 AUTO = "auto"
 SIZE_SAMPLE = 2000  # files whose size (from the cached pre-scan) gives the median image side
-SYNTHETIC_SIDE = 64  # tlkit.data.pipeline.SYNTHETIC_BASE_SIZE (not imported: that module starts TensorFlow)
+SYNTHETIC_SIDE = SYNTHETIC_BASE_SIZE
 DIGITS_SIDE = 8
 
 

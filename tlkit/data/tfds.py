@@ -218,7 +218,7 @@ def tfds_splits(cfg, image_size: int, seed: int, memory_budget_gb: float):
     import numpy as np
     import tensorflow_datasets as tfds
 
-    from tlkit.data.pipeline import cap_per_class
+    from tlkit.data.sources import cap_per_class
 
     builder = _builder(cfg)
     _prepare(cfg, builder)

@@ -1,0 +1,175 @@
+"""Where the images come from: the digits, synthetic and folder sources, and how they are split.
+
+Each source returns its class names and, per split, (items, labels): items are file paths
+(folder) or uint8 [N, h, w, 3] arrays (digits, synthetic). tlkit.data.pipeline turns them
+into tf.data pipelines; nothing here imports TensorFlow.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+
+from tlkit.data.scan import IMAGE_EXTENSIONS, scan_classes
+
+BAD_FILES_LISTED = 20  # bad files named in DataBundle.bad_files (and metrics.json); the count is always exact
+data_log = logging.getLogger("tlkit.data")
+SYNTHETIC_BASE_SIZE = 64  # synthetic images are drawn at this size, then resized like any other
+
+
+# --------------------------------------------------------------------------- splitting
+
+
+def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> Tuple[np.ndarray, np.ndarray]:
+    """Indices (train, val): `fraction` of each class goes to val, at least one image each side
+    for classes of 2 or more. Deterministic given the seed and the (sorted) input order; each
+    class uses its own random stream, so adding a class does not move the others' files."""
+    train, val = [], []
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        members = members[np.random.default_rng([seed, int(label)]).permutation(len(members))]
+        num_val = int(round(fraction * len(members)))
+        if len(members) >= 2:
+            num_val = min(max(num_val, 1), len(members) - 1)
+        val.extend(members[:num_val])
+        train.extend(members[num_val:])
+    return np.sort(np.array(train, dtype=np.int64)), np.sort(np.array(val, dtype=np.int64))
+
+
+def cap_per_class(labels: np.ndarray, max_images: Optional[int], seed: int) -> np.ndarray:
+    """Indices of at most `max_images` items, shared between classes in proportion to their
+    size (largest remainder, at least one per class), chosen deterministically from the seed."""
+    if max_images is None or max_images >= len(labels):
+        return np.arange(len(labels))
+    classes, sizes = np.unique(labels, return_counts=True)
+    quotas = sizes * max_images / len(labels)
+    keep = np.maximum(np.floor(quotas).astype(int), 1)
+    leftovers = np.argsort(-(quotas - np.floor(quotas)), kind="stable")
+    for index in leftovers:
+        if keep.sum() >= max_images:
+            break
+        if keep[index] < sizes[index]:
+            keep[index] += 1
+    chosen = []
+    for label, quota in zip(classes, keep):
+        members = np.flatnonzero(labels == label)
+        members = members[np.random.default_rng([seed, int(label), 1]).permutation(len(members))]
+        chosen.extend(members[:quota])
+    return np.sort(np.array(chosen, dtype=np.int64))
+
+
+# --------------------------------------------------------------------------- sources
+# Each source returns, per split, (items, labels): items are either file paths (folder) or
+# uint8 [N, h, w, 3] arrays (digits, synthetic); `_decode_and_resize` treats both.
+
+
+def _digits(cfg, seed: int):
+    from sklearn.datasets import load_digits  # ships inside scikit-learn: no download
+
+    digits = load_digits()
+    pixels = np.round(digits.images * (255.0 / 16.0)).clip(0, 255).astype(np.uint8)  # 0..16 -> 0..255
+    images = np.repeat(pixels[..., None], 3, axis=-1)  # grayscale -> RGB
+    labels = digits.target.astype(np.int32)
+    train, val = stratified_split(labels, cfg.val_split, seed)
+    names = [str(i) for i in range(10)]
+    return names, (images[train], labels[train]), (images[val], labels[val]), None
+
+
+def synthetic_images(num_images: int, num_classes: int, seed: int, size: int = SYNTHETIC_BASE_SIZE):
+    """uint8 RGB images whose class sets the stripe orientation and the tint.
+
+    Orientation and tint vary per image and overlap between neighbouring classes, and
+    every image has random frequency, phase, brightness and pixel noise: learnable by a
+    small CNN in a few epochs, but no single pixel or mean colour gives the answer.
+    """
+    rng = np.random.default_rng(seed)
+    labels = np.arange(num_images) % num_classes
+    rng.shuffle(labels)
+    y, x = np.mgrid[0:size, 0:size].astype(np.float32) / size
+    class_angle = np.pi * np.arange(num_classes) / num_classes
+    class_tint = rng.uniform(0.2, 1.0, size=(num_classes, 3))
+    images = np.empty((num_images, size, size, 3), dtype=np.uint8)
+    for i, label in enumerate(labels):
+        angle = class_angle[label] + rng.normal(0.0, 0.25 * np.pi / num_classes)
+        cycles = rng.uniform(2.5, 5.0)
+        phase = rng.uniform(0, 2 * np.pi)
+        stripes = 0.5 + 0.5 * np.sin(2 * np.pi * cycles * (x * np.cos(angle) + y * np.sin(angle)) + phase)
+        tint = 0.6 * class_tint[label] + 0.4 * rng.uniform(0.2, 1.0, size=3)
+        background = rng.uniform(0.0, 0.3)
+        picture = background + (1.0 - background) * stripes[..., None] * tint
+        picture = picture * rng.uniform(0.7, 1.0) * 255.0 + rng.normal(0.0, 20.0, size=picture.shape)
+        images[i] = np.clip(picture, 0, 255).astype(np.uint8)
+    return images, labels.astype(np.int32)
+
+
+def _synthetic(cfg, seed: int):
+    images, labels = synthetic_images(cfg.num_images, cfg.num_classes, seed)
+    train, val = stratified_split(labels, cfg.val_split, seed)
+    names = [f"class_{i}" for i in range(cfg.num_classes)]
+    return names, (images[train], labels[train]), (images[val], labels[val]), None
+
+
+def _files_and_labels(classes: Dict[str, List[str]], class_names: List[str]):
+    files = [path for name in class_names for path in classes[name]]
+    labels = [index for index, name in enumerate(class_names) for _ in classes[name]]
+    return np.array(files, dtype=str), np.array(labels, dtype=np.int32)
+
+
+def _folder(cfg, seed: int):
+    """Class names and splits from the folders, with the files that failed the pre-scan left out."""
+    if cfg.path is not None:
+        scans = [scan_classes("data.path", cfg.path)]
+        classes = scans[0].classes
+        names = sorted(classes)
+        files, labels = _files_and_labels(classes, names)
+        train, val = stratified_split(labels, cfg.val_split, seed)
+        train_split, val_split = (files[train], labels[train]), (files[val], labels[val])
+    else:
+        scans = [scan_classes("data.train_dir", cfg.train_dir), scan_classes("data.val_dir", cfg.val_dir)]
+        names = sorted(scans[0].classes)
+        train_split = _files_and_labels(scans[0].classes, names)
+        val_split = _files_and_labels(scans[1].classes, names)
+    test_split = None
+    if cfg.test_dir is not None:
+        scans.append(scan_classes("data.test_dir", cfg.test_dir))
+        test_split = _files_and_labels(scans[-1].classes, names)
+    return names, train_split, val_split, test_split, scans
+
+
+def _report_prescan(scans, policy: str) -> Tuple[dict, dict]:
+    """Log what the pre-scan found (logger tlkit.data: console and train.log); (bad_files, prescan) for metrics.json."""
+    from tlkit.data.prescan import ScanReport
+
+    report, ignored, splits = ScanReport(), {}, {}
+    for scan in scans:
+        report = report.merge(scan.report)
+        counts = {name: len(files) for name, files in scan.classes.items()}
+        formats = ", ".join(f"{name} {count}" for name, count in scan.report.formats().items())
+        data_log.info(
+            "pre-scan %s=%s: %d usable image files (%s) in %d classes (%s); %d bad; %s",
+            scan.key, scan.root, sum(counts.values()), formats or "none", len(counts),
+            ", ".join(f"{name} {count}" for name, count in counts.items()), len(scan.report.bad),
+            f"{scan.report.checked} decoded in {scan.report.seconds:.1f}s, the rest from the cache"
+            if scan.report.checked else "all from the cache",
+        )
+        for ext, count in scan.ignored.items():
+            ignored[ext] = ignored.get(ext, 0) + count
+        splits[scan.key] = {"root": scan.root, "class_counts": counts, **scan.report.to_dict(limit=0)}
+        for key in ("bad_files", "warnings", "checked", "seconds"):  # the last two differ run to run: logged above
+            splits[scan.key].pop(key)
+    if ignored:
+        data_log.info("pre-scan: ignored %d file(s) without an image extension (%s); image extensions: %s",
+                      sum(ignored.values()), ", ".join(f"{ext} {n}" for ext, n in sorted(ignored.items())),
+                      ", ".join(IMAGE_EXTENSIONS))
+    for warning in report.warnings:
+        data_log.warning("pre-scan: %s", warning)
+    bad = report.bad
+    if bad:
+        data_log.warning("pre-scan: %d file(s) cannot be used as images and are left out (data.on_bad_file=%s):\n%s",
+                         len(bad), policy, report.describe_bad(limit=10))
+    bad_files = {"count": len(bad), "policy": policy,
+                 "first": [{"path": item.path, "reason": item.reason} for item in bad[:BAD_FILES_LISTED]]}
+    summary = {"splits": splits, "ignored": ignored, "warnings": list(report.warnings[:BAD_FILES_LISTED]),
+               "pillow_decoded": report.pillow_decoded()}
+    return bad_files, summary
