@@ -224,3 +224,50 @@ def test_a_relaunched_sweep_skips_finished_trials_and_resumes_the_interrupted_on
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert (again.stdout + again.stderr).count("already finished") == 2
     assert {trial: (sweep_dir / trial / "metrics.json").read_bytes() for trial in ("0", "1")} == finished
+
+
+# Under MirroredStrategy (two logical CPUs, set before TensorFlow starts: a fresh process each).
+MIRRORED_RUN = """
+import sys
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import tlkit
+cfg = tlkit.as_train_config({
+    "backbone": {"name": "vgg16", "weights": None},
+    "data": {"source": "synthetic", "image_size": 32, "batch_size": 16, "num_images": 96, "num_classes": 3},
+    "augment": {"name": "light", "flip": True, "crop_area": 0.6}, "head": {"dropout": 0.0}, "optimizer": {"lr": 3e-3},
+    "schedule": {"stages": [{"name": "head", "train": "head", "epochs": 2, "patience": None},
+                            {"name": "top", "train": "top:1", "epochs": 2, "lr_scale": 0.3, "patience": None}]},
+    "trainer": {"verbose": 0, "strategy": "mirrored", "deterministic": True, "save_model": False},
+    "doctor": {"silence": ["no-pretrained-weights"]},
+})
+if sys.argv[2] == "resume":
+    cfg.resume = sys.argv[1]
+tlkit.train(cfg, run_dir=sys.argv[1])
+"""
+
+
+@pytest.mark.slow
+def test_resume_under_mirrored_strategy(tmp_path):
+    """Killed inside the fine-tuning stage of a two-replica run, resumed: the uninterrupted result."""
+    def run(run_dir, mode, fault=None):
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
+        env.pop(ckpt.FAULT_ENV, None)
+        env.pop("TF_CONFIG", None)
+        if fault:
+            env[ckpt.FAULT_ENV] = fault
+        return subprocess.Popen([sys.executable, "-c", MIRRORED_RUN, str(run_dir), mode], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    full, killed = run(tmp_path / "full", "new"), run(tmp_path / "killed", "new", fault="epoch-end:3")
+    code, output = _finish(full)
+    assert code == 0, output[-3000:]
+    code, output = _finish(killed)
+    assert code == -9, output[-3000:]
+    code, output = _finish(run(tmp_path / "killed", "resume"))
+    assert code == 0, output[-3000:]
+    assert "strategy mirrored, 2 replica(s)" in (tmp_path / "killed" / "train.log").read_text()
+    expected, resumed = (json.loads((tmp_path / name / "metrics.json").read_text()) for name in ("full", "killed"))
+    assert resumed["stages"] == expected["stages"]
+    assert resumed["val_loss"] == expected["val_loss"] and resumed["epochs"] == 4

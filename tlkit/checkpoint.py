@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import signal
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -207,7 +208,10 @@ def restore_variables(variables, values: list, what: str) -> None:
 
 def restore_optimizer(model: keras.Model, values: list) -> None:
     """Build the freshly compiled optimizer on the stage's variables, then load its state."""
-    model.optimizer.build(model.trainable_variables)
+    from tlkit.distribute import model_scope
+
+    with model_scope(model):  # under a tf.distribute strategy the slots are mirrored variables
+        model.optimizer.build(model.trainable_variables)
     restore_variables(model.optimizer.variables, values, "optimizer state")
 
 
@@ -242,6 +246,7 @@ class CheckpointWriter(keras.callbacks.Callback):
         self.progress, self.stage_epochs = progress, stage_epochs
         self.records, self.runtime, self.best, self.monitor = records, runtime, best, monitor
         self.model_to_save = model_to_save  # the full model, also when the head trains on cached features
+        self.seconds = {"snapshot": 0.0, "write": 0.0, "waited": 0.0}  # what checkpoints cost (timings.json)
 
     def on_epoch_end(self, epoch, logs=None):
         self.progress.epochs_done = epoch + 1 - self.progress.first_epoch
@@ -250,10 +255,12 @@ class CheckpointWriter(keras.callbacks.Callback):
         self.progress.monitor = self.monitor.state() if self.monitor is not None else None
         if self.run_dir is None:
             return
+        started = time.perf_counter()
         arrays = snapshot(self.progress, self.records, self.runtime, self.model_to_save or self.model,
                           self.model.optimizer, self.best.best_weights)
+        self.seconds["snapshot"] += time.perf_counter() - started
         self.wait()
-        self._pending = _executor().submit(write, self.run_dir, arrays)
+        self._pending = _executor().submit(self._timed_write, arrays)
         if os.environ.get(FAULT_ENV, "").startswith("epoch-end:"):
             self.wait()  # the tests' "between epochs": after this epoch's checkpoint is on disk
         maybe_fault("epoch-end", epoch + 1)
@@ -265,7 +272,14 @@ class CheckpointWriter(keras.callbacks.Callback):
         """Block until the last write is on disk; re-raises its error (e.g. disk full)."""
         pending, self._pending = getattr(self, "_pending", None), None
         if pending is not None:
+            started = time.perf_counter()
             pending.result()
+            self.seconds["waited"] += time.perf_counter() - started
+
+    def _timed_write(self, arrays: dict) -> None:
+        started = time.perf_counter()
+        write(self.run_dir, arrays)
+        self.seconds["write"] += time.perf_counter() - started
 
 
 def fault_injection() -> list:

@@ -58,6 +58,7 @@ class _Run:
     epoch: int = 0
     features: fc.FeatureCache | None = None  # valid until a stage trains backbone blocks
     methods: FineTuning | None = None  # discriminative LRs, L2-SP, EMA, label smoothing (tlkit/methods)
+    checkpoint_s: dict = field(default_factory=lambda: {"snapshot": 0.0, "write": 0.0, "waited": 0.0})
 
 
 def train(cfg: TrainConfig, run_dir: str | Path | None = None, spec: BackboneSpec | None = None) -> TrainResult:
@@ -193,7 +194,9 @@ def train(cfg: TrainConfig, run_dir: str | Path | None = None, spec: BackboneSpe
     _log_hparams(run_dir, cfg, metrics)
     wall_time = round(time.time() - started, 2)
     rundir.write_timings(run_dir, {"wall_time_s": wall_time,
-                                   "stages": {r["name"]: r["wall_time_s"] for r in run.records}})
+                                   "stages": {r["name"]: r["wall_time_s"] for r in run.records},
+                                   # snapshot and waited block training; write runs beside the next epoch
+                                   "checkpoint_s": {k: round(v, 2) for k, v in run.checkpoint_s.items()}})
     if cfg.trainer.save_model:  # RUN_DIR/eval/: logs a warning on failure, never raises
         from tlkit.evaluate import report_after_training
 
@@ -244,8 +247,9 @@ def _run_stage(run: _Run, index: int, count: int, plan: StagePlan, class_weight,
         if doctor_monitor is not None and progress.monitor:
             doctor_monitor.restore(progress.monitor)
     # Last: it counts the stage's epochs and checkpoints the state the callbacks before it leave.
-    callbacks.append(ckpt.CheckpointWriter(run.run_dir if cfg.trainer.checkpoint else None, progress, plan.epochs,
-                                           run.records, run.runtime, best, doctor_monitor, model_to_save=model))
+    writer = ckpt.CheckpointWriter(run.run_dir if cfg.trainer.checkpoint else None, progress, plan.epochs,
+                                   run.records, run.runtime, best, doctor_monitor, model_to_save=model)
+    callbacks.append(writer)
     callbacks.extend(ckpt.fault_injection())
     started = time.time()
     first = run.epoch + progress.epochs_done
@@ -275,6 +279,8 @@ def _run_stage(run: _Run, index: int, count: int, plan: StagePlan, class_weight,
     if plan.blocks:
         run.features = None  # the backbone changed: cached features are stale
     epochs_run = progress.epochs_done
+    for key, seconds in writer.seconds.items():
+        run.checkpoint_s[key] += seconds
     run.records.append({
         "name": plan.name,
         "train": plan.train,
