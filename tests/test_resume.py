@@ -166,13 +166,16 @@ def test_resume_command_line_reuses_the_runs_overrides(tmp_path):
     run_dir = tmp_path / "run"
     (run_dir / ".hydra").mkdir(parents=True)
     (run_dir / ".hydra" / "overrides.yaml").write_text("- backbone=vgg16\n- optimizer.lr=0.01\n- hydra.run.dir=x\n")
+    (run_dir / "config.yaml").write_text("seed: 42\n")
     argv = resume_command_line([f"resume={run_dir}", "trainer.verbose=2"])
     assert argv == ["backbone=vgg16", "optimizer.lr=0.01", f"resume={run_dir}", "trainer.verbose=2",
-                    f"hydra.run.dir={run_dir}"]
+                    f"hydra.run.dir={run_dir}", "hydra.output_subdir=null"]  # the run's .hydra/ stays its own
     # The command line wins for the keys it names; a sweep is left alone.
     assert "optimizer.lr=0.01" not in resume_command_line([f"resume={run_dir}", "optimizer.lr=0.02"])
     assert resume_command_line(["-m", f"resume={run_dir}"]) == ["-m", f"resume={run_dir}"]
     assert resume_command_line(["backbone=vgg16"]) == ["backbone=vgg16"]
+    with pytest.raises(TlkitError, match=r"resume=.*nowhere.*no such directory"):
+        resume_command_line([f"resume={tmp_path / 'nowhere'}"])
 
 
 def test_history_is_cut_back_to_the_checkpointed_epochs(tmp_path):

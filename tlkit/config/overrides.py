@@ -164,6 +164,10 @@ def resume_command_line(argv: List[str]) -> List[str]:
     if not resumes or resumes[-1] in ("", "null"):
         return list(argv)
     run_dir = resumes[-1].strip("'\"")
+    if not (Path(run_dir) / "config.yaml").is_file():
+        why = "no such directory" if not Path(run_dir).is_dir() else "it has no config.yaml"
+        raise ConfigError("resume", run_dir, f"a tlkit run directory to continue ({why})",
+                          hint="the folder train.py wrote, e.g. outputs/DATE/TIME (it holds config.yaml and .hydra/)")
     saved: List[str] = []
     overrides_file = Path(run_dir) / ".hydra" / "overrides.yaml"
     if overrides_file.exists():
@@ -171,6 +175,9 @@ def resume_command_line(argv: List[str]) -> List[str]:
 
         saved = [str(item) for item in (yaml.safe_load(overrides_file.read_text()) or [])]
     given = {_override_key(a) for a in argv if not a.startswith("-")}
-    kept = [o for o in saved if _override_key(o) not in given | {"resume", "hydra.run.dir"}]
+    kept = [o for o in saved if _override_key(o) not in given | {"resume", "hydra.run.dir", "hydra.output_subdir"}]
     extra = [] if "hydra.run.dir" in given else [f"hydra.run.dir={run_dir}"]
+    # Hydra would rewrite RUN_DIR/.hydra/ with this command's overrides, even when the resume is
+    # then refused: the run's own record (what the next resume reads) must stay as it was.
+    extra.append("hydra.output_subdir=null")
     return kept + list(argv) + extra
