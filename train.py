@@ -57,7 +57,9 @@ def run(cfg: DictConfig, run_dir: str) -> float:
     try:
         config = as_train_config(cfg)  # keys a leading + added that the schema lacks fail here
         if multirun:
-            (Path(run_dir) / "failure.json").unlink(missing_ok=True)  # a relaunch retries a failed trial
+            from tlkit.sweep import FAILURE_FILE
+
+            (Path(run_dir) / FAILURE_FILE).unlink(missing_ok=True)  # a relaunch retries a failed trial
         if multirun and tlkit.has_progress(run_dir):
             # A relaunched sweep (same hydra.sweep.dir): a finished trial is skipped, an interrupted one resumes.
             config.resume = run_dir
