@@ -23,7 +23,7 @@ from tlkit.config import as_train_config, register_schema
 from tlkit.config.overrides import check_command_line, resume_command_line, run_dir_override
 from tlkit.distribute import is_chief
 from tlkit.errors import TlkitError
-from tlkit.rundir import check_can_create
+from tlkit.rundir import check_can_create, has_progress
 
 register_schema(ConfigStore.instance())
 log = logging.getLogger("tlkit")
@@ -56,13 +56,12 @@ def run(cfg: DictConfig, run_dir: str) -> float:
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
         config = as_train_config(cfg)  # keys a leading + added that the schema lacks fail here
-        if multirun:
-            from tlkit.sweep import FAILURE_FILE
+        if multirun:  # a relaunched sweep (same hydra.sweep.dir): finished trials are skipped,
+            from tlkit.sweep import FAILURE_FILE  # interrupted ones resume, failed ones run again
 
-            (Path(run_dir) / FAILURE_FILE).unlink(missing_ok=True)  # a relaunch retries a failed trial
-        if multirun and tlkit.has_progress(run_dir):
-            # A relaunched sweep (same hydra.sweep.dir): a finished trial is skipped, an interrupted one resumes.
-            config.resume = run_dir
+            (Path(run_dir) / FAILURE_FILE).unlink(missing_ok=True)
+            if has_progress(run_dir):
+                config.resume = run_dir
         # tlkit.train validates before importing TensorFlow: a bad value costs a second, not a model build.
         result = tlkit.train(config, run_dir=run_dir)
     except TlkitError as error:

@@ -27,13 +27,6 @@ def train(cfg, run_dir=None):
     return _train(cfg, run_dir, spec=spec)
 
 
-def has_progress(run_dir) -> bool:
-    """Whether `run_dir` holds a finished run or an interrupted one that resume= can continue."""
-    from tlkit.rundir import has_progress as _has_progress
-
-    return _has_progress(run_dir)
-
-
 def load_model(path):
     """Load a saved tlkit model (model.keras): registers tlkit's layers first."""
     import keras
@@ -43,4 +36,4 @@ def load_model(path):
     return keras.saving.load_model(path)
 
 
-__all__ = ["as_train_config", "has_progress", "load_model", "train"]
+__all__ = ["as_train_config", "load_model", "train"]
