@@ -61,3 +61,43 @@ def imagenet_weights_cached(spec: BackboneSpec, image_size: int) -> bool:
     A file with the right name but the wrong content still fails: Keras checks its hash.
     """
     return imagenet_weights_path(spec, image_size).is_file()
+
+
+# --------------------------------------------------------------------------- the size weights were trained at
+
+PRETRAINED_SIZE_ATTR = "tlkit_pretrained_size"  # an attribute of a .weights.h5 file's root group
+
+
+def record_pretrained_size(path: str | Path, image_size: int) -> None:
+    """Write the input size a weights file was trained at into the file (read back by pretrained_size_of)."""
+    import h5py  # a Keras dependency
+
+    with h5py.File(path, "a") as file:
+        file.attrs[PRETRAINED_SIZE_ATTR] = int(image_size)
+
+
+def pretrained_size_of(path: str | Path) -> int | None:
+    """The input size the weights in `path` were trained at, when the file says it, else None.
+
+    Read from tlkit's attribute (tlkit.pretrain writes it) or from the input shape of a whole
+    model saved as legacy HDF5 (`model.save("x.h5")` keeps the model's config). A plain
+    `save_weights` file of a convolutional backbone holds no size: the weights fit any input.
+    """
+    import json
+
+    try:
+        import h5py
+
+        with h5py.File(path, "r") as file:
+            if PRETRAINED_SIZE_ATTR in file.attrs:
+                return int(file.attrs[PRETRAINED_SIZE_ATTR])
+            config = file.attrs.get("model_config")
+            if config is None:
+                return None
+            layers = json.loads(config if isinstance(config, str) else config.decode())["config"]["layers"]
+    except (OSError, KeyError, ValueError, TypeError):
+        return None
+    shape = layers[0].get("config", {}).get("batch_shape") or layers[0].get("config", {}).get("batch_input_shape")
+    if shape and len(shape) == 4 and shape[1] and shape[1] == shape[2]:
+        return int(shape[1])
+    return None
