@@ -32,6 +32,21 @@ class StageContext(keras.callbacks.Callback):
             logs["epoch_time_s"] = time.perf_counter() - self._started  # training + validation
 
 
+def improves(monitor: str):
+    """better(logs, best_logs) for `monitor`: a lower loss, or a higher accuracy with ties broken by the lower
+    val_loss (a small validation set ties on accuracy often; the loss says which epoch is surer)."""
+    if "loss" in monitor:
+        return lambda logs, best: logs[monitor] < best[monitor]
+
+    def better(logs, best):
+        if logs[monitor] != best[monitor]:
+            return logs[monitor] > best[monitor]
+        loss, best_loss = logs.get("val_loss"), best.get("val_loss")
+        return loss is not None and best_loss is not None and math.isfinite(loss) and loss < best_loss
+
+    return better
+
+
 class BestWeights(keras.callbacks.Callback):
     """Remembers the best epoch by `monitor`, stops the stage after `patience` epochs without
     improvement, and restores the best epoch's weights when the stage ends.
@@ -45,7 +60,7 @@ class BestWeights(keras.callbacks.Callback):
         super().__init__()
         self.monitor = monitor
         self.patience = patience
-        self.better = (lambda a, b: a < b) if "loss" in monitor else (lambda a, b: a > b)
+        self.better = improves(monitor)
         self.best_value = None
         self.best_epoch = None
         self.best_logs: dict = {}
@@ -53,8 +68,9 @@ class BestWeights(keras.callbacks.Callback):
         self.wait = 0  # epochs since the last improvement
 
     def on_epoch_end(self, epoch, logs=None):
-        value = (logs or {}).get(self.monitor)
-        if value is not None and math.isfinite(value) and (self.best_value is None or self.better(value, self.best_value)):
+        logs = logs or {}
+        value = logs.get(self.monitor)
+        if value is not None and math.isfinite(value) and (self.best_value is None or self.better(logs, self.best_logs)):
             self.best_value, self.best_epoch = float(value), epoch
             self.best_logs = {k: float(v) for k, v in logs.items()}
             self.best_weights = self.model.get_weights()
@@ -90,3 +106,52 @@ class EpochLog(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         shown = " ".join(f"{k}={v:.4g}" for k, v in sorted((logs or {}).items()) if k != "stage")
         log.info("stage %s epoch %d: %s", self.stage_name, epoch + 1, shown)
+
+
+class RunBest:
+    """The best epoch of the whole run by `monitor`, across stages: what model.keras holds at the end.
+
+    A later stage can end worse than an earlier one (an unfreezing spike it never recovers from, a
+    stage the runtime monitor stopped); the run then ends on the earlier stage's best epoch, as
+    `ModelCheckpoint(save_best_only=True)` would. `offer` is called after each stage, once the stage
+    has restored its own best epoch; the weights are copied only while a later stage may change them.
+    """
+
+    def __init__(self, monitor: str):
+        self.monitor = monitor
+        self.better = improves(monitor)
+        self.logs: dict = {}
+        self.stage: str | None = None
+        self.index: int | None = None
+        self.epoch: int | None = None  # 1-based, counted over the run
+        self.weights: list | None = None  # None while the model itself holds the best epoch
+
+    def offer(self, index: int, record: dict, model: keras.Model, last: bool) -> bool:
+        """Take stage `index`'s best epoch (its record) if it beats the run's best so far; True when it does."""
+        logs = {k: record[k] for k in ("val_loss", "val_accuracy") if record.get(k) is not None}
+        value = logs.get(self.monitor)
+        if value is None or not math.isfinite(value) or (self.logs and not self.better(logs, self.logs)):
+            return False
+        self.logs, self.stage, self.index, self.epoch = logs, record["name"], index, record.get("best_epoch")
+        self.weights = None if last else model.get_weights()
+        return True
+
+    def restore_into(self, model: keras.Model, last_index: int) -> bool:
+        """Put the run's best epoch back into `model` if a stage after it ran (up to stage `last_index`, the last
+        one that ran); True when it did."""
+        if self.weights is None or self.index is None or self.index >= last_index:
+            return False
+        model.set_weights(self.weights)
+        return True
+
+    def to_dict(self) -> dict:
+        return {"stage": self.stage, "index": self.index, "epoch": self.epoch, "monitor": self.monitor,
+                **{k: v for k, v in self.logs.items()}}
+
+    def state(self) -> dict:
+        return {"logs": self.logs, "stage": self.stage, "index": self.index, "epoch": self.epoch}
+
+    def restore(self, state: dict | None, weights: list | None) -> None:
+        if state:
+            self.logs, self.stage, self.index, self.epoch = dict(state["logs"]), state["stage"], state["index"], state["epoch"]
+        self.weights = list(weights) if weights else None

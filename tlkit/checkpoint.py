@@ -8,7 +8,7 @@ complete checkpoint. It holds everything the rest of the run depends on:
 - the stage's optimizer variables (step count, moments: the LR schedule resumes mid-way),
 - where the run stands: stage index, epochs done in it, whether it already ended
   (early stopping), the finished stages' records, the best-epoch tracker and the runtime
-  monitor, and the best epoch's weights.
+  monitor, and the best epoch's weights (of the stage, and of the run when an earlier stage holds it).
 
 The training data of epoch e is a pure function of (seed, e) (tlkit.data.pipeline.TrainEpochs,
 tlkit.feature_cache.FeatureBatches), so with trainer.deterministic a resumed run writes the
@@ -53,6 +53,7 @@ class StageProgress:
     finished: bool  # no epoch left to run (early stopping or the stage's last epoch)
     best: dict  # BestWeights.state()
     monitor: dict | None  # RuntimeMonitor.state()
+    attempt: int = 0  # 1: the recipe's retry of a stage the runtime monitor stopped (tlkit.trainer)
 
 
 @dataclass
@@ -63,6 +64,8 @@ class Checkpoint:
     model_variables: list = field(repr=False)
     optimizer_variables: list = field(repr=False)
     best_weights: list | None = field(repr=False)
+    run_best: dict | None = None  # tlkit.callbacks.RunBest.state()
+    run_best_weights: list | None = field(default=None, repr=False)
 
 
 def path_of(run_dir) -> Path:
@@ -70,14 +73,19 @@ def path_of(run_dir) -> Path:
 
 
 def snapshot(progress: StageProgress, records: list, runtime: list, model: keras.Model,
-             optimizer: keras.optimizers.Optimizer, best_weights: list | None) -> dict:
-    """Copies of everything a checkpoint holds, taken between two epochs (cheap next to writing them)."""
-    state = {"format": FORMAT_VERSION, "progress": dict(progress.__dict__), "records": records, "runtime": runtime}
+             optimizer: keras.optimizers.Optimizer, best_weights: list | None, run_best=None) -> dict:
+    """Copies of everything a checkpoint holds, taken between two epochs (cheap next to writing them).
+
+    `run_best`: the run's tlkit.callbacks.RunBest (its weights are saved while an earlier stage holds them)."""
+    state = {"format": FORMAT_VERSION, "progress": dict(progress.__dict__), "records": records, "runtime": runtime,
+             "run_best": run_best.state() if run_best is not None else None}
     arrays = {"state": np.frombuffer(json.dumps(state).encode(), dtype=np.uint8)}
     arrays.update({f"model_{i}": _numpy(v) for i, v in enumerate(model.variables)})
     arrays.update({f"optimizer_{i}": _numpy(v) for i, v in enumerate(optimizer.variables)})
     for i, value in enumerate(best_weights or []):
         arrays[f"best_{i}"] = np.asarray(value)  # get_weights() copies, never changed in place: no copy here
+    for i, value in enumerate((run_best.weights if run_best is not None else None) or []):
+        arrays[f"runbest_{i}"] = np.asarray(value)
     return arrays
 
 
@@ -96,8 +104,8 @@ def write(run_dir, arrays: dict) -> None:
 
 
 def save(run_dir, progress: StageProgress, records: list, runtime: list, model: keras.Model,
-         optimizer: keras.optimizers.Optimizer, best_weights: list | None) -> None:
-    write(run_dir, snapshot(progress, records, runtime, model, optimizer, best_weights))
+         optimizer: keras.optimizers.Optimizer, best_weights: list | None, run_best=None) -> None:
+    write(run_dir, snapshot(progress, records, runtime, model, optimizer, best_weights, run_best))
 
 
 class _FaultAtHalf(io.RawIOBase):
@@ -139,6 +147,7 @@ def load(run_dir) -> Checkpoint | None:
             model = _numbered(archive, "model_")
             optimizer = _numbered(archive, "optimizer_")
             best = _numbered(archive, "best_")
+            run_best_weights = _numbered(archive, "runbest_")
     except Exception as error:  # noqa: BLE001 - a damaged file, whatever numpy raises
         raise ResumeError(f"the checkpoint {path} cannot be read ({type(error).__name__}: {error}); "
                           f"start the run again without resume") from error
@@ -146,7 +155,7 @@ def load(run_dir) -> Checkpoint | None:
         raise ResumeError(f"the checkpoint {path} has format {state.get('format')!r}; this tlkit reads "
                           f"format {FORMAT_VERSION}")
     return Checkpoint(StageProgress(**state["progress"]), state["records"], state["runtime"], model, optimizer,
-                      best or None)
+                      best or None, state.get("run_best"), run_best_weights or None)
 
 
 @dataclass
@@ -192,6 +201,27 @@ def resume_point(run_dir, cfg) -> ResumePoint:
         log.warning("resume=%s: no checkpoint there (killed before its first epoch ended, or "
                     "trainer.checkpoint=false); the run starts from its first epoch", run_dir)
     return ResumePoint(checkpoint=checkpoint)
+
+
+def with_probe_decisions(run_dir, cfg):
+    """`cfg` with what the interrupted run decided once its model was built (augment.flip, schedule.bn, when the
+    config leaves them open), read from the run's config.yaml: a resumed run trains as it started."""
+    from dataclasses import replace
+
+    from omegaconf import OmegaConf
+
+    from tlkit.config.schema import BNPolicy
+
+    saved_config = Path(run_dir) / rundir.CONFIG_FILE
+    if not saved_config.exists():
+        return cfg
+    saved = OmegaConf.load(saved_config)
+    flip, bn = saved.get("augment", {}).get("flip"), saved.get("schedule", {}).get("bn")
+    if cfg.augment.flip is None and flip is not None:
+        cfg = replace(cfg, augment=replace(cfg.augment, flip=bool(flip)))
+    if cfg.schedule.bn is None and bn is not None:
+        cfg = replace(cfg, schedule=replace(cfg.schedule, bn=BNPolicy(bn)))
+    return cfg
 
 
 def remove(run_dir) -> None:
@@ -241,12 +271,16 @@ class CheckpointWriter(keras.callbacks.Callback):
     """
 
     def __init__(self, run_dir, progress: StageProgress, stage_epochs: int, records: list, runtime: list,
-                 best, monitor=None, model_to_save: keras.Model | None = None):
+                 best, monitor=None, model_to_save: keras.Model | None = None, run_best=None,
+                 every_s: float = 0.0):
         super().__init__()
         self.run_dir = run_dir  # None: count epochs only (trainer.checkpoint=false)
         self.progress, self.stage_epochs = progress, stage_epochs
         self.records, self.runtime, self.best, self.monitor = records, runtime, best, monitor
         self.model_to_save = model_to_save  # the full model, also when the head trains on cached features
+        self.run_best = run_best  # tlkit.callbacks.RunBest: the best epoch of the stages before this one
+        self.every_s = float(every_s)  # trainer.checkpoint_every_s: 0 checkpoints every epoch
+        self._since = time.perf_counter()
         self.seconds = {"snapshot": 0.0, "write": 0.0, "waited": 0.0}  # what checkpoints cost (timings.json)
 
     def on_epoch_end(self, epoch, logs=None):
@@ -254,11 +288,11 @@ class CheckpointWriter(keras.callbacks.Callback):
         self.progress.finished = bool(self.model.stop_training) or self.progress.epochs_done >= self.stage_epochs
         self.progress.best = self.best.state()
         self.progress.monitor = self.monitor.state() if self.monitor is not None else None
-        if self.run_dir is None:
+        if self.run_dir is None or time.perf_counter() - self._since < self.every_s:
             return
-        started = time.perf_counter()
+        started = self._since = time.perf_counter()
         arrays = snapshot(self.progress, self.records, self.runtime, self.model_to_save or self.model,
-                          self.model.optimizer, self.best.best_weights)
+                          self.model.optimizer, self.best.best_weights, self.run_best)
         self.seconds["snapshot"] += time.perf_counter() - started
         self.wait()
         self._pending = _executor().submit(self._timed_write, arrays)

@@ -98,7 +98,7 @@ def doctor_command(overrides: list[str], config_dir: Path, config_only: bool) ->
     doctor.config(cfg, spec)
     if not config_only:
         try:
-            _data_and_model_checks(doctor, cfg, spec)
+            _data_and_model_checks(doctor, cfg, spec, recipe)
         except TlkitError as error:  # e.g. ImageNet weights neither cached nor downloadable
             print(f"[error] cannot build the data or the model: {error}", file=sys.stderr)
             return 2
@@ -107,24 +107,13 @@ def doctor_command(overrides: list[str], config_dir: Path, config_only: bool) ->
     return 1 if has_errors(doctor.findings) else 0
 
 
-def _data_and_model_checks(doctor, cfg, spec) -> None:
-    """Builds the data pipeline and the model (no training) for the checks that need them."""
-    import keras
+def _data_and_model_checks(doctor, cfg, spec, recipe) -> None:
+    """Builds the data pipeline and the model as training would (tlkit.run_setup; no training) for the checks that
+    need them; the recipe's probe runs too, so its decisions are shown."""
+    from tlkit import run_setup
 
-    from tlkit.config.validate import resolved_image_size
-    from tlkit.data import load_data
-    from tlkit.model import build_model
-    from tlkit.stages import Freezer, plan_stages
-
-    keras.utils.set_random_seed(cfg.seed)
-    size = resolved_image_size(cfg, spec)
-    data = load_data(cfg.data, cfg.augment, size, cfg.seed, cfg.trainer.memory_budget_gb)
-    model = build_model(spec, cfg.backbone, cfg.head, len(data.class_names), size)
-    from tlkit.config.validate import lr_is_auto
-
-    lr = 1.0 if lr_is_auto(cfg.optimizer.lr) else cfg.optimizer.lr  # these checks do not read the LR
-    freezer, plans = Freezer(model, spec, cfg.schedule.bn), plan_stages(cfg.schedule.stages, spec, lr)
-    doctor.data_and_model(cfg, spec, data, model, freezer, plans)
+    setup = run_setup.build(cfg, spec, recipe)
+    doctor.data_and_model(setup.cfg, spec, setup.data, setup.model, setup.probe)
 
 
 LR_FIND_OPTIONS = {"stage": str, "steps": int, "start_lr": float, "end_lr": float, "rule": str, "output": str}

@@ -95,6 +95,9 @@ def _most_confused(matrix: np.ndarray, class_names: Sequence[str], limit: int = 
 # --------------------------------------------------------------------------- running the model
 
 
+EVAL_BATCH = 256  # images per model call when evaluating: few eager calls, whatever the training batch
+
+
 def evaluate_split(model, dataset, class_names: Sequence[str], files: Optional[Sequence[str]] = None,
                    num_wrong: int = NUM_WRONG) -> SplitEvaluation:
     """Run `model` (probabilities out) over a batched (images 0-255, labels) dataset."""
@@ -103,7 +106,7 @@ def evaluate_split(model, dataset, class_names: Sequence[str], files: Optional[S
     probabilities, labels = [], []
     wrong: list = []  # (confidence, index, predicted, true, image), best kept, most confident first
     seen = 0
-    for images, batch_labels in dataset:
+    for images, batch_labels in dataset.unbatch().batch(EVAL_BATCH):
         images = np.asarray(images)
         batch_labels = np.asarray(batch_labels).astype(np.int64)
         probs = model_probabilities(model, images)
@@ -258,16 +261,19 @@ def _read_json(path: Path) -> dict:
         return {}
 
 
-def report_after_training(run_dir: str | Path, model, data) -> Optional[Path]:
-    """The trainer's call: val (and test) reports of the trained model; never raises.
+def evaluate_bundle(model, data) -> dict:
+    """{"val": SplitEvaluation, "test": ...} of `model` (probabilities out) on a DataBundle's splits: one pass
+    each, what the trainer's final metrics and the report after training both come from."""
+    evaluations = {"val": evaluate_split(model, data.val, data.class_names, data.val_files)}
+    if data.test is not None:
+        evaluations["test"] = evaluate_split(model, data.test, data.class_names, data.test_files)
+    return evaluations
 
-    `model` returns probabilities; `data` is the run's DataBundle (no second decode).
-    """
+
+def report_after_training(run_dir: str | Path, evaluations: Mapping[str, SplitEvaluation]) -> Optional[Path]:
+    """The trainer's call: write the val (and test) reports of `evaluate_bundle`; never raises."""
     started = time.time()
     try:
-        evaluations = {"val": evaluate_split(model, data.val, data.class_names, data.val_files)}
-        if data.test is not None:
-            evaluations["test"] = evaluate_split(model, data.test, data.class_names, data.test_files)
         path = write_report(run_dir, evaluations)
     except Exception as error:  # a plotting or disk problem must never lose a finished run
         log.warning("could not write the evaluation report in %s: %s: %s (the trained model and metrics.json are "

@@ -278,6 +278,7 @@ def auto_lr(cfg, spec, data, model, freezer, run_dir, compile_options: dict | No
     """
     from tlkit.stages import plan_stages
 
+    index = next((i for i, stage in enumerate(cfg.schedule.stages) if not stage.probe), 0)
     previous = Path(run_dir) / JSON_FILE
     if getattr(cfg, "resume", None) and previous.is_file():
         saved = json.loads(previous.read_text())
@@ -285,12 +286,13 @@ def auto_lr(cfg, spec, data, model, freezer, run_dir, compile_options: dict | No
         suggestion, rule = float(saved["suggestion"]), saved["rule"]
         log.info("optimizer.lr=auto: reusing the LR finder's suggestion %.3g from %s", suggestion, previous)
     else:
-        plan = plan_stages(cfg.schedule.stages[:1], spec, 1.0)[0]  # the peak LR is what the finder looks for
-        result = find_lr(cfg, data, model, freezer, plan, 0, compile_options)
+        # The peak LR is what the finder looks for, on the first stage the optimizer trains (not a probe stage).
+        plan = plan_stages(cfg.schedule.stages, spec, 1.0)[index]
+        result = find_lr(cfg, data, model, freezer, plan, index, compile_options)
         suggestion, rule = result.suggestion, result.rule
         write_outputs(result, run_dir)
         log.info("%s", result.summary())
-    lr = suggestion / cfg.schedule.stages[0].lr_scale / lr_factor
+    lr = suggestion / (cfg.schedule.stages[index].lr_scale or 1.0) / lr_factor
     log.info("optimizer.lr=auto -> optimizer.lr=%.3g (LR finder, rule %s; %s and %s in the run directory)",
              lr, rule, JSON_FILE, PNG_FILE)
     cfg = replace(cfg, optimizer=replace(cfg.optimizer, lr=float(lr)))
@@ -311,38 +313,28 @@ def auto_lr(cfg, spec, data, model, freezer, run_dir, compile_options: dict | No
     return cfg, entry
 
 
-LR_FINDINGS = ("lr-too-high", "lr-too-low", "finetune-lr-not-lower")  # the pre-flight checks that need a number
+LR_FINDINGS = ("lr-too-high", "lr-too-low")  # the pre-flight checks that need a number
 
 
 def run_command(cfg, spec, output, stage: str | None = None, start_lr: float = START_LR, end_lr: float = END_LR,
                 steps: int = STEPS, rule: str = DEFAULT_RULE) -> LRFinderResult:
     """`tlkit lr-find`: data, model and freezing as train.py would build them, the sweep, the files in `output`."""
-    import keras
-
-    from tlkit import auto_recipe, runtime
-    from tlkit.config.validate import resolved_image_size
-    from tlkit.data import load_data
+    from tlkit import auto_recipe, run_setup
     from tlkit.errors import ConfigError
-    from tlkit.model import build_model
-    from tlkit.stages import Freezer, plan_stages
+    from tlkit.stages import plan_stages
 
     check_sweep(start_lr, end_lr, steps, rule)
+    cfg, recipe = auto_recipe.apply(cfg, spec)  # first: the recipe may turn a probe stage into a trained one
     names = [s.name for s in cfg.schedule.stages]
-    index = 0 if stage is None else (names.index(stage) if stage in names else -1)
+    trained = [s.name for s in cfg.schedule.stages if not s.probe]  # a probe stage has no learning rate
+    index = names.index(trained[0]) if stage is None and trained else names.index(stage) if stage in trained else -1
     if index < 0:
-        raise ConfigError("stage", stage, f"a stage of this schedule: {', '.join(names)}")
-    cfg, recipe = auto_recipe.apply(cfg, spec)
+        raise ConfigError("stage", stage, f"a stage of this schedule the optimizer trains: {', '.join(trained)}")
     auto_recipe.log_recipe(recipe)
-    keras.utils.set_random_seed(cfg.seed)
-    size = resolved_image_size(cfg, spec)
-    data = load_data(cfg.data, cfg.augment, size, cfg.seed, cfg.trainer.memory_budget_gb)
-    device = runtime.detect_device()
-    precision = runtime.resolve_precision(cfg.trainer.precision, device)
-    with runtime.dtype_policy(precision):
-        model = build_model(spec, cfg.backbone, cfg.head, len(data.class_names), size)
-    freezer = Freezer(model, spec, cfg.schedule.bn)
+    setup = run_setup.build(cfg, spec, recipe)  # data, model and the recipe's probe, as train.py builds them
+    cfg, data, model, freezer = setup.cfg, setup.data, setup.model, setup.freezer
     plan = plan_stages(cfg.schedule.stages, spec, 1.0)[index]
-    options = {"jit_compile": runtime.resolve_jit_compile(cfg.trainer.jit_compile)}
+    options = {"jit_compile": setup.compile_options["jit_compile"]}
     result = find_lr(cfg, data, model, freezer, plan, index, options, start_lr, end_lr, steps, rule)
     write_outputs(result, output)
     return result

@@ -44,7 +44,9 @@ def build_model(
     inputs = keras.Input(shape=(image_size, image_size, 3), name="image")
     # float32 whatever the policy: 0-255 values lose precision in bfloat16 before the mean subtraction
     x = ImagePreprocessing(preprocess_mode(spec, backbone_cfg), name="preprocess", dtype="float32")(inputs)
-    backbone = build_backbone(spec, image_size, backbone_cfg.weights)
+    from tlkit.pretrain import resolve_weights  # tlkit:TASK weights are made on first use
+
+    backbone = build_backbone(spec, image_size, resolve_weights(spec, backbone_cfg.weights))
     backbone.name = BACKBONE_LAYER  # one stable name, whatever the Keras constructor called it
     x = backbone(x)
     x = _pooling(head_cfg)(x)

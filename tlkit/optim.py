@@ -116,7 +116,7 @@ class Accuracy(keras.metrics.MeanMetricWrapper):
 def make_loss(cfg=None) -> keras.losses.Loss:
     """The training loss for a TrainConfig, a LossConfig or None (plain cross-entropy)."""
     loss_cfg = getattr(cfg, "loss", cfg)
-    return ClassificationLoss(label_smoothing=loss_cfg.label_smoothing if loss_cfg is not None else 0.0)
+    return ClassificationLoss(label_smoothing=(loss_cfg.label_smoothing or 0.0) if loss_cfg is not None else 0.0)
 
 
 def make_accuracy() -> keras.metrics.Metric:

@@ -100,14 +100,15 @@ def write_config(run_dir: Path, cfg) -> Path:
 
 
 def load_config(run_dir: Path, **overrides):
-    """The run's TrainConfig (.hydra/config.yaml, else config.yaml), with dotted `overrides` merged on."""
+    """The run's TrainConfig as it ran (config.yaml: the recipe's choices filled in; else .hydra/config.yaml, what
+    Hydra composed), with dotted `overrides` merged on."""
     from omegaconf import OmegaConf
 
     from tlkit.config.store import as_train_config
     from tlkit.errors import DataError
 
     run_dir = Path(run_dir)
-    for name in (HYDRA_CONFIG_FILE, CONFIG_FILE):
+    for name in (CONFIG_FILE, HYDRA_CONFIG_FILE):
         if (run_dir / name).is_file():
             return as_train_config(OmegaConf.load(run_dir / name), **overrides)
     raise DataError(f"{str(run_dir)!r} has neither {HYDRA_CONFIG_FILE} nor {CONFIG_FILE}: is it a tlkit run directory?")
@@ -125,7 +126,7 @@ def summary_table(stages: list[dict]) -> str:
     for s in stages:
         rows.append((
             s["name"], s["train"], str(s["epochs_run"]), str(s["best_epoch"]),
-            _fmt(s.get("val_loss")), _fmt(s.get("val_accuracy")), f"{s['lr']:.2g}",
+            _fmt(s.get("val_loss")), _fmt(s.get("val_accuracy")), _fmt(s.get("lr"), ".2g"),
             f"{s['trainable_params']:,}", f"{s['wall_time_s']:.0f}s",
         ))
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
@@ -134,8 +135,8 @@ def summary_table(stages: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def _fmt(value) -> str:
-    return "-" if value is None else f"{value:.4f}"
+def _fmt(value, spec: str = ".4f") -> str:
+    return "-" if value is None else format(value, spec)
 
 
 # --------------------------------------------------------------------------- robustness (issue 8)

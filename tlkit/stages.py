@@ -30,6 +30,7 @@ class StagePlan:
     warmup_epochs: float
     cosine: bool
     patience: int | None
+    probe: bool = False  # a head stage fitted as a logistic regression on cached features (tlkit.probe)
 
 
 def plan_stages(stages: list[StageConfig], spec: BackboneSpec, base_lr: float) -> list[StagePlan]:
@@ -39,10 +40,11 @@ def plan_stages(stages: list[StageConfig], spec: BackboneSpec, base_lr: float) -
             train=s.train,
             blocks=parse_train_target(s.train, spec, key=f"schedule.stages.{i}.train"),
             epochs=s.epochs,
-            lr=base_lr * s.lr_scale,
+            lr=base_lr * (s.lr_scale if s.lr_scale is not None else 1.0),  # null: the recipe has not sized it
             warmup_epochs=s.warmup_epochs,
             cosine=s.cosine,
             patience=s.patience,
+            probe=bool(s.probe) and s.train == "head",
         )
         for i, s in enumerate(stages)
     ]
@@ -57,7 +59,7 @@ class Freezer:
 
     def __init__(self, model: keras.Model, spec: BackboneSpec, bn: BNPolicy):
         self.model = model
-        self.bn = BNPolicy(bn)
+        self.bn = BNPolicy(bn) if bn is not None else BNPolicy.frozen  # null (the recipe's, undecided): frozen
         self.blocks = assign_blocks(backbone_of(model), spec)
 
     def apply(self, stage: StagePlan) -> None:
@@ -67,7 +69,7 @@ class Freezer:
         for block_name, layers in self.blocks.items():
             for layer in layers:
                 trains = block_name in training
-                if is_batch_norm(layer) and self.bn == BNPolicy.frozen:
+                if is_batch_norm(layer) and self.bn != BNPolicy.train:  # frozen, or adapted then frozen
                     trains = False
                 layer.trainable = trains
         head_of(self.model).trainable = True
@@ -77,6 +79,59 @@ class Freezer:
             name for name, layers in self.blocks.items()
             if any(layer.trainable and layer.weights for layer in layers)
         ]
+
+
+def batchnorm_shift(model: keras.Model, batches) -> float:
+    """How far images are from what the backbone's BatchNorm statistics describe: the median over BatchNorm layers of
+    mean |log(variance of the layer's input on these images / its stored moving variance)|, in inference mode (each
+    layer sees its input as the stored statistics of the layers below shape it). Batches: (images 0..255, labels)."""
+    import numpy as np
+    from keras import ops
+
+    backbone = backbone_of(model)
+    layers = [layer for layer in backbone.layers if is_batch_norm(layer)]
+    if not layers:
+        return 0.0
+    # Per-channel variances as the outputs: the activations themselves are never gathered.
+    variances = keras.Model(backbone.input, [ops.var(layer.input, axis=tuple(range(len(layer.input.shape) - 1)))
+                                             for layer in layers])
+    preprocess, totals, count = model.get_layer("preprocess"), None, 0
+    for images, _ in batches:
+        batch = [np.asarray(v, dtype=np.float64) for v in variances(preprocess(images), training=False)]
+        totals = batch if totals is None else [t + b for t, b in zip(totals, batch)]
+        count += 1
+    shifts = [float(np.mean(np.abs(np.log((total / count + layer.epsilon)
+                                           / (np.asarray(layer.moving_variance) + layer.epsilon)))))
+              for layer, total in zip(layers, totals)]
+    return float(np.median(shifts))
+
+
+def reestimate_batchnorm(model: keras.Model, batches) -> list:
+    """AdaBN (Li et al. 2016): every backbone BatchNorm layer's moving statistics re-estimated on `batches` (images
+    float32 0..255, labels), as the running average over them. Returns the previous statistics (restore_batchnorm
+    puts them back)."""
+    import numpy as np
+
+    layers = [layer for layer in backbone_of(model).layers if is_batch_norm(layer)]
+    old = [(np.array(layer.moving_mean), np.array(layer.moving_variance)) for layer in layers]
+    saved = [(layer.momentum, layer.trainable) for layer in layers]
+    preprocess = model.get_layer("preprocess")
+    for layer in layers:
+        layer.trainable = True  # Keras updates the statistics in training mode only for trainable BatchNorm
+    for count, (images, _) in enumerate(batches, 1):
+        for layer in layers:
+            layer.momentum = (count - 1) / count  # moving = the mean of the batch statistics so far
+        backbone_of(model)(preprocess(images), training=True)
+    for layer, (momentum, trainable) in zip(layers, saved):
+        layer.momentum, layer.trainable = momentum, trainable
+    return old
+
+
+def restore_batchnorm(model: keras.Model, old: list) -> None:
+    layers = [layer for layer in backbone_of(model).layers if is_batch_norm(layer)]
+    for layer, (mean, variance) in zip(layers, old):
+        layer.moving_mean.assign(mean)
+        layer.moving_variance.assign(variance)
 
 
 def count_params(weights) -> int:

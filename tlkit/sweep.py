@@ -328,16 +328,16 @@ def hparams_of(cfg) -> dict:
         "schedule": plain(cfg.schedule.name),
         "stages": " > ".join(str(s.train) for s in stages),
         "unfreeze": str(stages[1].train) if len(stages) > 1 else str(stages[0].train),
-        "epochs_max": int(sum(int(s.epochs) for s in stages)),
+        "epochs_max": int(sum(int(s.epochs or 0) for s in stages)),  # null (the recipe's, not applied): 0
         "bn": plain(cfg.schedule.bn),
         # Fine-tuning methods (tlkit/methods, issue 9): what a sweep over them compares.
         "lr_decay": plain(cfg.schedule.lr_decay),
         "regularizer": plain(cfg.regularizer.name),
-        "label_smoothing": float(cfg.loss.label_smoothing),
+        "label_smoothing": float(cfg.loss.label_smoothing or 0.0),
         "mixup": plain(cfg.augment.mixup),
         "cutmix": float(cfg.augment.cutmix),
         "ema": bool(cfg.optimizer.ema),
-        "batch_size": int(cfg.data.batch_size),
+        "batch_size": plain(cfg.data.batch_size),
         "image_size": plain(cfg.data.image_size),
         "seed": int(cfg.seed),
     }

@@ -1,8 +1,9 @@
-"""Staged fine-tuning from a TrainConfig to a run directory.
+"""Fine-tuning from a TrainConfig to a run directory.
 
-    config -> validate + doctor(config) (no TensorFlow yet) -> data -> model ->
-    doctor(data, model) -> for each stage: freeze/unfreeze blocks, recompile, fit under the
-    runtime monitor, restore the stage's best epoch -> evaluate -> model.keras + metrics.json
+    config -> the recipe's choices + doctor(config) (no TensorFlow yet) -> run set-up (data, model, the
+    recipe's probe; tlkit.run_setup) -> doctor(data, model) -> for each stage: freeze/unfreeze blocks,
+    recompile, fit under the runtime monitor, restore the stage's best epoch -> the run's best epoch ->
+    evaluate -> model.keras + metrics.json + eval/
 """
 from __future__ import annotations
 
@@ -13,24 +14,21 @@ from pathlib import Path
 
 import keras
 
-from tlkit import rundir
-from tlkit.backbones.spec import BackboneSpec
-from tlkit.callbacks import BestWeights, EpochLog, StageContext
-from tlkit.config.schema import ClassWeight, FeatureCacheMode, Monitor, TrainConfig
-from tlkit.config.store import as_train_config
-from tlkit.config.validate import lr_is_auto, resolved_image_size, validate
-from tlkit import auto_recipe
+from tlkit import auto_recipe, distribute, rundir, run_setup
 from tlkit import checkpoint as ckpt
-from tlkit import distribute
 from tlkit import feature_cache as fc
+from tlkit.backbones.spec import BackboneSpec
+from tlkit.callbacks import BestWeights, EpochLog, RunBest, StageContext
+from tlkit.config.schema import BNPolicy, ClassWeight, FeatureCacheMode, Monitor, TrainConfig
+from tlkit.config.store import as_train_config
+from tlkit.config.validate import lr_is_auto, validate
 from tlkit.data.mixing import mixing_enabled
-from tlkit import runtime
 from tlkit.doctor import Doctor, Severity
-from tlkit.optim import compile_for_stage
 from tlkit.methods.fine_tuning import FineTuning
 from tlkit.methods.optimizer import lr_groups_of
-from tlkit.model import build_model, preprocess_mode, with_probabilities
-from tlkit.stages import Freezer, StagePlan, count_params, plan_stages
+from tlkit.model import LOGITS_LAYER, head_of, preprocess_mode, with_probabilities
+from tlkit.optim import compile_for_stage
+from tlkit.stages import StagePlan, count_params
 
 log = logging.getLogger("tlkit.train")
 
@@ -46,19 +44,28 @@ class TrainResult:
 class _Run:
     """What the stages share."""
 
-    cfg: TrainConfig
-    model: keras.Model
-    data: object
-    freezer: Freezer
+    setup: run_setup.RunSetup
     run_dir: Path
     callbacks: list  # shared across stages: one CSV log, one TensorBoard run
-    compile_options: dict = field(default_factory=dict)  # jit_compile, steps_per_execution
     records: list = field(default_factory=list)
     runtime: list = field(default_factory=list)  # the runtime monitor's diagnoses
     epoch: int = 0
     features: fc.FeatureCache | None = None  # valid until a stage trains backbone blocks
     methods: FineTuning | None = None  # discriminative LRs, L2-SP, EMA, label smoothing (tlkit/methods)
     checkpoint_s: dict = field(default_factory=lambda: {"snapshot": 0.0, "write": 0.0, "waited": 0.0})
+    run_best: RunBest | None = None  # the best epoch over all stages: what model.keras holds
+
+    @property
+    def cfg(self) -> TrainConfig:
+        return self.setup.cfg
+
+    @property
+    def model(self) -> keras.Model:
+        return self.setup.model
+
+    @property
+    def data(self):
+        return self.setup.data
 
 
 def train(cfg: TrainConfig, run_dir: str | Path | None = None, spec: BackboneSpec | None = None) -> TrainResult:
@@ -72,139 +79,222 @@ def train(cfg: TrainConfig, run_dir: str | Path | None = None, spec: BackboneSpe
     started = time.time()
     cfg = as_train_config(cfg)
     spec = spec or validate(cfg)
-    cfg, recipe = auto_recipe.apply(cfg, spec)  # recipe=auto: chosen from the data's size, before resume compares configs
+    as_configured = cfg  # trainer.compare_scratch: the same config from random weights, for the recipe to decide anew
+    cfg, recipe = auto_recipe.apply(cfg, spec)  # the default recipe: chosen from the data, before resume compares configs
+    cfg, run_dir, resumed, finished = _open_run_dir(cfg, run_dir)
+    if finished is not None:
+        return TrainResult(run_dir=run_dir, metrics=finished, model=None)
+    auto_recipe.log_recipe(recipe)
+    rundir.write_config(run_dir, cfg)  # config.yaml: what `tlkit evaluate` / `export` rebuild the data from
     doctor = Doctor(cfg.doctor.strict, cfg.doctor.silence)
+    if cfg.doctor.enabled:
+        _preflight(doctor, doctor.config(cfg, spec))
+    setup = run_setup.build(cfg, spec, recipe, first_stage=resumed.progress.index if resumed else 0)
+    lr_finder = _auto_lr(setup, run_dir, doctor) if lr_is_auto(cfg.optimizer.lr) else None
+    rundir.write_config(run_dir, setup.cfg)  # now with the probe's (and the LR finder's) choices
+    if cfg.doctor.enabled:
+        _preflight(doctor, doctor.data_and_model(setup.cfg, spec, setup.data, setup.model, setup.probe))
+
+    run = _start(setup, run_dir, resumed)
+    status = _run_stages(run, setup.plans(), resumed)
+    monitor = run.run_best.monitor
+    if run.run_best.restore_into(setup.model, last_index=len(run.records) - 1):
+        log.warning("the saved model is stage '%s' epoch %s (%s %.4f), the best of the run: the stages after it "
+                    "ended worse (%s %s in '%s')", run.run_best.stage, run.run_best.epoch, monitor,
+                    run.run_best.logs[monitor], monitor, run.records[-1].get(monitor), run.records[-1]["name"])
+    from tlkit.evaluate import evaluate_bundle, report_after_training
+
+    # One pass over val (and test) with the saved model's probabilities: the final metrics and eval/ both come from it.
+    evaluations = evaluate_bundle(with_probabilities(setup.model), setup.data)
+    final = {f"{split}_{name}": float(e.report[name]) for split, e in evaluations.items() for name in ("loss", "accuracy")}
+    # model.keras is written atomically (a full disk leaves the previous file intact) and never
+    # replaced by a model with NaN/Inf weights (e.g. NaN pixels stopped the run).
+    model_saved = setup.cfg.trainer.save_model and _weights_finite(setup.model, status)
+    if model_saved:
+        rundir.atomic_write(run_dir / rundir.MODEL_FILE, lambda tmp: with_probabilities(setup.model).save(tmp))
+    metrics = _metrics(run, status, final, doctor, model_saved, lr_finder)
+    rundir.write_metrics(run_dir, metrics)
+    ckpt.remove(run_dir)  # the run is complete: resume= now finds metrics.json
+    _log_hparams(run_dir, setup.cfg, metrics)
+    wall_time = round(time.time() - started, 2)
+    rundir.write_timings(run_dir, {"wall_time_s": wall_time,
+                                   "stages": {r["name"]: r["wall_time_s"] for r in run.records},
+                                   # snapshot and waited block training; write runs beside the next epoch
+                                   "checkpoint_s": {k: round(v, 2) for k, v in run.checkpoint_s.items()}})
+    if setup.cfg.trainer.save_model:  # RUN_DIR/eval/: logs a warning on failure, never raises
+        report_after_training(run_dir, evaluations)
+    log.info("finished in %.0fs: val_accuracy %.4f, val_loss %.4f\n%s",
+             wall_time, final["val_accuracy"], final["val_loss"], rundir.summary_table(run.records))
+    if setup.cfg.trainer.compare_scratch and setup.cfg.backbone.weights is not None:
+        metrics["scratch"] = _compare_scratch(as_configured, spec, run_dir, metrics)
+        rundir.write_metrics(run_dir, metrics)
+    log.info("run directory: %s", run_dir.resolve())
+    return TrainResult(run_dir=run_dir, metrics=metrics, model=setup.model)
+
+
+SCRATCH_DIR = "scratch"
+
+
+def _compare_scratch(cfg: TrainConfig, spec: BackboneSpec, run_dir: Path, metrics: dict) -> dict:
+    """trainer.compare_scratch: the same config from random weights in RUN_DIR/scratch/, the recipe deciding afresh
+    (BatchNorm trains there); returns its final metrics and logs them beside the run's."""
+    from dataclasses import replace
+
+    log.info("trainer.compare_scratch: the same recipe from random weights (%s/%s/)", run_dir, SCRATCH_DIR)
+    scratch_cfg = replace(cfg, backbone=replace(cfg.backbone, weights=None), resume=None,
+                          trainer=replace(cfg.trainer, compare_scratch=False, save_model=False),
+                          doctor=replace(cfg.doctor, silence=[*cfg.doctor.silence, "no-pretrained-weights"]))
+    scratch = train(scratch_cfg, run_dir / SCRATCH_DIR, spec=spec).metrics
+    splits = [s for s in ("val", "test") if f"{s}_accuracy" in scratch]
+    log.info("transfer: %s", "; ".join(
+        f"{split} accuracy {metrics[f'{split}_accuracy']:.4f} fine-tuned from {cfg.backbone.weights} vs "
+        f"{scratch[f'{split}_accuracy']:.4f} from random weights "
+        f"({100 * (metrics[f'{split}_accuracy'] - scratch[f'{split}_accuracy']):+.1f} points)" for split in splits))
+    return {k: scratch.get(k) for k in ("val_accuracy", "val_loss", "test_accuracy", "test_loss", "epochs")}
+
+
+def _open_run_dir(cfg: TrainConfig, run_dir):
+    """(cfg, run_dir, checkpoint to resume or None, metrics of a finished run or None); the log file attached.
+
+    A resumed run's cfg takes what the interrupted run's probe decided."""
     run_dir = ckpt.resolve_run_dir(cfg, run_dir)
     resumed = None
     if cfg.resume:
+        cfg = ckpt.with_probe_decisions(run_dir, cfg)  # the interrupted run's probe already decided the flip
         point = ckpt.resume_point(run_dir, cfg)  # the config must be the interrupted run's
         if point.finished is not None:
             log.info("resume=%s: this run already finished (status %s); nothing to do",
                      run_dir, point.finished.get("status"))
-            return TrainResult(run_dir=run_dir, metrics=point.finished, model=None)
+            return cfg, run_dir, None, point.finished
         resumed = point.checkpoint
     run_dir = distribute.output_dir(run_dir)  # multi-worker: only the chief writes the run directory
     rundir.ensure_writable(run_dir)  # a read-only run directory fails here, before any work
     rundir.attach_log_file(run_dir)
-    auto_recipe.log_recipe(recipe)
     if resumed:
-        log.info("resuming %s at stage %d, after epoch %d (%d done in the stage)", run_dir,
-                 resumed.progress.index + 1, resumed.progress.first_epoch + resumed.progress.epochs_done,
-                 resumed.progress.epochs_done)
-        rundir.truncate_history(run_dir, resumed.progress.first_epoch + resumed.progress.epochs_done)
-    rundir.write_config(run_dir, cfg)  # config.yaml: what `tlkit evaluate` / `export` rebuild the data from
-    if cfg.doctor.enabled:
-        _preflight(doctor, doctor.config(cfg, spec))
-    strategy = distribute.make_strategy(cfg.trainer)  # before any TensorFlow op: multi-worker collectives need it
-    keras.utils.set_random_seed(cfg.seed)
-    if cfg.trainer.deterministic:
-        runtime.enable_op_determinism()
+        progress = resumed.progress
+        log.info("resuming %s at stage %d, after epoch %d (%d done in the stage)", run_dir, progress.index + 1,
+                 progress.first_epoch + progress.epochs_done, progress.epochs_done)
+        rundir.truncate_history(run_dir, progress.first_epoch + progress.epochs_done)
+    return cfg, run_dir, resumed, None
 
-    from tlkit.data import class_weights, load_data  # tf.data: imported only when training
 
-    image_size = resolved_image_size(cfg, spec)
-    data = load_data(cfg.data, cfg.augment, image_size, cfg.seed, cfg.trainer.memory_budget_gb)
-    log.info(
-        "data: %d train / %d val / %d test images, %d classes, %d px, %d steps per epoch",
-        data.num_train, data.num_val, data.num_test, len(data.class_names), image_size, data.steps_per_epoch,
-    )
-    device = runtime.detect_device()
-    precision = runtime.resolve_precision(cfg.trainer.precision, device)
-    # The policy applies to the layers built here, and only here; the strategy's scope puts their variables on every replica.
-    with runtime.dtype_policy(precision), distribute.scope(strategy):
-        model = build_model(spec, cfg.backbone, cfg.head, len(data.class_names), image_size)
-    compile_options = {
-        "jit_compile": runtime.resolve_jit_compile(cfg.trainer.jit_compile),
-        "steps_per_execution": runtime.resolve_steps_per_execution(
-            cfg.trainer.steps_per_execution, device, data.steps_per_epoch),
-    }
-    log.info("%s", runtime.describe(cfg.trainer, device, precision, compile_options["steps_per_execution"]))
-    log.info("%s", distribute.describe(strategy, cfg.trainer, cfg.data.batch_size))
-    distribute.check_batch(strategy, cfg.data.batch_size, cfg.schedule.bn)
-    freezer = Freezer(model, spec, cfg.schedule.bn)
-    lr_factor = distribute.lr_factor(cfg.trainer.lr_scaling, distribute.replicas(strategy))  # 1 unless lr_scaling
-    lr_finder = None
-    if lr_is_auto(cfg.optimizer.lr):  # optimizer.lr=auto: the LR finder on the first stage (tlkit/lr_find.py)
-        from tlkit.lr_find import auto_lr
+def _auto_lr(setup: run_setup.RunSetup, run_dir: Path, doctor: Doctor) -> dict:
+    """optimizer.lr=auto: the LR finder (tlkit/lr_find.py) on the first stage the optimizer trains."""
+    from tlkit.lr_find import auto_lr
 
-        cfg, lr_finder = auto_lr(cfg, spec, data, model, freezer, run_dir, compile_options, lr_factor,
-                                 doctor if cfg.doctor.enabled else None)
-    plans = plan_stages(cfg.schedule.stages, spec, cfg.optimizer.lr * lr_factor)
-    if cfg.doctor.enabled:
-        _preflight(doctor, doctor.data_and_model(cfg, spec, data, model, freezer, plans))
+    setup.cfg, entry = auto_lr(setup.cfg, setup.spec, setup.data, setup.model, setup.freezer, run_dir,
+                               setup.compile_options, setup.lr_factor, doctor if setup.cfg.doctor.enabled else None)
+    return entry
 
-    run = _Run(cfg, model, data, freezer, run_dir, compile_options=compile_options, callbacks=[
+
+def _start(setup: run_setup.RunSetup, run_dir: Path, resumed) -> _Run:
+    run = _Run(setup, run_dir, callbacks=[
         keras.callbacks.CSVLogger(str(run_dir / rundir.HISTORY_FILE), append=True),
         keras.callbacks.TensorBoard(str(run_dir / rundir.TENSORBOARD_DIR), write_graph=False),
     ])
-    run.methods = FineTuning(cfg, model, freezer)  # before any stage trains: L2-SP's start values
-    weights = class_weights(data.train_counts) if cfg.data.class_weight == ClassWeight.auto else None
-    status = "completed"
+    run.methods = FineTuning(setup.cfg, setup.model, setup.freezer)  # before any stage trains: L2-SP's start values
+    run.run_best = RunBest(Monitor(setup.cfg.trainer.monitor).value)
     if resumed:
         run.records, run.runtime = list(resumed.records), list(resumed.runtime)
         run.epoch = resumed.progress.first_epoch
+        run.run_best.restore(resumed.run_best, resumed.run_best_weights)
+    return run
+
+
+def _run_stages(run: _Run, plans: list[StagePlan], resumed) -> str:
+    """Every stage from where the run stands; the run's status."""
+    from tlkit.data import class_weights
+
+    cfg = run.cfg
+    weights = class_weights(run.data.train_counts) if cfg.data.class_weight == ClassWeight.auto else None
     for index, plan in enumerate(plans):
         if resumed and index < resumed.progress.index:
             continue  # finished before the interruption: its record came with the checkpoint
-        if not _run_stage(run, index, len(plans), plan, weights,
-                          resumed if resumed and index == resumed.progress.index else None):
-            status = "stopped_by_doctor"
+        here = resumed if resumed and index == resumed.progress.index else None
+        attempt = here.progress.attempt if here else 0
+        if attempt:
+            plan = _retry_plan(plan)
+        start = _retry_point(run, plan) if here is None else None  # a resumed stage is not retried
+        ok = _run_stage(run, index, len(plans), plan, weights, here, attempt)
+        if not ok and start is not None:
+            ok = _retry_stage(run, index, len(plans), plan, weights, start)
+        if not ok:
             log.error("the runtime monitor stopped stage '%s'; the remaining stages are skipped", plan.name)
-            break
+            return "stopped_by_doctor"
+    return "completed"
 
-    if not model.compiled:  # every stage trained on cached features: the full model was never compiled
-        compile_for_stage(model, cfg.optimizer, plans[-1], data.steps_per_epoch, compile_options, methods=run.methods)
-    final = {f"val_{k}": float(v) for k, v in model.evaluate(data.val, verbose=0, return_dict=True).items()}
-    if data.test is not None:
-        final.update({f"test_{k}": float(v) for k, v in model.evaluate(data.test, verbose=0, return_dict=True).items()})
-    monitor = Monitor(cfg.trainer.monitor).value
-    _warn_if_an_earlier_stage_was_better(run.records, monitor)
 
-    # model.keras is written atomically (a full disk leaves the previous file intact) and never
-    # replaced by a model with NaN/Inf weights (e.g. NaN pixels stopped the run).
-    model_saved = cfg.trainer.save_model and _weights_finite(model, status)
-    if model_saved:
-        rundir.atomic_write(run_dir / rundir.MODEL_FILE, lambda tmp: with_probabilities(model).save(tmp))
-    metrics = {
+RETRY_LR_FACTOR = 0.3  # a stage the monitor stopped is retried once at this times its LR, BatchNorm re-estimated
+
+
+def _retry_point(run: _Run, plan: StagePlan):
+    """What a retry of `plan` starts from, when the recipe may retry it: a fine-tuning stage under the recipe."""
+    if not plan.blocks or not run.cfg.auto.enabled or not run.cfg.doctor.monitor:
+        return None
+    return run.model.get_weights(), run.run_best.state(), run.run_best.weights
+
+
+def _retry_plan(plan: StagePlan) -> StagePlan:
+    from dataclasses import replace
+
+    return replace(plan, lr=plan.lr * RETRY_LR_FACTOR)
+
+
+def _retry_stage(run: _Run, index: int, count: int, plan: StagePlan, class_weight, start) -> bool:
+    """A fine-tuning stage the runtime monitor stopped (diverged, collapsed), once more from where it started: at a
+    lower LR, with BatchNorm statistics re-estimated on the training images (AdaBN) if they were kept frozen."""
+    from dataclasses import replace
+
+    from tlkit.stages import reestimate_batchnorm
+    from tlkit.run_setup import BN_SAMPLE
+
+    failed = run.records.pop()
+    weights, best_state, best_weights = start
+    run.model.set_weights(weights)
+    run.run_best.restore(best_state, best_weights)  # the stopped attempt is no candidate for the run's best
+    adapted = BNPolicy(run.cfg.schedule.bn) == BNPolicy.frozen
+    if adapted:
+        reestimate_batchnorm(run.model, run.data.train_epochs.plain(BN_SAMPLE))
+        run.setup.cfg = replace(run.cfg, schedule=replace(run.cfg.schedule, bn=BNPolicy.adapt))
+    retry = _retry_plan(plan)
+    log.warning("stage '%s' was stopped by the runtime monitor after %d epoch(s) (val_accuracy %s): retrying it once "
+                "from where it started, at %g x the LR (%.3g)%s", plan.name, failed["epochs_run"],
+                failed.get("val_accuracy"), RETRY_LR_FACTOR, retry.lr,
+                ", BatchNorm statistics re-estimated on the training images" if adapted else "")
+    ok = _run_stage(run, index, count, retry, class_weight, attempt=1)
+    run.records[-1]["retried"] = {"first_attempt": {k: failed.get(k) for k in ("epochs_run", "val_accuracy", "lr")},
+                                  "lr_factor": RETRY_LR_FACTOR, "batchnorm_reestimated": adapted}
+    return ok
+
+
+def _metrics(run: _Run, status: str, final: dict, doctor: Doctor, model_saved: bool, lr_finder) -> dict:
+    setup, cfg = run.setup, run.cfg
+    data, spec = setup.data, setup.spec
+    return {
         "status": status,
         "backbone": spec.name,
         "weights": cfg.backbone.weights,
         "preprocess": preprocess_mode(spec, cfg.backbone),
-        "image_size": image_size,
+        "image_size": setup.image_size,
         "class_names": list(data.class_names),
         "num_train": data.num_train,
         "num_val": data.num_val,
         "num_test": data.num_test,
         "schedule": cfg.schedule.name,
         "bn": cfg.schedule.bn.value,
-        "monitor": monitor,
-        "precision": precision,
+        "monitor": run.run_best.monitor,
+        "precision": setup.precision,
         "stages": [{k: v for k, v in r.items() if k != "wall_time_s"} for r in run.records],
+        "best": run.run_best.to_dict(),  # the stage and epoch model.keras comes from
         **final,
         "epochs": run.epoch,
         "doctor": {"findings": doctor.to_dict(), "runtime": run.runtime},
         "versions": {"keras": keras.__version__, "backend": keras.backend.backend()},
         "data": {"bad_files": data.bad_files, "prescan": data.prescan},  # what the pre-scan left out
         "model_saved": bool(model_saved),
-        "auto_recipe": recipe.to_dict() if recipe else None,  # recipe=auto: what its rule chose, and why
+        "auto_recipe": setup.recipe.to_dict() if setup.recipe else None,  # what the recipe chose, and why
         "lr_finder": lr_finder,  # optimizer.lr=auto: the LR it picked
     }
-    rundir.write_metrics(run_dir, metrics)
-    ckpt.remove(run_dir)  # the run is complete: resume= now finds metrics.json
-    _log_hparams(run_dir, cfg, metrics)
-    wall_time = round(time.time() - started, 2)
-    rundir.write_timings(run_dir, {"wall_time_s": wall_time,
-                                   "stages": {r["name"]: r["wall_time_s"] for r in run.records},
-                                   # snapshot and waited block training; write runs beside the next epoch
-                                   "checkpoint_s": {k: round(v, 2) for k, v in run.checkpoint_s.items()}})
-    if cfg.trainer.save_model:  # RUN_DIR/eval/: logs a warning on failure, never raises
-        from tlkit.evaluate import report_after_training
-
-        report_after_training(run_dir, with_probabilities(model), data)
-    log.info("finished in %.0fs: val_accuracy %.4f, val_loss %.4f\n%s",
-             wall_time, final["val_accuracy"], final["val_loss"], rundir.summary_table(run.records))
-    log.info("run directory: %s", run_dir.resolve())
-    return TrainResult(run_dir=run_dir, metrics=metrics, model=model)
 
 
 def _preflight(doctor: Doctor, findings: list) -> None:
@@ -213,34 +303,67 @@ def _preflight(doctor: Doctor, findings: list) -> None:
 
 
 def _run_stage(run: _Run, index: int, count: int, plan: StagePlan, class_weight,
-               resumed: ckpt.Checkpoint | None = None) -> bool:
-    """Train one stage (from `resumed`'s epoch when given); False when the runtime monitor stopped it for an error."""
-    from tlkit.doctor.monitor import RuntimeMonitor
-
+               resumed: ckpt.Checkpoint | None = None, attempt: int = 0) -> bool:
+    """Train one stage (from `resumed`'s epoch when given); False when the runtime monitor stopped it for an error.
+    `attempt` 1: the recipe's retry of a stopped stage (its plan already gentler)."""
     cfg, model = run.cfg, run.model
-    run.freezer.apply(plan)
+    run.setup.freezer.apply(plan)
+    if plan.probe:
+        return _fit_head_by_probe(run, index, count, plan)
     if resumed:  # before the feature cache: a head-only stage after fine-tuning needs the tuned backbone
         ckpt.restore_variables(model.variables, resumed.model_variables, "model variables")
     trainable = count_params(model.trainable_weights)
     cache = _feature_cache(run, plan)
     target = cache.head_model if cache else model  # the head is shared: training one trains the other
-    compile_for_stage(target, cfg.optimizer, plan, run.data.steps_per_epoch, run.compile_options, methods=run.methods)
-    log.info(
-        "stage %d/%d '%s': trains %s (%s), %d trainable params, peak lr %.3g, up to %d epochs",
-        index + 1, count, plan.name, plan.train, ", ".join(plan.blocks) or "head only", trainable, plan.lr, plan.epochs,
-    )
-    monitor = Monitor(cfg.trainer.monitor).value
-    best = BestWeights(monitor, plan.patience)
+    compile_for_stage(target, cfg.optimizer, plan, run.data.steps_per_epoch, run.setup.compile_options,
+                      methods=run.methods)
+    log.info("stage %d/%d '%s': trains %s (%s), %d trainable params, peak lr %.3g, up to %d epochs", index + 1, count,
+             plan.name, plan.train, ", ".join(plan.blocks) or "head only", trainable, plan.lr, plan.epochs)
+    progress = resumed.progress if resumed else ckpt.StageProgress(index, run.epoch, 0, False, {}, None, attempt)
+    best, doctor_monitor, writer, callbacks = _stage_callbacks(run, index, plan, target, progress, resumed)
+    started = time.time()
+    if progress.finished:  # killed after the stage's last epoch, before the next one began
+        best.set_model(target)
+        best.on_train_end()
+    else:
+        _fit(run, plan, target, cache, run.epoch + progress.epochs_done, progress, callbacks, class_weight)
+    if plan.blocks:
+        run.features = run.setup.probe = None  # the backbone changed: cached features are stale
+    for key, seconds in writer.seconds.items():
+        run.checkpoint_s[key] += seconds
+    run.records.append({
+        "name": plan.name, "train": plan.train, "blocks": list(plan.blocks), "epochs_run": progress.epochs_done,
+        "best_epoch": None if best.best_epoch is None else best.best_epoch + 1,  # 1-based, counted over the run
+        **{k: best.best_logs.get(k) for k in ("val_loss", "val_accuracy", "loss", "accuracy")},
+        "lr": plan.lr, "trainable_params": trainable, "feature_cache": bool(cache),
+        "lr_multipliers": lr_groups_of(target.optimizer),  # {} without discriminative LRs
+        "wall_time_s": round(time.time() - started, 2),
+    })
+    run.epoch += progress.epochs_done
+    run.run_best.offer(index, run.records[-1], model, last=index == count - 1)
+    if doctor_monitor is None:
+        return True
+    run.runtime.extend(doctor_monitor.summary())
+    return not (doctor_monitor.stopped and any(d.severity == Severity.error for d in doctor_monitor.diagnoses))
+
+
+def _stage_callbacks(run: _Run, index: int, plan: StagePlan, target, progress, resumed):
+    """(best-epoch tracker, runtime monitor or None, checkpoint writer, every callback in order) for one stage."""
+    from tlkit.doctor.monitor import RuntimeMonitor
+
+    cfg, model = run.cfg, run.model
+    best = BestWeights(Monitor(cfg.trainer.monitor).value, plan.patience)
     callbacks = [StageContext(index), *run.methods.callbacks(target), best, *run.callbacks, EpochLog(plan.name)]
     doctor_monitor = None
     if cfg.doctor.monitor:
-        previous = [r["val_loss"] for r in run.records if r.get("val_loss") is not None]
+        previous = [r for r in run.records if r.get("val_loss") is not None]
         doctor_monitor = RuntimeMonitor(
             plan.name, len(run.data.class_names), trains_backbone=bool(plan.blocks),
-            reference_val_loss=min(previous) if previous else None,
+            reference_val_loss=min(r["val_loss"] for r in previous) if previous else None,
+            batchnorm_trains=BNPolicy(cfg.schedule.bn) == BNPolicy.train,
+            reference_val_accuracy=max((r.get("val_accuracy") or 0.0 for r in previous), default=None),
         )
         callbacks.insert(1, doctor_monitor)  # right after StageContext: it reads the raw logs
-    progress = resumed.progress if resumed else ckpt.StageProgress(index, run.epoch, 0, False, {}, None)
     if resumed:
         ckpt.restore_optimizer(target, resumed.optimizer_variables)
         best.restore(progress.best, resumed.best_weights)
@@ -248,60 +371,55 @@ def _run_stage(run: _Run, index: int, count: int, plan: StagePlan, class_weight,
             doctor_monitor.restore(progress.monitor)
     # Last: it counts the stage's epochs and checkpoints the state the callbacks before it leave.
     writer = ckpt.CheckpointWriter(run.run_dir if cfg.trainer.checkpoint else None, progress, plan.epochs,
-                                   run.records, run.runtime, best, doctor_monitor, model_to_save=model)
-    callbacks.append(writer)
-    callbacks.extend(ckpt.fault_injection())
-    started = time.time()
-    first = run.epoch + progress.epochs_done
-    if progress.finished:  # killed after the stage's last epoch, before the next one began
-        best.set_model(target)
-        best.on_train_end()
+                                   run.records, run.runtime, best, doctor_monitor, model_to_save=model,
+                                   run_best=run.run_best, every_s=cfg.trainer.checkpoint_every_s)
+    return best, doctor_monitor, writer, [*callbacks, writer, *ckpt.fault_injection()]
+
+
+def _fit(run: _Run, plan: StagePlan, target, cache, first: int, progress, callbacks, class_weight) -> None:
+    cfg = run.cfg
+    if cache:
+        train_data = cache.training_batches(cfg.data.batch_size, cfg.seed, first_epoch=first)
+        val_data = (cache.val_features, cache.val_labels)
     else:
-        if cache:
-            train_data = cache.training_batches(cfg.data.batch_size, cfg.seed, first_epoch=first)
-            val_data = (cache.val_features, cache.val_labels)
-        else:
-            # Epoch e's batches depend only on (seed, e): a resumed stage sees what an uninterrupted one would.
-            train_data = run.data.train_epochs.for_epochs(first, plan.epochs - progress.epochs_done)
-            val_data = run.data.val
-        target.fit(
-            train_data,
-            validation_data=val_data,
-            validation_batch_size=cfg.data.batch_size if cache else None,
-            steps_per_epoch=None if cache else run.data.steps_per_epoch,
-            shuffle=False,  # both inputs shuffle themselves; Keras would only warn
-            initial_epoch=first,
-            epochs=run.epoch + plan.epochs,
-            callbacks=callbacks,
-            class_weight=class_weight,
-            verbose=cfg.trainer.verbose,
-        )
-    if plan.blocks:
-        run.features = None  # the backbone changed: cached features are stale
-    epochs_run = progress.epochs_done
-    for key, seconds in writer.seconds.items():
-        run.checkpoint_s[key] += seconds
+        # Epoch e's batches depend only on (seed, e): a resumed stage sees what an uninterrupted one would.
+        train_data = run.data.train_epochs.for_epochs(first, plan.epochs - progress.epochs_done)
+        val_data = run.data.val
+    target.fit(
+        train_data,
+        validation_data=val_data,
+        validation_batch_size=cfg.data.batch_size if cache else None,
+        steps_per_epoch=None if cache else run.data.steps_per_epoch,
+        shuffle=False,  # both inputs shuffle themselves; Keras would only warn
+        initial_epoch=first,
+        epochs=run.epoch + plan.epochs,
+        callbacks=callbacks,
+        class_weight=class_weight,
+        verbose=cfg.trainer.verbose,
+    )
+
+
+def _fit_head_by_probe(run: _Run, index: int, count: int, plan: StagePlan) -> bool:
+    """A `probe: true` head stage: the linear head set to the probe's logistic regression (tlkit.probe)."""
+    from tlkit.probe import MAX_PROBE_TRAIN, run_probe
+
+    started = time.time()
+    if run.setup.probe is None:  # after a stage that trained backbone blocks: fit on the current features
+        run.setup.probe = run_probe(run.model, run.data.train_epochs.plain(MAX_PROBE_TRAIN), run.data.val)
+    probe = run.setup.probe
+    head_of(run.model).get_layer(LOGITS_LAYER).set_weights([probe.kernel, probe.bias])
+    log.info("stage %d/%d '%s': the head fitted as a logistic regression on the frozen features (C=%g, %d training "
+             "images): val_accuracy %.4f, val_loss %.4f", index + 1, count, plan.name, probe.c, probe.num_train,
+             probe.val_accuracy, probe.val_loss)
     run.records.append({
-        "name": plan.name,
-        "train": plan.train,
-        "blocks": list(plan.blocks),
-        "epochs_run": epochs_run,
-        "best_epoch": None if best.best_epoch is None else best.best_epoch + 1,  # 1-based, counted over the run
-        "val_loss": best.best_logs.get("val_loss"),
-        "val_accuracy": best.best_logs.get("val_accuracy"),
-        "loss": best.best_logs.get("loss"),
-        "accuracy": best.best_logs.get("accuracy"),
-        "lr": plan.lr,
-        "trainable_params": trainable,
-        "feature_cache": bool(cache),
-        "lr_multipliers": lr_groups_of(target.optimizer),  # {} without discriminative LRs
+        "name": plan.name, "train": plan.train, "blocks": [], "epochs_run": 0, "best_epoch": None,
+        "val_loss": probe.val_loss, "val_accuracy": probe.val_accuracy, "loss": None, "accuracy": None,
+        "lr": None, "trainable_params": count_params(run.model.trainable_weights), "feature_cache": True,
+        "probe": {"c": probe.c, "num_train": probe.num_train}, "lr_multipliers": {},
         "wall_time_s": round(time.time() - started, 2),
     })
-    run.epoch += epochs_run
-    if doctor_monitor is None:
-        return True
-    run.runtime.extend(doctor_monitor.summary())
-    return not (doctor_monitor.stopped and any(d.severity == Severity.error for d in doctor_monitor.diagnoses))
+    run.run_best.offer(index, run.records[-1], run.model, last=index == count - 1)
+    return True
 
 
 def _feature_cache(run: _Run, plan: StagePlan) -> fc.FeatureCache | None:
@@ -319,7 +437,7 @@ def _feature_cache(run: _Run, plan: StagePlan) -> fc.FeatureCache | None:
         return None
     if run.features is not None:
         return run.features
-    augmenting = cfg.augment.flip or cfg.augment.crop_area < 1.0 or cfg.augment.color > 0.0
+    augmenting = bool(cfg.augment.flip) or (cfg.augment.crop_area or 1.0) < 1.0 or cfg.augment.color > 0.0
     views = fc.auto_views(augmenting, plan.epochs, cfg.trainer.feature_cache_views)
     width = run.model.get_layer("pool").output.shape[-1]
     need = fc.feature_cache_bytes(data.num_train, data.num_val, width, views)
@@ -335,19 +453,6 @@ def _feature_cache(run: _Run, plan: StagePlan) -> fc.FeatureCache | None:
     log.info("feature cache: %s, built in %.1fs", fc.describe(data.num_train, data.num_val, width, views),
              time.time() - started)
     return run.features
-
-
-def _warn_if_an_earlier_stage_was_better(stages: list[dict], monitor: str) -> None:
-    values = [s.get(monitor) for s in stages]
-    if len(values) < 2 or any(v is None for v in values):
-        return
-    best = min(values) if "loss" in monitor else max(values)
-    if values[-1] != best:
-        stage = stages[values.index(best)]["name"]
-        log.warning(
-            "stage '%s' reached a better %s (%.4f) than the final stage (%.4f): later stages made the model "
-            "worse; consider a lower LR for them or schedule=frozen.", stage, monitor, best, values[-1],
-        )
 
 
 def _log_hparams(run_dir: Path, cfg: TrainConfig, metrics: dict) -> None:

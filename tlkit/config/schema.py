@@ -59,6 +59,7 @@ class Pooling(str, Enum):
 
 class BNPolicy(str, Enum):
     frozen = "frozen"  # BatchNorm in inference mode, statistics and scale/offset fixed, in every stage
+    adapt = "adapt"  # statistics re-estimated on the training images before training (AdaBN), then frozen
     train = "train"  # BatchNorm of unfrozen blocks updates its statistics and trains
 
 
@@ -110,8 +111,13 @@ class LRScaling(str, Enum):
 @dataclass
 class BackboneConfig:
     name: str = MISSING
-    weights: Optional[str] = "imagenet"  # imagenet | null | path to a .h5 / .weights.h5 file
+    # imagenet | null | path to a .h5 / .weights.h5 file | tlkit:TASK (pretrained here on an offline source task of
+    # tlkit.data.tasks on first use, then cached: the quickstart's weights)
+    weights: Optional[str] = "imagenet"
     preprocess: Preprocess = Preprocess.auto
+    # The input size the weights were trained at; null: ImageNet's size for weights=imagenet, what a weights
+    # file records (tlkit.backbones.weights.pretrained_size_of), else unknown (the images' own size is used).
+    pretrained_size: Optional[int] = None
 
 
 @dataclass
@@ -131,11 +137,12 @@ class DataConfig:
     val_dir: Optional[str] = None
     test_dir: Optional[str] = None
     val_split: float = 0.2
-    image_size: Optional[int] = None  # null: the backbone's default size
-    batch_size: int = 32
+    image_size: Optional[int] = None  # null: chosen by the recipe (tlkit/auto_recipe.py) from the images and weights
+    batch_size: Optional[int] = None  # null: chosen by the recipe from the training set's size (32 from 640 images)
     class_weight: ClassWeight = ClassWeight.none
     cache: ImageCache = ImageCache.auto  # decoded, resized uint8 images, kept after the first epoch
     max_images: Optional[int] = None  # use at most this many training images (quick runs)
+    classes: Optional[List[str]] = None  # train on these classes only (folder names, digits "0".."9"); null: all
     num_classes: int = 3  # synthetic only
     num_images: int = 240  # synthetic only: train + val
     on_bad_file: OnBadFile = OnBadFile.skip  # folder only: what to do with files that do not decode
@@ -147,13 +154,15 @@ class DataConfig:
 
 @dataclass
 class AugmentConfig:
-    name: str = "none"
-    flip: bool = False  # random horizontal flip
-    crop_area: float = 1.0  # random crop-and-resize keeps at least this fraction of the area (1.0: off)
+    name: str = "auto"
+    # Random horizontal flip. null: the recipe's probe decides (on when mirrored validation images keep their class).
+    flip: Optional[bool] = None
+    # Random crop-and-resize keeps at least this fraction of the area (1.0: off); null: chosen by the recipe.
+    crop_area: Optional[float] = None
     color: float = 0.0  # brightness / contrast / saturation jitter strength (0: off)
     # MixUp / CutMix on training batches (tlkit/data/mixing.py): Beta(alpha, alpha) concentration, 0 = off;
     # training labels become soft. mixup=null: chosen by recipe=auto (tlkit/auto_recipe.py).
-    mixup: Optional[float] = 0.0
+    mixup: Optional[float] = None
     cutmix: float = 0.0
 
 
@@ -168,31 +177,39 @@ class HeadConfig:
 
 @dataclass
 class StageConfig:
+    """One stage. null epochs, lr_scale and warmup_epochs: sized by the recipe (tlkit/auto_recipe.py) from the data."""
+
     name: str = MISSING
     train: str = "head"  # head | all | top:N (the top N blocks) | from:BLOCK (BLOCK and above)
-    epochs: int = 5
-    lr_scale: float = 1.0  # this stage's peak LR = optimizer.lr * lr_scale
-    warmup_epochs: float = 0.0
+    epochs: Optional[int] = 5
+    lr_scale: Optional[float] = 1.0  # this stage's peak LR = optimizer.lr * lr_scale
+    warmup_epochs: Optional[float] = 0.0
+    # train=head only: fit the head as a logistic regression on the frozen backbone's cached features
+    # (L-BFGS, to convergence, in seconds) instead of `epochs` of the optimizer; needs head=linear.
+    probe: bool = False
     cosine: bool = True  # cosine decay to 0 over the stage after warmup
     patience: Optional[int] = 3  # early stopping on trainer.monitor; null: off
     lr_decay: Optional[float] = None  # this stage's schedule.lr_decay; null: the schedule's
     block_lr: Dict[str, float] = field(default_factory=dict)  # this stage's schedule.block_lr; {}: the schedule's
 
 
-def _staged() -> List[StageConfig]:
-    """conf/schedule/staged.yaml, so a config built in Python has the same default as train.py."""
+def _auto_stages() -> List[StageConfig]:
+    """conf/schedule/auto.yaml, so a config built in Python has the same default as train.py."""
     return [
-        StageConfig(name="head", train="head", epochs=5, lr_scale=1.0),
-        StageConfig(name="top", train="top:2", epochs=5, lr_scale=0.1, warmup_epochs=1),
-        StageConfig(name="all", train="all", epochs=5, lr_scale=0.01, warmup_epochs=1),
+        StageConfig(name="head", train="head", epochs=None, lr_scale=1.0, warmup_epochs=0.0, cosine=False,
+                    patience=None, probe=True),
+        StageConfig(name="finetune", train="all", epochs=None, lr_scale=None, warmup_epochs=None, cosine=True,
+                    patience=None),
     ]
 
 
 @dataclass
 class ScheduleConfig:
-    name: str = "staged"
-    bn: BNPolicy = BNPolicy.frozen
-    stages: List[StageConfig] = field(default_factory=_staged)
+    name: str = "auto"
+    # null: the recipe decides: frozen, or adapt when the training images' statistics are far from the stored ones
+    # (pretrained weights); train from random weights
+    bn: Optional[BNPolicy] = None
+    stages: List[StageConfig] = field(default_factory=_auto_stages)
     # Discriminative LRs (tlkit/methods): the top trained block at the stage LR, each block below
     # lr_decay x the one above (null: one LR); block_lr: {BLOCK: multiplier} replaces that for a block.
     lr_decay: Optional[float] = None
@@ -223,12 +240,15 @@ class RegularizerConfig:
 
 @dataclass
 class LossConfig:
-    label_smoothing: float = 0.0  # targets (1 - eps) * label + eps / N, for int and soft (MixUp) labels
+    # Targets (1 - eps) * label + eps / N, for int and soft (MixUp) labels; null: chosen by the recipe.
+    label_smoothing: Optional[float] = None
 
 
 @dataclass
 class TrainerConfig:
-    monitor: Monitor = Monitor.val_loss  # restores each stage's best epoch by this metric
+    # The best epoch of each stage, and of the run (what model.keras holds), by this metric; val_accuracy breaks
+    # ties by val_loss. val_accuracy, because val_loss can prefer a model that predicts every class alike.
+    monitor: Monitor = Monitor.val_accuracy
     verbose: int = 1  # Keras progress bars: 0 silent, 1 bar, 2 one line per epoch
     save_model: bool = True
     precision: Precision = Precision.auto
@@ -238,8 +258,13 @@ class TrainerConfig:
     feature_cache_views: Optional[int] = None  # null: 1 without augmentation, else min(stage epochs, 4)
     memory_budget_gb: float = 4.0  # the most the image cache and the feature cache may hold in memory
     deterministic: bool = False  # TensorFlow op determinism: the same seed gives the same metrics.json (slower)
-    checkpoint: bool = True  # RUN_DIR/checkpoint.npz after every epoch (atomic), what resume= continues from
+    checkpoint: bool = True  # RUN_DIR/checkpoint.npz (atomic), what resume= continues from
+    # A checkpoint after an epoch once this many seconds of training passed since the last one (0: every epoch):
+    # short epochs are cheaper to redo than to save (BENCHMARKS.md section 5).
+    checkpoint_every_s: float = 30.0
     strategy: StrategyName = StrategyName.auto  # tf.distribute strategy: see tlkit/distribute.py, README "Scaling out"
+    # After the run, train the same recipe from random weights (RUN_DIR/scratch/) and log both: what transfer gave.
+    compare_scratch: bool = False
     lr_scaling: LRScaling = LRScaling.none  # how the LR follows the number of replicas
 
 
@@ -253,10 +278,11 @@ class DoctorConfig:
 
 @dataclass
 class AutoRecipeConfig:
-    """recipe=auto (tlkit/auto_recipe.py): settings chosen from the data set's size, BiT HyperRule style."""
+    """The default recipe (tlkit/auto_recipe.py): what the config leaves null is chosen from the data, and logged."""
 
-    enabled: bool = False  # also choose data.image_size (when null) and label smoothing
-    keep: List[str] = field(default_factory=list)  # decisions left as configured: image_size, schedule, augment, mixup, label_smoothing
+    enabled: bool = True  # false: nulls take fixed values (tlkit.auto_recipe.FIXED), no probe
+    keep: List[str] = field(default_factory=list)  # decisions not made: they take their fixed values instead
+    finetune_steps: Optional[int] = None  # the fine-tuning step budget; null: the rule's (300 under 20k images)
 
 
 class ReferenceMetric(str, Enum):

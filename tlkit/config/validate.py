@@ -6,6 +6,7 @@ allowed, so a typo costs a second, not a model build.
 from __future__ import annotations
 
 import logging
+import math
 import os
 
 from tlkit.backbones.spec import BackboneSpec, get_spec
@@ -80,7 +81,15 @@ def _check_weights(cfg: TrainConfig, spec: BackboneSpec) -> None:
                     spec.name, imagenet_weights_path(spec, size),
                 )
         return
-    allowed = "imagenet, null (random init) or the path of an existing .h5 / .weights.h5 file"
+    allowed = ("imagenet, null (random init), the path of an existing .h5 / .weights.h5 file, or tlkit:TASK "
+               "(pretrained here on an offline source task)")
+    if weights.startswith("tlkit:"):
+        from tlkit.data.tasks import PAIRS  # pure Python
+
+        if weights[len("tlkit:"):] not in PAIRS:
+            raise ConfigError("backbone.weights", weights, allowed, hint="tlkit's source tasks: " + ", ".join(
+                f"tlkit:{name} ({pair.description.split(' -> ')[0]})" for name, pair in PAIRS.items()))
+        return
     if not weights.endswith(WEIGHT_SUFFIXES):
         raise ConfigError("backbone.weights", weights, allowed)
     if not os.path.isfile(weights):
@@ -88,6 +97,10 @@ def _check_weights(cfg: TrainConfig, spec: BackboneSpec) -> None:
 
 
 def _check_image_size(cfg: TrainConfig, spec: BackboneSpec) -> None:
+    pretrained = cfg.backbone.pretrained_size
+    if pretrained is not None and (isinstance(pretrained, bool) or pretrained < 1):
+        raise ConfigError("backbone.pretrained_size", pretrained, "the input size in px the weights were trained at, "
+                          "or null (ImageNet's size for imagenet weights, what a weights file records, else unknown)")
     size = cfg.data.image_size
     if size is not None and size < spec.min_size:
         raise ConfigError(
@@ -119,12 +132,18 @@ def _check_schedule(cfg: TrainConfig, spec: BackboneSpec) -> None:
             raise ConfigError(f"{key}.name", stage.name, "a name not used by another stage")
         seen.add(stage.name)
         parse_train_target(stage.train, spec, key=f"{key}.train")
-        if stage.epochs < 1:
-            raise ConfigError(f"{key}.epochs", stage.epochs, "an integer >= 1")
-        if stage.lr_scale <= 0:
-            raise ConfigError(f"{key}.lr_scale", stage.lr_scale, "a number > 0 (the stage LR is optimizer.lr * lr_scale)")
-        if not 0 <= stage.warmup_epochs < stage.epochs:
-            raise ConfigError(f"{key}.warmup_epochs", stage.warmup_epochs, f"a number in [0, epochs={stage.epochs})")
+        auto = "; null: sized by the recipe"
+        if stage.epochs is not None and stage.epochs < 1:
+            raise ConfigError(f"{key}.epochs", stage.epochs, "an integer >= 1" + auto)
+        if stage.lr_scale is not None and stage.lr_scale <= 0:
+            raise ConfigError(f"{key}.lr_scale", stage.lr_scale,
+                              "a number > 0 (the stage LR is optimizer.lr * lr_scale)" + auto)
+        if stage.warmup_epochs is not None and not 0 <= stage.warmup_epochs < (stage.epochs or math.inf):
+            raise ConfigError(f"{key}.warmup_epochs", stage.warmup_epochs,
+                              f"a number in [0, epochs={stage.epochs})" + auto)
+        if stage.probe and stage.train != "head":
+            raise ConfigError(f"{key}.probe", stage.probe, "false for a stage that trains backbone blocks "
+                              f"(train={stage.train}): only a head is fitted as a logistic regression")
         if stage.patience is not None and stage.patience < 1:
             raise ConfigError(f"{key}.patience", stage.patience, "an integer >= 1, or null to turn early stopping off")
 
@@ -192,7 +211,7 @@ def _check_methods(cfg: TrainConfig, spec: BackboneSpec) -> None:
     if reg.name == RegularizerName.l2sp and opt.weight_decay > 0:
         raise ConfigError("optimizer.weight_decay", opt.weight_decay, "0 with regularizer=l2sp (L2-SP replaces "
                           "weight decay)", hint="add optimizer.weight_decay=0, or drop regularizer=l2sp")
-    if not 0 <= cfg.loss.label_smoothing < 1:
+    if cfg.loss.label_smoothing is not None and not 0 <= cfg.loss.label_smoothing < 1:
         raise ConfigError("loss.label_smoothing", cfg.loss.label_smoothing, "a number in [0, 1), e.g. 0.1; 0 = off")
 
 

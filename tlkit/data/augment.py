@@ -116,7 +116,7 @@ def build_augmenter(cfg, image_size: int) -> Optional[BatchAugmenter]:
     if cfg.flip:
         steps.append(random_flip)
         names.append("flip")
-    if cfg.crop_area < 1.0:
+    if cfg.crop_area is not None and cfg.crop_area < 1.0:  # null (the recipe's, not filled yet): off
         steps.append(RandomResizedCrop(cfg.crop_area, image_size))
         names.append(f"crop(area>={cfg.crop_area:g})")
     if cfg.color > 0:

@@ -22,7 +22,8 @@ from tlkit.data.augment import build_augmenter
 from tlkit.data.decode import decode_rgb_pillow, decode_rgb_tf, tf_decodes_tensor
 from tlkit.data.scan import check_data_config, on_bad_file_policy, source_name
 from tlkit.data.sources import (  # noqa: F401  (stratified_split, synthetic_images: imported from here too)
-    _digits, _folder, _report_prescan, _synthetic, cap_per_class, stratified_split, synthetic_images,
+    _digits, _folder, _report_prescan, _synthetic, cap_per_class, select_classes, stratified_split,
+    synthetic_images,
 )
 from tlkit.config.schema import ImageCache
 from tlkit.errors import ConfigError, DataError
@@ -157,8 +158,7 @@ class TrainEpochs:
         self.seed = int(seed)
         # Traced once for every epoch: each epoch's Dataset.map would otherwise trace the whole
         # augmentation again (0.1 s an epoch here: 12 s before a 125-epoch stage starts).
-        self.augmenter = augmenter and tf.function(augmenter.__call__, reduce_retracing=True, input_signature=[
-            tf.TensorSpec([None, image_size, image_size, 3], tf.float32), tf.TensorSpec([2], tf.int64)])
+        self.set_augmenter(augmenter, image_size)
         self.mixer = mixer  # MixUp / CutMix (tlkit.data.mixing): labels become soft [B, N]
         # Full batches only (a fixed shape never retraces the train step), unless there are
         # fewer images than one batch: then one smaller batch, never zero steps.
@@ -192,6 +192,23 @@ class TrainEpochs:
         if self.mixer is not None:  # after augmentation, on whole batches: randomness from (seed, epoch, index)
             dataset = dataset.enumerate().map(self.mixer.for_epoch(self.seed, epoch), num_parallel_calls=AUTOTUNE)
         return dataset
+
+    def plain(self, limit: int | None = None) -> tf.data.Dataset:
+        """The training images as they are: no augmentation, no mixing; a seeded random `limit` of them.
+
+        What the recipe's probe (tlkit.probe) fits on."""
+        dataset = self._source
+        if limit is not None and limit < self.count:
+            dataset = dataset.shuffle(self.count, seed=epoch_seed(self.seed, -1), reshuffle_each_iteration=False)
+            dataset = dataset.take(limit)
+        if self._decode_after_shuffle:
+            dataset = dataset.map(self._resize, num_parallel_calls=AUTOTUNE)
+        return dataset.batch(self.batch_size).map(_to_float, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
+
+    def set_augmenter(self, augmenter, image_size: int) -> None:
+        """Replace the augmentation (the recipe decides flips once its probe has run, before any stage)."""
+        self.augmenter = augmenter and tf.function(augmenter.__call__, reduce_retracing=True, input_signature=[
+            tf.TensorSpec([None, image_size, image_size, 3], tf.float32), tf.TensorSpec([2], tf.int64)])
 
     def for_epochs(self, first_epoch: int, count: int) -> tf.data.Dataset:
         """Epochs first_epoch .. first_epoch + count - 1 back to back: pass steps_per_epoch to fit.
@@ -260,6 +277,8 @@ def load_data(cfg, augment, image_size: int, seed: int, memory_budget_gb: float 
     else:
         class_names, train_split, val_split, test_split = {"digits": _digits, "synthetic": _synthetic}[source](cfg, seed)
 
+    class_names, (train_split, val_split, test_split) = select_classes(
+        class_names, (train_split, val_split, test_split), getattr(cfg, "classes", None))
     keep = cap_per_class(train_split[1], cfg.max_images, seed)
     train_split = (train_split[0][keep], train_split[1][keep])
     train_counts = np.bincount(train_split[1], minlength=len(class_names)).tolist()

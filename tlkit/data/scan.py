@@ -287,9 +287,8 @@ def check_data_config(cfg: "DataConfig") -> None:
     source = source_name(cfg)
     if source not in SOURCES:
         raise ConfigError("data.source", source, f"one of {list(SOURCES)}")
-    _check_int("data.batch_size", cfg.batch_size, 1)
-    _check_int("data.image_size", cfg.image_size, 1, allow_none=True,
-               hint="null uses the backbone's default size")
+    _check_int("data.batch_size", cfg.batch_size, 1, allow_none=True, hint="null: chosen by the recipe")
+    _check_int("data.image_size", cfg.image_size, 1, allow_none=True, hint="null: chosen by the recipe")
     _check_int("data.max_images", cfg.max_images, 2, allow_none=True,
                hint="null uses every training image")
     on_bad_file_policy(cfg)
@@ -299,17 +298,22 @@ def check_data_config(cfg: "DataConfig") -> None:
         tfds_source.refuse_tfds_keys(cfg, source)
     if source == "tfds":
         num_classes = tfds_source.check_tfds_config(cfg)
+        names = None
     elif source == "folder":
-        num_classes = len(_check_folder_source(cfg))
+        names = sorted(_check_folder_source(cfg))
+        num_classes = len(names)
     elif source == "synthetic":
         _check_int("data.num_classes", cfg.num_classes, 2)
         _check_int("data.num_images", cfg.num_images, 2 * cfg.num_classes,
                    hint=f"at least 2 images per class (one train, one val) for {cfg.num_classes} classes")
         _check_fraction("data.val_split", cfg.val_split, hint="the fraction held out for validation")
         num_classes = cfg.num_classes
+        names = [f"class_{i}" for i in range(cfg.num_classes)]
     else:  # digits
         _check_fraction("data.val_split", cfg.val_split, hint="the fraction held out for validation")
         num_classes = DIGITS_NUM_CLASSES
+        names = [str(i) for i in range(DIGITS_NUM_CLASSES)]
+    num_classes = _check_class_subset(getattr(cfg, "classes", None), names, num_classes)
 
     if cfg.max_images is not None and cfg.max_images < num_classes:
         raise ConfigError(
@@ -318,15 +322,31 @@ def check_data_config(cfg: "DataConfig") -> None:
         )
 
 
+def _check_class_subset(wanted, names, num_classes: int) -> int:
+    """data.classes: at least two, each one of the source's classes; the number of classes trained."""
+    if wanted is None:
+        return num_classes
+    wanted = [str(name) for name in wanted]
+    allowed = f"a list of 2 or more of the data's classes{': ' + ', '.join(names) if names else ''}, or null (all)"
+    if len(set(wanted)) < 2 or len(set(wanted)) != len(wanted):
+        raise ConfigError("data.classes", wanted, allowed)
+    unknown = [name for name in wanted if names is not None and name not in names]
+    if unknown:
+        raise ConfigError("data.classes", wanted, allowed, hint=f"not classes of the data: {unknown}")
+    return len(wanted)
+
+
 def check_augment_config(cfg: "AugmentConfig") -> None:
     """Raise ConfigError for augmentation values outside their meaningful range."""
     crop_area, color = cfg.crop_area, cfg.color
-    if isinstance(crop_area, bool) or not isinstance(crop_area, (int, float)) or not 0.0 < crop_area <= 1.0:
+    if crop_area is not None and (isinstance(crop_area, bool) or not isinstance(crop_area, (int, float))
+                                  or not 0.0 < crop_area <= 1.0):
         raise ConfigError("augment.crop_area", crop_area,
                           "a fraction in (0, 1]: the smallest share of the image area a random crop keeps",
-                          hint="1.0 turns random cropping off; 0.08 is Inception's (very strong) setting")
+                          hint="1.0 turns random cropping off; 0.08 is Inception's (very strong) setting; "
+                               "null: chosen by the recipe")
     if isinstance(color, bool) or not isinstance(color, (int, float)) or not 0.0 <= color <= 1.0:
         raise ConfigError("augment.color", color, "a strength in [0, 1] (0 turns colour jitter off)",
                           hint="0.2-0.4 is typical")
-    if not isinstance(cfg.flip, bool):
-        raise ConfigError("augment.flip", cfg.flip, "true or false")
+    if cfg.flip is not None and not isinstance(cfg.flip, bool):
+        raise ConfigError("augment.flip", cfg.flip, "true, false, or null (the recipe's probe decides)")

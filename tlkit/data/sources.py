@@ -59,6 +59,23 @@ def cap_per_class(labels: np.ndarray, max_images: Optional[int], seed: int) -> n
     return np.sort(np.array(chosen, dtype=np.int64))
 
 
+def select_classes(class_names, splits, wanted):
+    """data.classes: only these classes (in class_names order), labels renumbered 0..k-1; splits may hold None."""
+    if wanted is None:
+        return list(class_names), splits
+    keep = [name for name in class_names if name in {str(w) for w in wanted}]
+    new_label = {class_names.index(name): index for index, name in enumerate(keep)}
+    chosen = []
+    for split in splits:
+        if split is None:
+            chosen.append(None)
+            continue
+        items, labels = split
+        rows = np.flatnonzero(np.isin(labels, list(new_label)))
+        chosen.append((items[rows], np.array([new_label[int(label)] for label in labels[rows]], dtype=np.int32)))
+    return keep, tuple(chosen)
+
+
 # --------------------------------------------------------------------------- sources
 # Each source returns, per split, (items, labels): items are either file paths (folder) or
 # uint8 [N, h, w, 3] arrays (digits, synthetic); `_decode_and_resize` treats both.

@@ -269,3 +269,16 @@ def _decode(records, keep, count: int, image_size: int):
         images[position:position + len(batch)] = batch.numpy()
         position += len(batch)
     return images
+
+
+def tfds_facts(cfg) -> Tuple[int, int, Optional[int]]:
+    """(training examples, classes, image side or None) for the default recipe, from the metadata (no TensorFlow).
+
+    Unprepared datasets report 0 examples until downloaded: the recipe then sizes for a small data set."""
+    builder = _builder(cfg)
+    _, _, names = _supervised(builder.info, cfg.name)
+    num_train = _split_sizes(builder, cfg).get("train", 0) if _is_prepared(builder) else 0
+    image_key = builder.info.supervised_keys[0]
+    shape = getattr(builder.info.features[image_key], "shape", None) or (None,)
+    side = min((s for s in shape[:2] if s), default=None)
+    return num_train, len(names), int(side) if side else None

@@ -34,25 +34,19 @@ class Doctor:
 
         return self.record(diagnose_config(cfg, spec))
 
-    def data(self, cfg, spec, data, plans=None, trainable_params=None) -> list[Finding]:
+    def data(self, cfg, spec, data, probe=None) -> list[Finding]:
         from tlkit.doctor.data_checks import diagnose_data
 
-        return self.record(diagnose_data(cfg, spec, data, plans=plans, trainable_params=trainable_params))
+        return self.record(diagnose_data(cfg, spec, data, probe=probe))
 
     def model(self, cfg, model, data) -> list[Finding]:
         from tlkit.doctor.model_checks import diagnose_model
 
         return self.record(diagnose_model(cfg, model, data))
 
-    def data_and_model(self, cfg, spec, data, model, freezer, plans) -> list[Finding]:
-        """The checks that need the data and the built model; `freezer` gives each stage's trainable size."""
-        from tlkit.stages import count_params
-
-        trainable = {}
-        for plan in plans:
-            freezer.apply(plan)
-            trainable[plan.name] = count_params(model.trainable_weights)
-        return self.data(cfg, spec, data, plans=plans, trainable_params=trainable) + self.model(cfg, model, data)
+    def data_and_model(self, cfg, spec, data, model, probe=None) -> list[Finding]:
+        """The checks that need the data and the built model; `probe`: the recipe's tlkit.probe.ProbeResult."""
+        return self.data(cfg, spec, data, probe=probe) + self.model(cfg, model, data)
 
     def raise_on_errors(self, findings: list[Finding]) -> None:
         if has_errors(findings):

@@ -105,21 +105,23 @@ def diagnose_config(cfg: TrainConfig, spec: BackboneSpec) -> list[Finding]:
     """Every config-level finding for `cfg` on backbone `spec`, in check order."""
     stages = _stages(cfg, spec)
     findings: list[Finding] = []
-    checks = (_preprocess, _weights, _learning_rates, _finetune_lr, _first_stage,
+    checks = (_preprocess, _weights, _learning_rates, _first_stage,
               _batch_norm, _batch_size, _image_size, _head, _augment, _mixing)
     if lr_is_auto(cfg.optimizer.lr):  # the LR checks run once the LR finder has picked it (tlkit.lr_find.auto_lr)
-        checks = tuple(c for c in checks if c not in (_learning_rates, _finetune_lr))
+        checks = tuple(c for c in checks if c is not _learning_rates)
     for check in checks:
         findings.extend(check(cfg, spec, stages))
     return findings
 
 
 def _stages(cfg: TrainConfig, spec: BackboneSpec) -> list[_Stage]:
-    # Re-derived with parse_train_target: tlkit.stages imports Keras.
+    # Re-derived with parse_train_target: tlkit.stages imports Keras. A probe stage has no LR; values the recipe has
+    # not filled yet (a config that skipped tlkit.auto_recipe.apply) are taken as 1.
     return [
         _Stage(i, s.name, s.train, parse_train_target(s.train, spec, key=f"schedule.stages.{i}.train"),
-               (1.0 if lr_is_auto(cfg.optimizer.lr) else cfg.optimizer.lr) * s.lr_scale, s.lr_scale, s.epochs)
-        for i, s in enumerate(cfg.schedule.stages)
+               (1.0 if lr_is_auto(cfg.optimizer.lr) else cfg.optimizer.lr) * (s.lr_scale or 1.0),
+               s.lr_scale or 1.0, s.epochs)
+        for i, s in enumerate(cfg.schedule.stages) if not s.probe
     ]
 
 
@@ -249,26 +251,6 @@ def _learning_rates(cfg, spec, stages):
     return findings
 
 
-def _finetune_lr(cfg, spec, stages):
-    # Pretrained blocks need smaller steps than a new head (Keras guide: head at 1e-3,
-    # fine-tune at 1e-5; tlkit's staged schedule: x0.1, then x0.01). With random weights
-    # there is nothing to protect, so no finding.
-    head = next((s for s in stages if not s.blocks), None)
-    if head is None or not _pretrained(cfg):
-        return []
-    return [
-        Finding(
-            "finetune-lr-not-lower", Severity.warning,
-            f"{stage.label()} peaks at lr {_g(stage.lr)}, not below the head stage '{head.name}' "
-            f"({_g(head.lr)}): pretrained blocks need smaller steps than a new head, or the first fine-tuning "
-            f"steps undo what pretraining learned.",
-            f"schedule.stages.{stage.index}.lr_scale={_g(head.lr_scale * 0.1)}",
-        )
-        for stage in stages
-        if stage.blocks and stage.lr >= head.lr
-    ]
-
-
 def _first_stage(cfg, spec, stages):
     # LP-FT (Kumar et al. 2022): fine-tuning the backbone under an untrained head distorts
     # the pretrained features; train the head first. A random head (glorot logits, or an
@@ -276,7 +258,7 @@ def _first_stage(cfg, spec, stages):
     # step 0: warning. A zero-initialised linear head (tlkit's default) sends none at step 0
     # and is BiT's recipe (full fine-tuning from a zero head): info only.
     first = stages[0] if stages else None
-    if first is None or not first.blocks or not _pretrained(cfg):
+    if first is None or not first.blocks or not _pretrained(cfg) or cfg.schedule.stages[0].probe:
         return []
     random_head = not cfg.head.zero_init or HeadKind(cfg.head.kind) == HeadKind.mlp
     head_desc = ("a randomly initialised head (head.zero_init=false)" if not cfg.head.zero_init
@@ -296,7 +278,7 @@ def _first_stage(cfg, spec, stages):
 
 
 def _batch_norm(cfg, spec, stages):
-    if BNPolicy(cfg.schedule.bn) != BNPolicy.train:
+    if cfg.schedule.bn is None or BNPolicy(cfg.schedule.bn) != BNPolicy.train:  # null: frozen or adapt, the recipe's
         return []
     bn_stages = [s for s in stages if s.blocks] if spec.name not in BACKBONES_WITHOUT_BATCHNORM else []
     if not bn_stages:
@@ -307,7 +289,7 @@ def _batch_norm(cfg, spec, stages):
                else "no stage trains a backbone block (BatchNorm trains only in unfrozen blocks)."),
             "schedule.bn=frozen",
         )]
-    batch, names = cfg.data.batch_size, ", ".join(f"'{s.name}'" for s in bn_stages)
+    batch, names = cfg.data.batch_size or BN_TRAIN_WARN_BELOW, ", ".join(f"'{s.name}'" for s in bn_stages)
     if batch < BN_TRAIN_WARN_BELOW:
         severity = Severity.error if batch < BN_TRAIN_ERROR_BELOW else Severity.warning
         return [Finding(
@@ -332,7 +314,7 @@ def _batch_norm(cfg, spec, stages):
 
 
 def _batch_size(cfg, spec, stages):
-    batch = cfg.data.batch_size
+    batch = cfg.data.batch_size or 32  # null: the recipe's, never 1
     if batch != 1:
         return []
     return [Finding(
@@ -355,18 +337,22 @@ def _image_size(cfg, spec, stages):
             f"shrink to nothing (or the model fails to build).",
             f"data.image_size={spec.default_size}",
         )]
-    if not _pretrained(cfg):
+    from tlkit.recipe_facts import pretrained_size
+
+    pretrained = pretrained_size(cfg, spec)  # None: random weights, or a weights file that does not say
+    if pretrained is None:
         return []
-    ratio = size / spec.default_size
+    ratio = size / pretrained
     if ratio < SIZE_RATIO_BELOW or ratio > SIZE_RATIO_ABOVE:
         cost = ("objects shrink to a few pixels in the feature maps and the pretrained filters see scales they "
                 "never saw" if ratio < 1 else
                 f"objects appear at scales the filters never saw, and each step costs {ratio ** 2:.0f}x the compute")
         return [Finding(
             "image-size-far-from-pretrained", Severity.warning,
-            f"data.image_size={size} is {ratio:.2g}x {spec.name}'s pretrained size of {spec.default_size} px "
+            f"data.image_size={size} is {ratio:.2g}x the {pretrained} px the weights were trained at "
             f"(outside {SIZE_RATIO_BELOW:g}x-{SIZE_RATIO_ABOVE:g}x): {cost}, so the pretrained features degrade.",
-            f"data.image_size={spec.default_size}",
+            f"data.image_size={pretrained} (or data.image_size=null: the recipe's choice); backbone.pretrained_size=N "
+            "if the weights were trained at another size",
         )]
     return []
 

@@ -11,7 +11,7 @@ import math
 import keras
 import numpy as np
 
-from tlkit.config.schema import TrainConfig
+from tlkit.config.schema import BNPolicy, TrainConfig
 from tlkit.data.pipeline import DataBundle
 from tlkit.doctor.findings import Finding, Severity
 
@@ -56,14 +56,12 @@ def _forward(model: keras.Model, images: np.ndarray) -> tuple[np.ndarray | None,
 
 def _feature_findings(cfg: TrainConfig, features: np.ndarray) -> list[Finding]:
     random_weights = cfg.backbone.weights is None
+    if random_weights and cfg.schedule.bn is not None and BNPolicy(cfg.schedule.bn) == BNPolicy.train:
+        # Training from random weights with BatchNorm learning: inference-mode features (random statistics)
+        # say nothing about the features training will see; only NaN/Inf matters.
+        return [] if np.all(np.isfinite(features)) else _non_finite(features)
     if not np.all(np.isfinite(features)):
-        bad = int(np.sum(~np.isfinite(features)))
-        return [Finding(
-            "degenerate-features", Severity.error,
-            f"{bad} of {features.size} pooled backbone features are NaN or infinite on the sample batch: every "
-            f"loss and gradient would be NaN.",
-            "backbone.preprocess=auto (and check the input images for NaN or extreme values)",
-        )]
+        return _non_finite(features)
     scale = float(np.mean(np.abs(features)))
     cause = ("with random weights (backbone.weights=null), BatchNorm backbones in inference mode squash their "
              "features to ~0 (MobileNetV2 gives ~1e-12): use pretrained weights or a backbone without BatchNorm "
@@ -102,6 +100,16 @@ def _feature_findings(cfg: TrainConfig, features: np.ndarray) -> list[Finding]:
             "backbone.preprocess=auto (and feed finite RGB 0-255 images)",
         )]
     return []
+
+
+def _non_finite(features: np.ndarray) -> list[Finding]:
+    bad = int(np.sum(~np.isfinite(features)))
+    return [Finding(
+        "degenerate-features", Severity.error,
+        f"{bad} of {features.size} pooled backbone features are NaN or infinite on the sample batch: every "
+        f"loss and gradient would be NaN.",
+        "backbone.preprocess=auto (and check the input images for NaN or extreme values)",
+    )]
 
 
 def _cross_entropy(logits: np.ndarray, labels: np.ndarray) -> float:
