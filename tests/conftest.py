@@ -33,3 +33,16 @@ def compose():
             return hydra_compose(config_name="config", overrides=list(overrides))
 
     return _compose
+
+
+# A small, fast, known-good setup for tests that need "a correct config" rather than the default recipe:
+# VGG16 from random weights (no BatchNorm, so random features are usable) on digits at 32 px, three short
+# staged stages. (It was the quickstart's setup before the quickstart showed transfer.)
+SMALL_VGG_DIGITS = [
+    "backbone=vgg16", "backbone.weights=null", "data=digits", "data.image_size=32", "data.batch_size=32",
+    "augment=none", "schedule=staged", "optimizer.lr=3e-3", "trainer.monitor=val_loss",
+    "doctor.silence=[no-pretrained-weights]",
+    "schedule.stages=[{name:head,train:head,epochs:3,lr_scale:1.0,warmup_epochs:0,cosine:true,patience:2},"
+    "{name:top,train:'top:2',epochs:3,lr_scale:0.3,warmup_epochs:0,cosine:true,patience:2},"
+    "{name:all,train:all,epochs:3,lr_scale:0.1,warmup_epochs:0,cosine:true,patience:2}]",
+]

@@ -1,93 +1,141 @@
-"""recipe=auto: the BiT-style rule picks documented values per data set size; explicit settings win."""
+"""The default recipe: what a config leaves null is chosen from the data by documented rules; set values win."""
 import numpy as np
 import pytest
 from PIL import Image
 
-import tlkit
-from tlkit.auto_recipe import DatasetFacts, apply, choose, describe_dataset, split_epochs
+from tlkit import auto_recipe
+from tlkit.auto_recipe import apply, choose_batch_size, choose_image_size, decide_flip
 from tlkit.backbones.spec import get_spec
+from tlkit.backbones.weights import record_pretrained_size
 from tlkit.config import as_train_config
 from tlkit.config.validate import validate
 from tlkit.errors import ConfigError
-
-STAGED = [5, 5, 5]
-
-
-def _choose(facts, backbone="vgg16", batch=32, stages=STAGED):
-    return choose(facts, get_spec(backbone), batch, stages)
+from tlkit.recipe_facts import DatasetFacts, describe_dataset
 
 
-def test_small_data_set_low_resolution():
-    """1,438 digits of 8 px: BiT's 500 steps, 128 px, gentle crops, no flip, no MixUp or smoothing."""
-    chosen = _choose(DatasetFacts(num_train=1438, num_classes=10, image_side=8, source="digits"))
-    assert chosen["regime"] == "small"
-    assert chosen["image_size"][0] == {"data.image_size": 128}
-    assert chosen["schedule"][0] == {"epochs": [4, 4, 4], "steps": 500}  # ceil(500 / 44 steps) = 12 epochs
-    assert "1,438 images < 20k -> schedule 'small': 500 steps" in chosen["schedule"][1]
-    assert chosen["augment"][0] == {"augment.flip": False, "augment.crop_area": 0.8, "augment.color": 0.0}
-    assert chosen["mixup"][0] == {"augment.mixup": 0.0}
-    assert chosen["label_smoothing"][0] == {"label_smoothing": 0.0}
+def _folder(root, classes=5, per_class=30, side=32):
+    for c in range(classes):
+        (root / f"c{c}").mkdir(parents=True)
+        for i in range(per_class):
+            Image.fromarray(np.full((side, side, 3), (7 * i + 40 * c) % 256, np.uint8)).save(root / f"c{c}" / f"{i}.png")
+    return root
 
 
-def test_medium_data_set():
-    chosen = _choose(DatasetFacts(num_train=50_000, num_classes=100, image_side=300))
-    assert chosen["regime"] == "medium"
-    assert chosen["image_size"][0] == {"data.image_size": 224}
-    assert chosen["schedule"][0] == {"epochs": [3, 2, 2], "steps": 10_000}  # ceil(10,000 / 1,562) = 7 epochs
-    assert chosen["augment"][0] == {"augment.flip": True, "augment.crop_area": 0.6, "augment.color": 0.0}
-    assert chosen["mixup"][0] == {"augment.mixup": 0.1}
-    assert chosen["label_smoothing"][0] == {"label_smoothing": 0.1}
-    few_classes = _choose(DatasetFacts(num_train=50_000, num_classes=5, image_side=300))
-    assert few_classes["label_smoothing"][0] == {"label_smoothing": 0.0}
+def _weights_file(tmp_path, size=32):
+    """A .weights.h5 that says it was trained at `size` px (what tlkit.pretrain writes); the recipe only reads that."""
+    import h5py
+
+    path = tmp_path / "backbone.weights.h5"
+    with h5py.File(path, "w") as file:
+        file.create_group("layers")
+    record_pretrained_size(path, size)
+    return str(path)
 
 
-def test_large_data_set_keeps_one_epoch_per_stage():
-    chosen = _choose(DatasetFacts(num_train=1_200_000, num_classes=1000, image_side=400), backbone="xception")
-    assert chosen["regime"] == "large"
-    assert chosen["schedule"][0] == {"epochs": [1, 1, 1], "steps": 20_000}
-    assert chosen["image_size"][0] == {"data.image_size": 299}
-    assert chosen["mixup"][0] == {"augment.mixup": 0.1}
+def _resolved(cfg_dict):
+    cfg = as_train_config(cfg_dict)
+    return apply(cfg, validate(cfg))
 
 
-def test_low_resolution_scales_with_the_backbone_and_respects_its_minimum():
-    assert _choose(DatasetFacts(5000, 10, 32), backbone="xception")["image_size"][0] == {"data.image_size": 171}
-    assert split_epochs(7, [5, 5, 5]) == [3, 2, 2] and split_epochs(2, [1, 1, 1]) == [1, 1, 1]
-    assert split_epochs(10, [10, 5, 5]) == [5, 3, 2]  # largest remainder, ties to the earlier stage
-
-
-def test_recipe_auto_fills_what_is_left_to_it(compose):
-    cfg = as_train_config(compose(["recipe=auto", "backbone=vgg16", "data=digits"]))
-    assert cfg.auto.enabled and cfg.schedule.name == "auto" and cfg.augment.name == "auto"
-    assert cfg.data.image_size is None and cfg.augment.mixup is None
-    resolved, recipe = apply(cfg, validate(cfg))
-    assert resolved.data.image_size == 128
-    assert [s.epochs for s in resolved.schedule.stages] == [4, 4, 4]
-    assert [s.warmup_epochs for s in resolved.schedule.stages] == [0, 0.8, 0.8]  # warmup keeps its share (1 of 5)
-    assert resolved.augment.flip is False and resolved.augment.crop_area == 0.8 and resolved.augment.mixup == 0.0
-    assert resolved.loss.label_smoothing == 0.0
-    assert not any(d.kept for d in recipe.decisions)
+def test_small_folder_with_32px_weights(tmp_path):
+    """The held-out tasks' shape: 5 classes x 30 images of 32 px, weights pretrained at 32 px."""
+    train, val = _folder(tmp_path / "train"), _folder(tmp_path / "val", per_class=10)
+    cfg, recipe = _resolved({"backbone": {"name": "mobilenet_v2", "weights": _weights_file(tmp_path)},
+                             "data": {"source": "folder", "train_dir": str(train), "val_dir": str(val)}})
+    assert recipe.facts == DatasetFacts(num_train=150, num_classes=5, image_side=32, source="folder",
+                                        weights="file", pretrained_size=32, smallest_class=30)
+    assert cfg.data.image_size == 32, "the weights' own size, not ImageNet's 224"
+    assert cfg.data.batch_size == 16
+    assert cfg.schedule.bn is None, "frozen or adapt: measured on the images once the model is built"
+    head, finetune = cfg.schedule.stages
+    assert head.probe and head.train == "head"
+    assert (finetune.train, finetune.epochs, finetune.lr_scale) == ("all", 34, 1.0)
+    assert finetune.warmup_epochs == 3.4, "10% of the 306 steps: 30.6 steps of 9 per epoch"
+    assert cfg.augment.crop_area == auto_recipe.CROP_AREA and cfg.augment.mixup == 0.0
+    assert cfg.loss.label_smoothing == 0.0
+    assert cfg.augment.flip is None, "left to the probe, which needs the model"
     text = "\n".join(recipe.lines())
-    assert "1,438 training images, 10 classes" in text and "schedule 'small': 500 steps" in text
-    validate(resolved)  # what the rule picks is a valid config
+    assert "150 training images, 5 classes" in text and "300 steps of 9 per epoch at batch 16 -> 34 epochs" in text
+    validate(cfg)  # what the recipe picks is a valid config
 
 
-def test_explicit_settings_win(compose):
-    cfg = as_train_config(compose(["recipe=auto", "backbone=vgg16", "data=digits", "data.image_size=48",
-                                   "schedule=frozen", "augment=strong", "augment.mixup=0.2",
-                                   "auto.keep=[label_smoothing]", "loss.label_smoothing=0.05"]))
-    resolved, recipe = apply(cfg, validate(cfg))
-    assert resolved.data.image_size == 48
-    assert resolved.schedule.name == "frozen" and resolved.schedule.stages[0].epochs == cfg.schedule.stages[0].epochs
-    assert (resolved.augment.crop_area, resolved.augment.color, resolved.augment.mixup) == (0.3, 0.3, 0.2)
-    assert resolved.loss.label_smoothing == 0.05
+def test_image_size_follows_what_the_weights_were_trained_at():
+    spec = get_spec("resnet50")
+    facts = dict(num_train=500, num_classes=5)
+    assert choose_image_size(DatasetFacts(image_side=32, pretrained_size=224, **facts), spec)[0] == 128  # BiT low-res
+    assert choose_image_size(DatasetFacts(image_side=300, pretrained_size=224, **facts), spec)[0] == 224
+    assert choose_image_size(DatasetFacts(image_side=32, pretrained_size=32, weights="file", **facts), spec)[0] == 32
+    unknown, reason = choose_image_size(DatasetFacts(image_side=48, pretrained_size=None, weights="file", **facts), spec)
+    assert unknown == 48 and "backbone.pretrained_size" in reason, "unknown size: the images' own, and how to say it"
+    assert choose_image_size(DatasetFacts(image_side=8, pretrained_size=None, **facts), spec)[0] == spec.min_size
+    xception = get_spec("xception")
+    assert choose_image_size(DatasetFacts(image_side=32, pretrained_size=299, **facts), xception)[0] == 171
+
+
+def test_batch_size_gives_small_data_sets_enough_steps():
+    assert choose_batch_size(50)[0] == 8 and choose_batch_size(150)[0] == 16 and choose_batch_size(300)[0] == 32
+    assert choose_batch_size(100_000)[0] == 32
+    assert choose_batch_size(50, bn="train")[0] == 16, "BatchNorm statistics need a real batch"
+
+
+def test_the_user_keeps_what_they_set(tmp_path):
+    train = _folder(tmp_path / "train")
+    cfg, recipe = _resolved({"backbone": {"name": "mobilenet_v2", "weights": _weights_file(tmp_path)},
+                             "data": {"source": "folder", "path": str(train), "image_size": 48, "batch_size": 64},
+                             "augment": {"flip": True, "crop_area": 1.0},
+                             "schedule": {"stages": [{"name": "head", "train": "head", "probe": True},
+                                                     {"name": "finetune", "train": "all", "epochs": 7,
+                                                      "lr_scale": 0.1, "warmup_epochs": None}]}})
+    assert (cfg.data.image_size, cfg.data.batch_size, cfg.augment.flip, cfg.augment.crop_area) == (48, 64, True, 1.0)
+    finetune = cfg.schedule.stages[1]
+    assert (finetune.epochs, finetune.lr_scale) == (7, 0.1) and finetune.warmup_epochs is not None
     kept = {d.name for d in recipe.decisions if d.kept}
-    assert kept == {"image_size", "schedule", "augment", "mixup", "label_smoothing"}
-    assert "the rule would pick data.image_size=128" in "\n".join(recipe.lines())
+    assert {"image_size", "batch_size", "augment", "flip"} <= kept
+    assert "the rule would pick 32" in "\n".join(recipe.lines())
 
 
-def test_auto_keep_names_are_checked(compose):
+def test_the_recipe_switched_off_gives_fixed_values(tmp_path):
+    train = _folder(tmp_path / "train")
+    cfg, recipe = _resolved({"backbone": {"name": "mobilenet_v2", "weights": _weights_file(tmp_path)},
+                             "data": {"source": "folder", "path": str(train)}, "auto": {"enabled": False}})
+    fixed = auto_recipe.FIXED
+    assert cfg.data.batch_size == fixed["batch_size"] and cfg.augment.flip is False
+    assert cfg.schedule.stages[1].epochs == fixed["epochs"] and cfg.augment.crop_area == fixed["crop_area"]
+    assert cfg.data.image_size == get_spec("mobilenet_v2").default_size
     with pytest.raises(ConfigError, match=r"auto.keep.0='imagesize'"):
-        validate(as_train_config(compose(["recipe=auto", "backbone=vgg16", "data=digits", "auto.keep=[imagesize]"])))
+        validate(as_train_config({"backbone": {"name": "vgg16"}, "data": {"source": "digits"},
+                                  "auto": {"keep": ["imagesize"]}}))
+
+
+def test_random_weights_train_batchnorm_and_the_head_with_the_optimizer():
+    cfg, recipe = _resolved({"backbone": {"name": "mobilenet_v2", "weights": None},
+                             "data": {"source": "synthetic", "num_images": 60, "num_classes": 3, "image_size": 32,
+                                      "batch_size": None}})
+    assert cfg.schedule.bn.value == "train" and cfg.data.batch_size == 16
+    assert not cfg.schedule.stages[0].probe, "random features have nothing for a probe to fit"
+    assert cfg.augment.flip is False, "no probe on random features: flips stay off"
+
+
+def test_medium_data_sets_get_bits_mixup_and_label_smoothing():
+    facts = DatasetFacts(num_train=50_000, num_classes=100, image_side=300)
+    assert auto_recipe.mixup_for(facts)[0] == 0.1 and auto_recipe.label_smoothing_for(facts)[0] == 0.1
+    assert auto_recipe.label_smoothing_for(DatasetFacts(50_000, 5, 300))[0] == 0.0
+    values, _ = auto_recipe.choose_finetune(facts, batch_size=32)
+    assert values["epochs"] == auto_recipe.FINETUNE_MIN_EPOCHS, "10k steps of 1,562 per epoch: the 10-epoch floor"
+
+
+def test_flips_are_kept_only_when_mirrored_images_keep_their_class():
+    probe = {"val_accuracy": 0.80, "num_val": 150, "chance": 0.2}
+    keeps, reason = decide_flip({**probe, "flipped_val_accuracy": 0.78})
+    assert keeps and "keeps its class" in reason
+    changes, reason = decide_flip({**probe, "flipped_val_accuracy": 0.40})
+    assert not changes and "mirroring changes what they show" in reason
+    weak, reason = decide_flip({**probe, "val_accuracy": 0.22, "flipped_val_accuracy": 0.23})
+    assert not weak and "too close to chance" in reason, "a probe near chance cannot tell: flips stay off"
+
+
+def test_batchnorm_statistics_are_re_estimated_only_for_far_images():
+    assert auto_recipe.decide_bn(0.12)[0] == "frozen" and auto_recipe.decide_bn(0.65)[0] == "adapt"
 
 
 def test_folder_facts_come_from_the_pre_scan(tmp_path):
@@ -95,25 +143,8 @@ def test_folder_facts_come_from_the_pre_scan(tmp_path):
         (tmp_path / cls).mkdir()
         for i in range(5):
             Image.fromarray(np.full((120, 150, 3), 40 * i, np.uint8)).save(tmp_path / cls / f"{i}.png")
-    cfg = as_train_config({"backbone": {"name": "vgg16"}, "auto": {"enabled": True},
-                           "data": {"source": "folder", "path": str(tmp_path), "val_split": 0.2}})
+    cfg = as_train_config({"backbone": {"name": "vgg16"}, "data": {"source": "folder", "path": str(tmp_path),
+                                                                  "val_split": 0.2, "classes": ["a", "c"]}})
     validate(cfg)
-    assert describe_dataset(cfg) == DatasetFacts(num_train=12, num_classes=3, image_side=120, source="folder")
-
-
-def test_recipe_auto_runs_end_to_end(tmp_path, compose):
-    """Tiny data: the image size and the schedule are set explicitly (and kept); augmentation and the rest are chosen."""
-    cfg = as_train_config(compose([
-        "recipe=auto", "backbone=vgg16", "backbone.weights=null", "data=synthetic", "data.num_images=48",
-        "data.num_classes=3", "data.image_size=32", "data.batch_size=8", "schedule=frozen",
-        "schedule.stages.0.epochs=1", "trainer.verbose=0", "trainer.save_model=false",
-        "doctor.silence=[no-pretrained-weights,random-frozen-backbone]"]))
-    run = tmp_path / "run"
-    metrics = tlkit.train(cfg, run_dir=run).metrics
-    assert metrics["status"] == "completed" and metrics["image_size"] == 32
-    decisions = {d["name"]: d for d in metrics["auto_recipe"]["decisions"]}
-    assert decisions["image_size"]["kept"] and decisions["schedule"]["kept"]
-    assert decisions["augment"]["values"] == {"augment.flip": True, "augment.crop_area": 0.8, "augment.color": 0.0}
-    assert metrics["auto_recipe"]["facts"]["num_train"] == metrics["num_train"] == 39  # the rule counts as the pipeline
-    log = (run / "train.log").read_text()
-    assert "recipe=auto: 39 training images" in log and "regime 'small'" in log
+    facts = describe_dataset(cfg)
+    assert (facts.num_train, facts.num_classes, facts.image_side) == (8, 2, 120), "data.classes counts"

@@ -32,12 +32,32 @@ def test_every_registered_backbone_has_a_config_file():
     assert {s.name for s in all_specs()} == set(group_options("backbone"))
 
 
-def test_quickstart_recipe_overrides_the_defaults(compose):
+def test_quickstart_recipe_shows_transfer_with_the_default_recipe(compose):
     cfg = as_train_config(compose(["recipe=quickstart"]))
-    assert cfg.data.source.value == "digits"
-    assert cfg.backbone.weights is None, "the quickstart must run offline"
-    assert [s.name for s in cfg.schedule.stages] == ["head", "top", "all"]
+    assert cfg.data.source.value == "digits" and cfg.data.classes == ["5", "6", "7", "8", "9"]
+    assert cfg.backbone.weights == "tlkit:digits", "offline: weights pretrained here on digits 0-4"
+    assert cfg.trainer.compare_scratch, "it prints what the same recipe reaches from random weights"
+    assert cfg.schedule.name == "auto" and cfg.augment.name == "auto", "everything else is the default recipe"
     validate(cfg)
+
+
+def test_tlkit_weights_name_a_source_task_and_are_made_once(tmp_path, monkeypatch):
+    from tlkit import pretrain
+
+    with pytest.raises(ConfigError, match=r"(?s)backbone.weights='tlkit:nothing'.*tlkit:digits \(scikit-learn digits 0-4\)"):
+        validate(as_train_config({"backbone": {"name": "vgg16", "weights": "tlkit:nothing"},
+                                  "data": {"source": "digits"}}))
+    monkeypatch.setenv("TLKIT_CACHE_DIR", str(tmp_path))
+    cached = tmp_path / "pretrained" / pretrain.weights_file_name("vgg16", "digits", 32)
+    cached.parent.mkdir()
+    cached.write_bytes(b"already made")
+
+    def must_not_pretrain(*args, **kwargs):
+        raise AssertionError("a cached file is not made again")
+
+    monkeypatch.setattr(pretrain, "pretrain_backbone", must_not_pretrain)
+    assert pretrain.resolve_weights(get_spec("vgg16"), "tlkit:digits") == str(cached)
+    assert pretrain.resolve_weights(get_spec("vgg16"), "imagenet") == "imagenet"
 
 
 @pytest.mark.parametrize(

@@ -397,3 +397,20 @@ def test_image_cache_states_its_size_and_uses_files_over_budget(tmp_path, monkey
     for a, b in zip(list(in_memory.val), list(in_files.val)):  # the same images either way (each read to its end)
         np.testing.assert_array_equal(a[0].numpy(), b[0].numpy())
     assert any((tmp_path / "cache").rglob("split*")), "the file cache was written"
+
+
+def test_data_classes_trains_on_a_subset_with_labels_renumbered():
+    """data.classes=[5,7,9] on digits: three classes, labels 0..2 in that order, the counts of those classes only."""
+    from tlkit.data import load_data
+
+    cfg = DataConfig(source="digits", classes=["5", "7", "9"], batch_size=8)
+    check_data_config(cfg)
+    data = load_data(cfg, None, 16, seed=0)
+    assert data.class_names == ["5", "7", "9"] and len(data.train_counts) == 3
+    assert sum(data.train_counts) == data.num_train and 400 < data.num_train < 460  # ~145 of each of 3 classes
+    labels = np.concatenate([np.asarray(y) for _, y in data.val])
+    assert sorted(set(labels.tolist())) == [0, 1, 2] and len(labels) == data.num_val
+    with pytest.raises(ConfigError, match=r"(?s)data.classes.*not classes of the data: \['x'\]"):
+        check_data_config(DataConfig(source="digits", classes=["5", "x"]))
+    with pytest.raises(ConfigError, match="data.classes"):
+        check_data_config(DataConfig(source="digits", classes=["5"]))

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import tlkit
-from conftest import ROOT
+from conftest import ROOT, SMALL_VGG_DIGITS
 from tlkit.backbones import get_spec
 from tlkit.config.validate import validate
 from tlkit.doctor.config_checks import diagnose_config
@@ -33,24 +33,24 @@ def config_findings(compose, overrides):
 
 # --- the command ---------------------------------------------------------------------
 
-def test_doctor_passes_the_quickstart_with_data_and_model_checks():
-    result = doctor_cli("recipe=quickstart")
+def test_doctor_passes_a_correct_setup_with_data_and_model_checks():
+    result = doctor_cli(*SMALL_VGG_DIGITS)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "[error]" not in result.stdout and "[warning]" not in result.stdout
 
 
 def test_doctor_reports_an_error_with_its_fix_and_exits_non_zero():
-    result = doctor_cli("--config-only", "recipe=quickstart", "backbone.weights=imagenet",
+    result = doctor_cli("--config-only", *SMALL_VGG_DIGITS, "backbone.weights=imagenet",
                         "backbone.preprocess=rescale_255")
     assert result.returncode == 1
     assert "preprocess-override" in result.stdout and "backbone.preprocess=auto" in result.stdout
 
 
 def test_silence_and_strict_change_the_verdict():
-    warn = ["--config-only", "recipe=quickstart", "data.batch_size=1"]
+    warn = ["--config-only", *SMALL_VGG_DIGITS, "data.batch_size=1"]
     assert doctor_cli(*warn).returncode == 0, "a warning alone does not fail"
     assert doctor_cli(*warn, "doctor.strict=true").returncode == 1, "strict: warnings are errors"
-    error = ["--config-only", "recipe=quickstart", "optimizer.lr=0.5"]
+    error = ["--config-only", *SMALL_VGG_DIGITS, "optimizer.lr=0.5"]
     assert doctor_cli(*error).returncode == 1
     assert doctor_cli(*error, "doctor.silence=[lr-too-high]").returncode == 0
 
@@ -63,7 +63,7 @@ def test_doctor_on_an_invalid_config_says_so():
 def test_train_py_stops_before_training_on_a_doctor_error(tmp_path):
     run_dir = tmp_path / "run"
     result = subprocess.run(
-        [sys.executable, "train.py", "recipe=quickstart", "optimizer.lr=0.5", f"hydra.run.dir={run_dir}"],
+        [sys.executable, "train.py", *SMALL_VGG_DIGITS, "optimizer.lr=0.5", f"hydra.run.dir={run_dir}"],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
     )
     assert result.returncode != 0

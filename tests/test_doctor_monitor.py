@@ -149,12 +149,16 @@ def test_diverging_silent_on_noisy_or_recovering_runs(losses, start):
 def test_val_spike_is_recorded_once_and_does_not_stop():
     epochs = [{"loss": 0.40, "val_loss": 0.45}, {"loss": 0.35, "val_loss": 0.95},
               {"loss": 0.30, "val_loss": 1.30}, {"loss": 0.28, "val_loss": 0.50}]
-    monitor = fed(RuntimeMonitor("all", 2, trains_backbone=True, reference_val_loss=0.5), epochs, start_loss=0.42)
+    monitor = fed(RuntimeMonitor("all", 2, trains_backbone=True, reference_val_loss=0.5, batchnorm_trains=True),
+                  epochs, start_loss=0.42)
     assert ids(monitor) == ["val-loss-spike"] and not monitor.stopped and not monitor.model.stop_training
     finding = monitor.diagnoses[0]
-    assert finding.severity == Severity.warning
+    assert finding.severity == Severity.warning, "BatchNorm training: drifting statistics are a likely cause"
     assert "0.95 at epoch 2" in finding.message and "0.45" in finding.message and "0.4 → 0.35" in finding.message
-    assert "schedule.bn=frozen" in finding.fix and "lr_scale=0.01" in finding.fix
+    assert finding.fix == "schedule.bn=frozen"
+    # BatchNorm frozen (the default): a spike after unfreezing that the run recovers from, and keeps its best epoch.
+    frozen = fed(RuntimeMonitor("all", 2, trains_backbone=True, reference_val_loss=0.5), epochs, start_loss=0.42)
+    assert frozen.diagnoses[0].severity == Severity.info and "keeps its best epoch" in frozen.diagnoses[0].message
 
 
 def test_val_spike_against_the_previous_stage_on_the_first_epoch():
@@ -222,3 +226,18 @@ def test_summary_and_reuse_across_fits():
 
 def test_monitor_is_backend_neutral():
     assert "tensorflow" not in inspect.getsource(monitor_module)
+
+
+# ---- collapsed-to-chance -------------------------------------------------------------------------------
+def test_a_fine_tune_that_collapses_to_chance_is_stopped():
+    """Started from a model at 0.86 (5 classes), val accuracy stuck at 0.2 for 4 epochs: an error that stops the stage
+    (the recipe then retries it once, tests/test_probe.py); a dip of 3 epochs is not one."""
+    stuck = [{"loss": 2.1, "val_loss": 2.3, "val_accuracy": 0.2}] * 6
+    monitor = fed(RuntimeMonitor("finetune", 5, trains_backbone=True, reference_val_accuracy=0.86), stuck, 0.9)
+    assert ids(monitor) == ["collapsed-to-chance"] and monitor.stopped and monitor.summary()[0]["epoch"] == 4
+    assert monitor.diagnoses[0].severity == Severity.error and "retries" in monitor.diagnoses[0].fix
+    dip = stuck[:3] + [{"loss": 0.5, "val_loss": 0.6, "val_accuracy": 0.8}] * 3
+    recovering = fed(RuntimeMonitor("finetune", 5, trains_backbone=True, reference_val_accuracy=0.86), dip, 0.9)
+    assert "collapsed-to-chance" not in ids(recovering)
+    weak_start = fed(RuntimeMonitor("finetune", 5, trains_backbone=True, reference_val_accuracy=0.25), stuck, 0.9)
+    assert "collapsed-to-chance" not in ids(weak_start), "from a model near chance there is nothing to collapse from"

@@ -137,20 +137,22 @@ def test_evaluate_run_with_data_overrides_and_cli(run_dir, capsys):
 
 
 def test_a_plotting_failure_never_loses_the_run(run_dir, model, monkeypatch, caplog, tmp_path):
-    from tlkit.evaluate import report_after_training
+    import tensorflow as tf
+
+    from tlkit.evaluate import evaluate_bundle, report_after_training
 
     def broken(*args, **kwargs):
         raise RuntimeError("no fonts")
 
     monkeypatch.setattr(plots, "confusion_matrix_figure", broken)
 
-    class Data:  # the DataBundle fields report_after_training reads
-        val = [(np.zeros((2, SIZE, SIZE, 3), np.float32), np.array([0, 1]))]
+    class Data:  # the DataBundle fields evaluate_bundle reads
+        val = tf.data.Dataset.from_tensor_slices((np.zeros((2, SIZE, SIZE, 3), np.float32), np.array([0, 1]))).batch(2)
         test = None
         class_names, val_files = CLASSES, None
 
     with caplog.at_level(logging.WARNING, logger="tlkit"):
-        assert report_after_training(tmp_path, model, Data()) is None
+        assert report_after_training(tmp_path, evaluate_bundle(model, Data())) is None
     assert "could not write the evaluation report" in caplog.text and "no fonts" in caplog.text
 
 

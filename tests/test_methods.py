@@ -263,9 +263,13 @@ def test_shipped_method_configs_compose(compose):
     assert cfg.regularizer.name.value == "l2sp" and cfg.regularizer.alpha > 0
     assert [s.train for s in cfg.schedule.stages] == ["head", "all"]
     assert cfg.schedule.stages[0].patience and not cfg.schedule.stages[0].cosine  # early-stopped at a constant LR
+    from tlkit.auto_recipe import apply
+
     defaults = tlkit.as_train_config(compose(["data=digits"]))
+    defaults, _ = apply(defaults, validate(defaults))  # label smoothing is the recipe's: off under 20k images
     assert (defaults.regularizer.name.value, defaults.loss.label_smoothing, defaults.optimizer.ema,
-            defaults.schedule.lr_decay) == ("none", 0.0, False, None), "every method is off by default"
+            defaults.schedule.lr_decay, defaults.augment.mixup) == ("none", 0.0, False, None, 0.0), \
+        "every method is off by default"
     with pytest.raises(ConfigError, match="optimizer.weight_decay"):
         validate(tlkit.as_train_config(compose(["data=digits", "regularizer=l2sp", "optimizer=adamw"])))
 
@@ -295,7 +299,7 @@ def test_lp_ft_fine_tunes_from_the_early_stopped_head(compose, tmp_path, monkeyp
         # 64 images and a high head LR: the probe's val loss stops improving well before the 50-epoch cap.
         "backbone=vgg16", "backbone.weights=null", "data=digits", "data.image_size=32", "data.max_images=64",
         "data.batch_size=16", "augment=none", "schedule=lp_ft", "schedule.stages.1.epochs=1",
-        "schedule.stages.1.warmup_epochs=0", "optimizer.lr=0.1",
+        "schedule.stages.1.warmup_epochs=0", "optimizer.lr=0.1", "trainer.monitor=val_loss",
         "schedule.lr_decay=0.5", "regularizer=l2sp", "optimizer.ema=true", "loss.label_smoothing=0.1",
         "trainer.verbose=0", "trainer.save_model=false", "doctor.enabled=false",
     ]))

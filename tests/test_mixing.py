@@ -119,8 +119,9 @@ def test_bad_alphas_fail_on_load_naming_the_key(key, value):
 def test_doctor_flags_mixing_combinations():
     from tlkit.doctor.config_checks import diagnose_config
 
+    head = {"stages": [{"name": "head", "train": "head", "epochs": 2}]}  # trained by the optimizer (a probe never mixes)
     cfg = as_train_config({"backbone": {"name": "vgg16"}, "data": {"batch_size": 1}, "augment": {"mixup": 0.2},
-                           "trainer": {"feature_cache": "on"}})
+                           "schedule": head, "trainer": {"feature_cache": "on"}})
     found = {f.id: f for f in diagnose_config(cfg, validate(cfg))}
     assert found["mixing-no-effect"].severity.value == "warning"
     assert found["mixing-without-feature-cache"].severity.value == "warning"  # feature_cache=on cannot be honoured

@@ -82,7 +82,7 @@ def digits_config(**reference_block):
 
 @pytest.mark.parametrize("block,key,expected", [
     ({"results": [{"metric": "val_accuracy", "value": 0.9, "stage": "tail"}]}, "reference.results.0.stage",
-     "['head', 'top', 'all']"),
+     "['head', 'finetune']"),  # the default schedule's stages
     ({"results": [{"metric": "val_accuracy", "value": 93.1}]}, "reference.results.0.value", "93.1% is 0.931"),
     ({"results": [{"metric": "test_accuracy", "value": 0.9}]}, "reference.results.0.metric", "no test split"),
     ({"results": [{"metric": "test_loss", "value": 0.3, "stage": "head"}]}, "reference.results.0.metric",

@@ -26,7 +26,7 @@ ARGS = [
     "backbone=vgg16", "backbone.weights=null", "data=digits", "data.image_size=32", "data.max_images=160",
     "data.batch_size=16", "augment=light", "optimizer.lr=3e-3", "head.dropout=0.3",
     'schedule.stages=[{name:head,train:head,epochs:2},{name:top,train:"top:1",epochs:2,lr_scale:0.1}]',
-    "trainer.verbose=0", "trainer.deterministic=true", "trainer.save_model=false",
+    "trainer.verbose=0", "trainer.deterministic=true", "trainer.save_model=false", "trainer.checkpoint_every_s=0",
     "doctor.silence=[no-pretrained-weights]", "seed=7",
 ]
 # (where, epoch): epochs are counted over the run, 1-based.
@@ -97,7 +97,7 @@ def _config(**trainer):
             {"name": "head", "train": "head", "epochs": 2},
             {"name": "top", "train": "top:1", "epochs": 1, "lr_scale": 0.1},
         ]},
-        "trainer": {"verbose": 0, "save_model": False, **trainer},
+        "trainer": {"verbose": 0, "save_model": False, "checkpoint_every_s": 0, **trainer},
         "doctor": {"enabled": False},
     })
 
@@ -132,6 +132,18 @@ def test_library_resume_continues_from_the_last_epoch(tmp_path, monkeypatch):
     assert not (tmp_path / "partial" / "checkpoint.npz").exists()
     again = tlkit.train(cfg)  # already finished: nothing runs
     assert again.model is None and again.metrics["val_loss"] == full.metrics["val_loss"]
+
+
+def test_short_epochs_are_not_checkpointed_until_the_interval_passes(tmp_path, monkeypatch):
+    """trainer.checkpoint_every_s: an epoch shorter than the interval leaves no checkpoint (redoing it is cheaper)."""
+    def die_after_epoch_1(point, epoch):
+        if (point, epoch) == ("epoch-end", 1):
+            raise _Killed
+
+    monkeypatch.setattr(ckpt, "maybe_fault", die_after_epoch_1)
+    with pytest.raises(_Killed):
+        tlkit.train(_config(checkpoint_every_s=3600), tmp_path / "run")
+    assert ckpt.load(tmp_path / "run") is None
 
 
 def test_resume_refuses_a_different_config(tmp_path):
@@ -198,12 +210,12 @@ def test_restore_refuses_a_checkpoint_of_another_model():
 def test_a_relaunched_sweep_skips_finished_trials_and_resumes_the_interrupted_one(tmp_path):
     """The sweep dies (SIGKILL) inside trial 0; the same command again resumes trial 0 from its
     checkpoint and runs trial 1; a third launch trains nothing."""
-    from conftest import ROOT
+    from conftest import ROOT, SMALL_VGG_DIGITS
 
     sweep_dir = tmp_path / "sweep"
-    command = [sys.executable, "train.py", "-m", "recipe=quickstart", "data.max_images=100",
+    command = [sys.executable, "train.py", "-m", *SMALL_VGG_DIGITS, "data.max_images=100",
                "schedule.stages.0.epochs=1", "schedule.stages.1.epochs=1", "schedule.stages.2.epochs=1",
-               "trainer.verbose=0", "trainer.save_model=false", "optimizer.lr=3e-3,1e-3",
+               "trainer.verbose=0", "trainer.save_model=false", "trainer.checkpoint_every_s=0", "optimizer.lr=3e-3,1e-3",
                f"hydra.sweep.dir={sweep_dir}"]
 
     def launch(fault=None):
@@ -242,7 +254,8 @@ cfg = tlkit.as_train_config({
     "augment": {"name": "light", "flip": True, "crop_area": 0.6}, "head": {"dropout": 0.0}, "optimizer": {"lr": 3e-3},
     "schedule": {"stages": [{"name": "head", "train": "head", "epochs": 2, "patience": None},
                             {"name": "top", "train": "top:1", "epochs": 2, "lr_scale": 0.3, "patience": None}]},
-    "trainer": {"verbose": 0, "strategy": "mirrored", "deterministic": True, "save_model": False},
+    "trainer": {"verbose": 0, "strategy": "mirrored", "deterministic": True, "save_model": False,
+                "checkpoint_every_s": 0},
     "doctor": {"silence": ["no-pretrained-weights"]},
 })
 if sys.argv[2] == "resume":

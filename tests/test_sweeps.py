@@ -8,11 +8,12 @@ import sys
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, SMALL_VGG_DIGITS
 
-# Tiny trials: 100 digits at 32 px, random VGG16, one epoch per stage of the quickstart's
+# Tiny trials: 100 digits at 32 px, random VGG16, one epoch per stage of the staged schedule's
 # three stages (the Optuna space sets schedule.stages.1.train, so stage 1 must exist).
-TINY = ["recipe=quickstart", "data.max_images=100", "data.image_size=32", "schedule.stages.0.epochs=1",
+# The search space sets optimizer.lr and augment: they must not be fixed on the command line.
+TINY = [*[o for o in SMALL_VGG_DIGITS if not o.startswith(("optimizer.lr=", "augment="))], "data.max_images=100", "data.image_size=32", "schedule.stages.0.epochs=1",
         "schedule.stages.1.epochs=1", "schedule.stages.2.epochs=1", "trainer.verbose=0"]
 
 

@@ -1,0 +1,137 @@
+"""The recipe's probe and what it decides: a linear probe on frozen features, flips that keep labels, the probe head,
+and BatchNorm statistics measured and re-estimated on the training images."""
+import keras
+import numpy as np
+import pytest
+
+import tlkit
+from tlkit.auto_recipe import decide_flip
+from tlkit.backbones import get_spec
+from tlkit.config.schema import BackboneConfig, HeadConfig
+from tlkit.model import build_model
+from tlkit.probe import run_probe
+
+SIZE = 32
+
+
+def stripes(angles, per_class, seed):
+    """Stripe images whose class is the stripes' angle (radians), random period, phase and colours."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:SIZE, 0:SIZE].astype(np.float32)
+    images, labels = [], []
+    for label, angle in enumerate(angles):
+        for _ in range(per_class):
+            period, phase = rng.uniform(5, 9), rng.uniform(0, 2 * np.pi)
+            wave = np.sin(2 * np.pi / period * (x * np.cos(angle) + y * np.sin(angle)) + phase)
+            a, b = rng.uniform(0, 255, 3), rng.uniform(0, 255, 3)
+            image = ((wave[..., None] + 1) / 2) * (a - b) + b + rng.normal(0, 8, (SIZE, SIZE, 3))
+            images.append(image.clip(0, 255))
+            labels.append(label)
+    return np.array(images, dtype=np.float32), np.array(labels)
+
+
+def batches(images, labels, size=32):
+    return [(images[i:i + size], labels[i:i + size]) for i in range(0, len(labels), size)]
+
+
+@pytest.fixture(scope="module")
+def vgg():
+    """Random VGG16 at 32 px: no BatchNorm, so its random features still tell stripe orientations apart."""
+    keras.utils.set_random_seed(0)
+    return build_model(get_spec("vgg16"), BackboneConfig(name="vgg16", weights=None), HeadConfig(), 2, SIZE)
+
+
+def test_mirror_images_that_change_class_turn_flips_off(vgg):
+    """'/' and '\\' stripes are each other's mirror images: the probe sees mirrored validation images lose their class."""
+    train, val = stripes([np.pi / 4, -np.pi / 4], 40, seed=1), stripes([np.pi / 4, -np.pi / 4], 30, seed=2)
+    result = run_probe(vgg, batches(*train), batches(*val))
+    assert result.val_accuracy >= 0.8 and result.flipped_val_accuracy <= 0.4, result
+    flip, reason = decide_flip(result.to_dict())
+    assert not flip and "mirroring changes what they show" in reason
+
+
+def test_mirror_images_that_keep_their_class_keep_flips(vgg):
+    """Horizontal and vertical stripes look the same in a mirror: flips stay on."""
+    train, val = stripes([np.pi / 2, 0.0], 40, seed=3), stripes([np.pi / 2, 0.0], 30, seed=4)
+    result = run_probe(vgg, batches(*train), batches(*val))
+    flip, reason = decide_flip(result.to_dict())
+    assert result.val_accuracy > 0.69 and flip, reason  # 0.69: what decide_flip needs over chance (0.5) on 60 images
+
+
+def test_the_probe_head_is_the_fitted_classifier_on_raw_features(vgg):
+    """The kernel and bias a probe stage puts into the linear head give the probe's own validation accuracy."""
+    train, val = stripes([np.pi / 2, 0.0], 40, seed=3), stripes([np.pi / 2, 0.0], 30, seed=4)
+    result = run_probe(vgg, batches(*train), batches(*val))
+    vgg.get_layer("head").get_layer("logits").set_weights([result.kernel, result.bias])
+    logits = keras.ops.convert_to_numpy(vgg(val[0], training=False))
+    assert np.mean(logits.argmax(axis=1) == val[1]) == pytest.approx(result.val_accuracy)
+
+
+def test_batchnorm_statistics_shift_and_adabn():
+    """Random MobileNetV2 statistics (mean 0, variance 1) are far from what images give; re-estimated on them (AdaBN)
+    they are close, and the old statistics can be put back."""
+    from tlkit.stages import batchnorm_shift, reestimate_batchnorm, restore_batchnorm
+
+    keras.utils.set_random_seed(0)
+    model = build_model(get_spec("mobilenet_v2"), BackboneConfig(name="mobilenet_v2", weights=None), HeadConfig(), 2,
+                        SIZE)
+    images = batches(*stripes([0.0, np.pi / 2], 32, seed=5))
+    before = batchnorm_shift(model, images)
+    first = model.get_layer("backbone").get_layer("bn_Conv1")
+    stored = np.array(first.moving_variance)
+    old = reestimate_batchnorm(model, images)
+    after = batchnorm_shift(model, images)
+    assert before > 1.0 and after < 0.2 * before, (before, after)
+    assert not np.allclose(np.array(first.moving_variance), stored)
+    restore_batchnorm(model, old)
+    np.testing.assert_allclose(np.array(first.moving_variance), stored)
+    assert [layer.momentum for layer in model.get_layer("backbone").layers if hasattr(layer, "moving_mean")][0] == 0.999
+
+
+def test_a_probe_stage_fits_the_head_and_the_run_keeps_its_best_stage(tmp_path, vgg):
+    """A `probe: true` head stage, then a stage that ruins the model (Adam at 0.5 on every block, runtime monitor
+    off): the saved model is the probe's, metrics.json says so, and the final accuracy is the probe stage's."""
+    weights = tmp_path / "vgg16.weights.h5"  # "pretrained" weights: random VGG16 features separate the stripes
+    vgg.get_layer("backbone").save_weights(weights)
+    cfg = tlkit.as_train_config({
+        "backbone": {"name": "vgg16", "weights": str(weights), "pretrained_size": SIZE},
+        "data": {"source": "synthetic", "image_size": SIZE, "num_images": 240, "num_classes": 3, "batch_size": 16},
+        "augment": {"name": "none", "flip": False, "crop_area": 1.0},
+        "schedule": {"stages": [{"name": "head", "train": "head", "probe": True},
+                                {"name": "ruin", "train": "all", "epochs": 2, "lr_scale": 500.0, "warmup_epochs": 0,
+                                 "patience": None}]},
+        "trainer": {"verbose": 0, "save_model": False},
+        "doctor": {"monitor": False, "silence": ["lr-too-high", "no-pretrained-weights"]},
+    })
+    metrics = tlkit.train(cfg, run_dir=tmp_path / "run").metrics
+    head, ruin = metrics["stages"]
+    assert head["epochs_run"] == 0 and head["probe"]["c"] > 0 and head["val_accuracy"] > 0.6
+    assert ruin["val_accuracy"] < head["val_accuracy"]
+    assert metrics["best"]["stage"] == "head"
+    assert metrics["val_accuracy"] == pytest.approx(head["val_accuracy"], abs=1e-6)
+
+
+def test_a_fine_tune_the_monitor_stops_is_retried_once_gentler(tmp_path, vgg, caplog):
+    """A fine-tuning stage that diverges (Adam at 2000x the LR) is stopped by the runtime monitor and retried once from
+    where it started at 0.3x the LR; diverging again, the run stops there and keeps its best epoch (the probe's)."""
+    import logging
+
+    weights = tmp_path / "vgg16.weights.h5"
+    vgg.get_layer("backbone").save_weights(weights)
+    cfg = tlkit.as_train_config({
+        "backbone": {"name": "vgg16", "weights": str(weights), "pretrained_size": SIZE},
+        "data": {"source": "synthetic", "image_size": SIZE, "num_images": 240, "num_classes": 3, "batch_size": 16},
+        "augment": {"name": "none", "flip": False, "crop_area": 1.0},
+        "schedule": {"stages": [{"name": "head", "train": "head", "probe": True},
+                                {"name": "ruin", "train": "all", "epochs": 3, "lr_scale": 2000.0, "warmup_epochs": 0,
+                                 "patience": None}]},
+        "trainer": {"verbose": 0, "save_model": False},
+        "doctor": {"silence": ["lr-too-high"]},
+    })
+    with caplog.at_level(logging.WARNING, logger="tlkit"):
+        metrics = tlkit.train(cfg, run_dir=tmp_path / "run").metrics
+    head, ruin = metrics["stages"]
+    assert ruin["retried"]["first_attempt"]["lr"] == pytest.approx(2.0) and ruin["lr"] == pytest.approx(0.6)
+    assert "retrying it once from where it started, at 0.3 x the LR" in caplog.text
+    assert metrics["status"] == "stopped_by_doctor" and metrics["best"]["stage"] == "head"
+    assert metrics["val_accuracy"] == pytest.approx(head["val_accuracy"], abs=1e-6)
