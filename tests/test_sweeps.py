@@ -48,7 +48,7 @@ def test_grid_sweep_with_a_failing_trial(tmp_path, wrong_weights):
     from tlkit.sweep import summarize
 
     sweep_dir = tmp_path / "grid"
-    multirun(sweep_dir, f"backbone.weights=null,{wrong_weights}")
+    multirun(sweep_dir, "optimizer.lr=3e-3", f"backbone.weights=null,{wrong_weights}")
     failure = json.loads((sweep_dir / "1" / "failure.json").read_text())
     assert failure["error_type"] == "WeightsError" and "do not fit" in failure["message"]
     assert "Traceback" in failure["traceback"]

@@ -288,8 +288,11 @@ class CheckpointWriter(keras.callbacks.Callback):
         self.progress.finished = bool(self.model.stop_training) or self.progress.epochs_done >= self.stage_epochs
         self.progress.best = self.best.state()
         self.progress.monitor = self.monitor.state() if self.monitor is not None else None
-        if self.run_dir is None or time.perf_counter() - self._since < self.every_s:
-            return
+        if self.run_dir is not None and time.perf_counter() - self._since >= self.every_s:
+            self._checkpoint()
+        maybe_fault("epoch-end", epoch + 1)  # the tests' "between epochs", whether or not this one was saved
+
+    def _checkpoint(self) -> None:
         started = self._since = time.perf_counter()
         arrays = snapshot(self.progress, self.records, self.runtime, self.model_to_save or self.model,
                           self.model.optimizer, self.best.best_weights, self.run_best)
@@ -297,8 +300,7 @@ class CheckpointWriter(keras.callbacks.Callback):
         self.wait()
         self._pending = _executor().submit(self._timed_write, arrays)
         if os.environ.get(FAULT_ENV, "").startswith("epoch-end:"):
-            self.wait()  # the tests' "between epochs": after this epoch's checkpoint is on disk
-        maybe_fault("epoch-end", epoch + 1)
+            self.wait()  # the tests' kill comes after this epoch's checkpoint is on disk
 
     def on_train_end(self, logs=None):
         self.wait()
