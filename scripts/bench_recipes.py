@@ -1,6 +1,6 @@
 """Benchmark 7: tlkit's default recipe against its peers on a matrix of transfer tasks, offline.
 
-    python scripts/bench_recipes.py              # the matrix (MATRIX: 9 cells x 2 seeds)
+    python scripts/bench_recipes.py              # the matrix (MATRIX: 9 cells x 2 seeds; one seed ~95 min on 2 cores)
     python scripts/bench_recipes.py --extended   # and the remaining label budgets (EXTENDED)
     python scripts/bench_recipes.py --quick      # 2 cells, 1 seed, no sweep (about 10 minutes)
     python scripts/bench_recipes.py --smoke      # 1 tiny cell, what CI runs (no accuracy thresholds)

@@ -50,7 +50,8 @@ def verdicts(table: dict) -> dict:
             if peer not in row:
                 continue
             gap = row[DEFAULT]["val"] - row[peer]["val"]
-            counts[peer][0 if gap > one_image + 1e-9 else 2 if gap < -one_image - 1e-9 else 1] += 1
+            slack = 1e-6  # peers report float32 accuracies: exactly one image apart must read as a tie
+            counts[peer][0 if gap > one_image + slack else 2 if gap < -one_image - slack else 1] += 1
     return counts
 
 
