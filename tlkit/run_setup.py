@@ -51,6 +51,11 @@ def build(cfg: TrainConfig, spec: BackboneSpec, recipe, *, first_stage: int = 0)
     ahead or the flip is still open.
     """
     strategy = distribute.make_strategy(cfg.trainer)  # before any TensorFlow op: multi-worker collectives need it
+    from tlkit.pretrain import resolve_weights
+
+    # backbone.weights=tlkit:TASK is pretrained now, on first use, not inside build_model: pretraining seeds itself,
+    # and a run must train the same whether its weights were just made or found in the cache.
+    resolve_weights(spec, cfg.backbone.weights)
     keras.utils.set_random_seed(cfg.seed)
     if cfg.trainer.deterministic:
         runtime.enable_op_determinism()
