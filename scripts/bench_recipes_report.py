@@ -7,6 +7,7 @@ from collections import defaultdict
 from bench_recipes import PEERS, VAL_PER_CLASS
 
 DEFAULT = "tlkit"
+SLACK = 1e-6  # peers report float32 accuracies: exactly one image apart must read as a tie
 
 
 def _num_val(cell_key: str) -> int:
@@ -50,8 +51,7 @@ def verdicts(table: dict) -> dict:
             if peer not in row:
                 continue
             gap = row[DEFAULT]["val"] - row[peer]["val"]
-            slack = 1e-6  # peers report float32 accuracies: exactly one image apart must read as a tie
-            counts[peer][0 if gap > one_image + slack else 2 if gap < -one_image - slack else 1] += 1
+            counts[peer][0 if gap > one_image + SLACK else 2 if gap < -one_image - SLACK else 1] += 1
     return counts
 
 

@@ -85,7 +85,8 @@ def pretrain_backbone(spec: BackboneSpec, images: np.ndarray, labels: np.ndarray
     """Train `spec`'s backbone from scratch on (images uint8 [N, S, S, 3], labels) and save its weights to `path`.
 
     Adam with a cosine decay and random shifts of up to 1/8 of the image; returns the final
-    training accuracy and loss, and the path.
+    training accuracy and loss, and the path. Sets the global random seed to `seed` (what makes the file the same on
+    every machine): a caller that seeds its own work seeds after this (tlkit.run_setup.build does).
     """
     keras.utils.set_random_seed(seed)
     size = int(images.shape[1])
