@@ -145,6 +145,27 @@ def test_diverging_silent_on_noisy_or_recovering_runs(losses, start):
     assert "loss-diverging" not in ids(monitor) and not monitor.stopped
 
 
+def test_a_rise_during_the_lr_warmup_does_not_stop_the_stage():
+    """A fine-tune's loss rising while its LR warms up (the recipe's stages) is judged only once the warmup is over:
+    the same losses stop a stage without a warmup, and a rise that goes on after the warmup still stops it."""
+    warming = [1.15, 1.21, 1.44, 1.58, 1.2, 0.9]  # MobileNetV2 digits, warmup of 3.3 epochs: peak LR at epoch 4
+    logs = [{"loss": v} for v in warming]
+    plain = fed(RuntimeMonitor("finetune", 5, trains_backbone=True), logs, start_loss=1.1)
+    assert ids(plain) == ["loss-diverging"] and plain.summary()[0]["epoch"] == 4
+    warm = fed(RuntimeMonitor("finetune", 5, trains_backbone=True, warmup_epochs=3.3), logs, start_loss=1.1)
+    assert not warm.stopped and ids(warm) == []
+    still_rising = [{"loss": v} for v in (1.15, 1.21, 1.44, 1.58, 1.7, 1.9, 2.2)]
+    late = fed(RuntimeMonitor("finetune", 5, trains_backbone=True, warmup_epochs=3.3), still_rising, start_loss=1.1)
+    assert ids(late) == ["loss-diverging"] and late.summary()[0]["epoch"] == 7
+    runaway = [{"loss": v} for v in (4.2, 26.6, 9.0, 8.0, 7.5)]  # far above chance after the warmup: stopped
+    far = fed(RuntimeMonitor("finetune", 5, trains_backbone=True, warmup_epochs=2.5), runaway, start_loss=0.6)
+    assert ids(far) == ["loss-diverging"] and far.summary()[0]["epoch"] == 5
+    stuck = [{"loss": 2.1, "val_loss": 2.3, "val_accuracy": 0.2}] * 6  # at chance: counted from the warmup's end
+    collapse = fed(RuntimeMonitor("finetune", 5, trains_backbone=True, reference_val_accuracy=0.86,
+                                  warmup_epochs=2), stuck, 0.9)
+    assert "collapsed-to-chance" in ids(collapse) and collapse.summary()[0]["epoch"] == 6
+
+
 # ---- val-loss-spike ----------------------------------------------------------------------------------
 def test_val_spike_is_recorded_once_and_does_not_stop():
     epochs = [{"loss": 0.40, "val_loss": 0.45}, {"loss": 0.35, "val_loss": 0.95},

@@ -362,6 +362,7 @@ def _stage_callbacks(run: _Run, index: int, plan: StagePlan, target, progress, r
             reference_val_loss=min(r["val_loss"] for r in previous) if previous else None,
             batchnorm_trains=BNPolicy(cfg.schedule.bn) == BNPolicy.train,
             reference_val_accuracy=max((r.get("val_accuracy") or 0.0 for r in previous), default=None),
+            warmup_epochs=plan.warmup_epochs,
         )
         callbacks.insert(1, doctor_monitor)  # right after StageContext: it reads the raw logs
     if resumed:

@@ -133,11 +133,23 @@ def _decoded(split, image_size: int, from_files: bool) -> tf.data.Dataset:
     return dataset.map(_resizer(image_size, from_files), num_parallel_calls=AUTOTUNE)
 
 
+# Inference keeps no activations for a backward pass, so evaluation and feature passes (validation every epoch, the
+# probe, BatchNorm statistics, reports) batch 4x the training batch, at most 128 and never below it: far fewer steps
+# for the same images (ResNet50 at 32 px predicts 2x faster per image at batch 64 than at 16 on 2 CPU cores). A
+# multiple of the training batch, so it divides across replicas as the training batch does.
+EVAL_BATCH_FACTOR, EVAL_BATCH_MAX = 4, 128
+
+
+def eval_batch_size(batch_size: int) -> int:
+    """The batch of inference passes for a run that trains at `batch_size`."""
+    return max(batch_size, min(batch_size * EVAL_BATCH_FACTOR, EVAL_BATCH_MAX // batch_size * batch_size))
+
+
 def _eval_dataset(split, image_size: int, batch_size: int, from_files: bool, cache) -> tf.data.Dataset:
     dataset = _decoded(split, image_size, from_files)
     if cache is not None:
         dataset = cache(dataset)
-    return dataset.batch(batch_size).map(_to_float, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
+    return dataset.batch(eval_batch_size(batch_size)).map(_to_float, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -196,14 +208,16 @@ class TrainEpochs:
     def plain(self, limit: int | None = None) -> tf.data.Dataset:
         """The training images as they are: no augmentation, no mixing; a seeded random `limit` of them.
 
-        What the recipe's probe (tlkit.probe) fits on."""
+        What the recipe's probe (tlkit.probe) fits on, and BatchNorm statistics are measured on; batched for
+        inference (eval_batch_size)."""
         dataset = self._source
         if limit is not None and limit < self.count:
             dataset = dataset.shuffle(self.count, seed=epoch_seed(self.seed, -1), reshuffle_each_iteration=False)
             dataset = dataset.take(limit)
         if self._decode_after_shuffle:
             dataset = dataset.map(self._resize, num_parallel_calls=AUTOTUNE)
-        return dataset.batch(self.batch_size).map(_to_float, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
+        batch = eval_batch_size(self.batch_size)
+        return dataset.batch(batch).map(_to_float, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
 
     def set_augmenter(self, augmenter, image_size: int) -> None:
         """Replace the augmentation (the recipe decides flips once its probe has run, before any stage)."""
