@@ -23,7 +23,7 @@ import os
 import sys
 from pathlib import Path
 
-from tlkit.backbones.spec import all_specs
+from tlkit.backbones.zoo import all_specs
 
 
 def backbones_table() -> str:

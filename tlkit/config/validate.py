@@ -9,7 +9,8 @@ import logging
 import math
 import os
 
-from tlkit.backbones.spec import BackboneSpec, get_spec
+from tlkit.backbones.spec import BackboneSpec
+from tlkit.backbones.zoo import get_spec
 from tlkit.config.schema import HeadKind, RegularizerName, TrainConfig
 from tlkit.errors import ConfigError
 
