@@ -215,7 +215,7 @@ def check_sweep(start_lr: float, end_lr: float, steps: int, rule: str) -> None:
 
 def write_outputs(result: LRFinderResult, directory) -> tuple[Path, Path | None]:
     """lr_find.json and lr_find.png in `directory`; a failing plot logs a warning and returns None for it."""
-    from tlkit.rundir import atomic_write
+    from tlkit.fileio import atomic_write
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
