@@ -24,6 +24,7 @@ import sys
 from pathlib import Path
 
 from tlkit.backbones.zoo import all_specs
+from tlkit.errors import error_chain
 
 
 def backbones_table() -> str:
@@ -66,14 +67,6 @@ def compose_config(overrides: list[str], config_dir: Path):
         return compose(config_name="config", overrides=overrides)
 
 
-def _error_chain(error: BaseException) -> str:
-    parts = []
-    while error is not None and str(error) not in parts:
-        parts.append(str(error))
-        error = error.__cause__ or error.__context__
-    return "\n".join(parts)
-
-
 def doctor_command(overrides: list[str], config_dir: Path, config_only: bool) -> int:
     from tlkit.config import as_train_config
     from tlkit.config.validate import validate
@@ -90,7 +83,7 @@ def doctor_command(overrides: list[str], config_dir: Path, config_only: bool) ->
         print(f"[error] config-invalid: {error}", file=sys.stderr)
         return 2
     except Exception as error:  # Hydra composition: unknown key, bad value, missing group option
-        print(f"[error] config-invalid: {_error_chain(error)}", file=sys.stderr)
+        print(f"[error] config-invalid: {error_chain(error)}", file=sys.stderr)
         return 2
     if recipe is not None:
         print("\n".join(recipe.lines()))

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence
 
-from tlkit.errors import ConfigError, TlkitError
+from tlkit.errors import ConfigError, TlkitError, error_chain
 
 REPORT_FILE = "reproduce.json"
 STAGE_METRICS = ("val_accuracy", "val_loss")  # what metrics.json records per stage (its restored epoch)
@@ -195,9 +195,7 @@ def reproduce_command(overrides: Sequence[str], config_dir: Path, compose: Calla
     except TlkitError as error:
         return _fail(f"config-invalid: {error}")
     except Exception as error:  # noqa: BLE001 - Hydra composition: unknown key, bad value, unknown recipe
-        from tlkit.cli import _error_chain
-
-        return _fail(f"config-invalid: {_error_chain(error)}\n{_recipe_list(config_dir)}")
+        return _fail(f"config-invalid: {error_chain(error)}\n{_recipe_list(config_dir)}")
     if cfg.reference is None:
         return _fail(f"recipe={recipe} has no reference block (reference.source, .tolerance, .results), "
                      f"so there is nothing to reproduce; train it with python train.py recipe={recipe}.\n"
