@@ -8,7 +8,7 @@ from tlkit.auto_recipe import apply, choose_batch_size, choose_image_size, decid
 from tlkit.backbones.spec import get_spec
 from tlkit.backbones.weights import record_pretrained_size
 from tlkit.config import as_train_config
-from tlkit.config.validate import validate
+from tlkit.preflight import check_config as validate
 from tlkit.errors import ConfigError
 from tlkit.recipe_facts import DatasetFacts, describe_dataset
 
