@@ -5,10 +5,10 @@ from PIL import Image
 
 from tlkit import auto_recipe
 from tlkit.auto_recipe import apply, choose_batch_size, choose_image_size, decide_flip
-from tlkit.backbones.spec import get_spec
+from tlkit.backbones import get_spec
 from tlkit.backbones.weights import record_pretrained_size
 from tlkit.config import as_train_config
-from tlkit.config.validate import validate
+from tlkit.preflight import check_config as validate
 from tlkit.errors import ConfigError
 from tlkit.recipe_facts import DatasetFacts, describe_dataset
 

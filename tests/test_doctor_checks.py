@@ -85,7 +85,7 @@ def test_every_backbone_with_its_defaults_passes(config_findings, backbone):
 def test_config_checks_import_neither_tensorflow_nor_keras():
     code = (
         "import sys, tlkit\n"
-        "from tlkit.backbones.spec import get_spec\n"
+        "from tlkit.backbones import get_spec\n"
         "from tlkit.doctor.config_checks import diagnose_config\n"
         "cfg = tlkit.as_train_config({'backbone': {'name': 'resnet50', 'preprocess': 'rescale_255'},\n"
         "    'schedule': {'bn': 'train', 'stages': [{'name': 'all', 'train': 'all'}]}})\n"

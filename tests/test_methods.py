@@ -8,7 +8,7 @@ import pytest
 import tlkit
 from tlkit.backbones import get_spec
 from tlkit.config import BackboneConfig, HeadConfig, StageConfig
-from tlkit.config.validate import validate
+from tlkit.preflight import check_config as validate
 from tlkit.errors import ConfigError
 from tlkit.methods import FineTuning, block_lr_scales
 from tlkit.methods.optimizer import inner_optimizer

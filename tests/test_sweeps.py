@@ -175,7 +175,7 @@ def test_shipped_search_space_composes(compose):
     assert space["hydra"]["sweeper"]["direction"] == "maximize"
     assert set(params) == {"optimizer", "optimizer.lr", "head.dropout", "schedule.stages.1.train", "augment"}
     # every unfreeze choice is valid for every backbone (the smallest has more than 2 blocks)
-    from tlkit.backbones.spec import all_specs
+    from tlkit.backbones import all_specs
 
     assert min(len(s.block_names) for s in all_specs()) > 2
 

@@ -16,7 +16,7 @@ tfds = pytest.importorskip("tensorflow_datasets")
 
 import tlkit  # noqa: E402
 from conftest import ROOT  # noqa: E402
-from tlkit.config.validate import validate  # noqa: E402
+from tlkit.preflight import check_config as validate  # noqa: E402
 from tlkit.errors import ConfigError, DataError  # noqa: E402
 
 COLOURS = {"red": (220, 30, 30), "blue": (30, 30, 220)}  # a class is its dominant channel
@@ -195,7 +195,7 @@ def test_checks_run_before_tensorflow_starts(data_dir):
     """A prepared dataset needs no builder code: a fresh process reads data_dir, without TensorFlow."""
     code = (
         "import sys, tlkit\n"
-        "from tlkit.config.validate import validate\n"
+        "from tlkit.preflight import check_config as validate\n"
         "from tlkit.errors import ConfigError\n"
         f"cfg = tlkit.as_train_config({{'backbone': {{'name': 'vgg16', 'weights': None}}, 'data': {{'source': 'tfds',"
         f" 'name': 'tlkit_test_shapes', 'data_dir': {str(data_dir)!r}, 'splits': {{'train': 'train',"

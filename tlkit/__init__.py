@@ -8,32 +8,23 @@ From a notebook:
     result = train(cfg, run_dir="runs/first")
 """
 from tlkit.config.store import as_train_config
-
-__version__ = "0.1.0"
+from tlkit.model_io import load_model
+from tlkit.version import __version__
 
 
 def train(cfg, run_dir=None):
     """Run a staged fine-tuning (see tlkit.trainer.train).
 
-    The config is checked first, so a bad value fails before TensorFlow is imported.
+    The config is checked first (tlkit.preflight), so a bad value fails before TensorFlow is imported.
     cfg.resume = RUN_DIR continues an interrupted run from its last completed epoch.
     """
-    from tlkit.config.validate import validate
+    from tlkit.preflight import check_config
 
     cfg = as_train_config(cfg)
-    spec = validate(cfg)
+    spec = check_config(cfg)
     from tlkit.trainer import train as _train
 
     return _train(cfg, run_dir, spec=spec)
-
-
-def load_model(path):
-    """Load a saved tlkit model (model.keras): registers tlkit's layers first."""
-    import keras
-
-    import tlkit.preprocessing  # noqa: F401  (registers ImagePreprocessing)
-
-    return keras.saving.load_model(path)
 
 
 __all__ = ["as_train_config", "load_model", "train"]

@@ -28,7 +28,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from tlkit import rundir
+import tlkit.rundir as rundir
 from tlkit.errors import TlkitError
 
 log = logging.getLogger("tlkit.train")

@@ -23,7 +23,8 @@ import os
 import sys
 from pathlib import Path
 
-from tlkit.backbones.spec import all_specs
+from tlkit.backbones.zoo import all_specs
+from tlkit.errors import error_chain
 
 
 def backbones_table() -> str:
@@ -66,31 +67,22 @@ def compose_config(overrides: list[str], config_dir: Path):
         return compose(config_name="config", overrides=overrides)
 
 
-def _error_chain(error: BaseException) -> str:
-    parts = []
-    while error is not None and str(error) not in parts:
-        parts.append(str(error))
-        error = error.__cause__ or error.__context__
-    return "\n".join(parts)
-
-
 def doctor_command(overrides: list[str], config_dir: Path, config_only: bool) -> int:
+    import tlkit.auto_recipe as auto_recipe
     from tlkit.config import as_train_config
-    from tlkit.config.validate import validate
     from tlkit.doctor import Doctor, format_findings, has_errors
     from tlkit.errors import TlkitError
-
-    from tlkit import auto_recipe
+    from tlkit.preflight import check_config
 
     try:
         cfg = as_train_config(compose_config(overrides, config_dir))
-        spec = validate(cfg)
+        spec = check_config(cfg)
         cfg, recipe = auto_recipe.apply(cfg, spec)  # recipe=auto: the values training would use
     except TlkitError as error:
         print(f"[error] config-invalid: {error}", file=sys.stderr)
         return 2
     except Exception as error:  # Hydra composition: unknown key, bad value, missing group option
-        print(f"[error] config-invalid: {_error_chain(error)}", file=sys.stderr)
+        print(f"[error] config-invalid: {error_chain(error)}", file=sys.stderr)
         return 2
     if recipe is not None:
         print("\n".join(recipe.lines()))
@@ -110,7 +102,7 @@ def doctor_command(overrides: list[str], config_dir: Path, config_only: bool) ->
 def _data_and_model_checks(doctor, cfg, spec, recipe) -> None:
     """Builds the data pipeline and the model as training would (tlkit.run_setup; no training) for the checks that
     need them; the recipe's probe runs too, so its decisions are shown."""
-    from tlkit import run_setup
+    import tlkit.run_setup as run_setup
 
     setup = run_setup.build(cfg, spec, recipe)
     doctor.data_and_model(setup.cfg, spec, setup.data, setup.model, setup.probe)
@@ -124,9 +116,9 @@ def lr_find_command(items: list[str], config_dir: Path) -> int:
     import time
 
     from tlkit.config import as_train_config
-    from tlkit.config.validate import validate
     from tlkit.errors import TlkitError
     from tlkit.lr_find import run_command
+    from tlkit.preflight import check_config
 
     options = {}
     for item in items:
@@ -142,7 +134,7 @@ def lr_find_command(items: list[str], config_dir: Path) -> int:
     logging.getLogger("tlkit").setLevel(logging.INFO)
     try:
         cfg = as_train_config(compose_config(overrides, config_dir))
-        spec = validate(cfg)
+        spec = check_config(cfg)
         result = run_command(cfg, spec, output, **options)
     except TlkitError as error:
         print(f"tlkit lr-find: error: {error}", file=sys.stderr)

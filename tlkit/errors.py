@@ -22,3 +22,12 @@ class DataError(TlkitError, ValueError):
 
 class WeightsError(TlkitError, ValueError):
     """Backbone weights cannot be found or do not fit the backbone."""
+
+
+def error_chain(error: BaseException) -> str:
+    """The messages of `error` and of the errors that caused it, one a line, each once (Hydra wraps its own)."""
+    parts = []
+    while error is not None and str(error) not in parts:
+        parts.append(str(error))
+        error = error.__cause__ or error.__context__
+    return "\n".join(parts)

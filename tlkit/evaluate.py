@@ -21,7 +21,7 @@ from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
-from tlkit import rundir
+import tlkit.rundir as rundir
 
 log = logging.getLogger("tlkit.evaluate")
 
@@ -160,10 +160,10 @@ def evaluate_run(run_dir: str | Path, split: str = "val", data_overrides: Option
     `data_overrides` (e.g. {"data.test_dir": "/new/test"}) merge onto the run's saved
     config. Returns the split's report (JSON-ready dict).
     """
-    import tlkit
+    from tlkit.model_io import load_model
 
     run_dir = Path(run_dir)
-    model = tlkit.load_model(run_dir / rundir.MODEL_FILE)
+    model = load_model(run_dir / rundir.MODEL_FILE)
     image_size = int(model.input_shape[1])
     dataset, data_class_names, files = load_split(run_dir, split, data_overrides, image_size)
     class_names = rundir.read_metrics(run_dir).get("class_names") or data_class_names
@@ -191,7 +191,7 @@ def _check_class_names(run_names: Sequence[str], data_names: Sequence[str], mode
 def write_report(run_dir: str | Path, evaluations: Mapping[str, SplitEvaluation], output: str | Path | None = None,
                  tensorboard: bool = True) -> Path:
     """report.json (merged with the splits already there), the PNGs and the TensorBoard images."""
-    from tlkit import plots
+    import tlkit.plots as plots
 
     run_dir = Path(run_dir)
     out = Path(output) if output is not None else run_dir / rundir.EVAL_DIR

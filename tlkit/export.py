@@ -31,9 +31,11 @@ from typing import Optional
 
 import numpy as np
 
-from tlkit import rundir
+import tlkit.rundir as rundir
 from tlkit.errors import ConfigError
+from tlkit.model_io import load_model
 from tlkit.predict import model_probabilities
+from tlkit.version import __version__
 
 log = logging.getLogger("tlkit.export")
 
@@ -48,8 +50,6 @@ ONNX_OPSET = 17
 def export(run_dir: str | Path, fmt: str, quantize: Optional[str] = None, output: str | Path | None = None,
            verify: bool = True) -> Path:
     """Export RUN_DIR/model.keras as `fmt`; returns the model file (the folder for a SavedModel)."""
-    import tlkit
-
     fmt = str(fmt).lower()
     if fmt not in FORMATS:
         raise ConfigError("format", fmt, f"one of {list(FORMATS)}")
@@ -59,7 +59,7 @@ def export(run_dir: str | Path, fmt: str, quantize: Optional[str] = None, output
         raise ConfigError("quantize", quantize, f"null, or one of {list(QUANTIZE)} with format=tflite",
                           hint="float16 halves the file; int8 (dynamic range) quarters it; both change accuracy")
     run_dir = Path(run_dir)
-    model = tlkit.load_model(run_dir / rundir.MODEL_FILE)
+    model = load_model(run_dir / rundir.MODEL_FILE)
     name = fmt + (f"_{quantize}" if quantize else "")
     out = Path(output) if output is not None else run_dir / rundir.EXPORT_DIR / name
     if out.exists():
@@ -262,10 +262,8 @@ def onnx_runner(path: str | Path):
 
 
 def runner_for(fmt: str, path: Path):
-    import tlkit
-
     if fmt == "keras":
-        model = tlkit.load_model(path)
+        model = load_model(path)
         return lambda images: model_probabilities(model, images)
     if fmt == "saved_model":
         return saved_model_runner(path)
@@ -324,9 +322,7 @@ def _versions() -> dict:
     import keras
     import tensorflow as tf
 
-    import tlkit
-
-    return {"tlkit": tlkit.__version__, "keras": keras.__version__, "tensorflow": tf.__version__}
+    return {"tlkit": __version__, "keras": keras.__version__, "tensorflow": tf.__version__}
 
 
 def _verify(run_dir: Path, model, fmt: str, path: Path, quantize: Optional[str]) -> dict:

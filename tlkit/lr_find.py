@@ -143,8 +143,8 @@ def find_lr(cfg, data, model, freezer, plan, stage_index: int, compile_options: 
     """The LR sweep on `plan` (a StagePlan) with the trainer's data and model; the weights are restored after."""
     import keras
 
-    from tlkit import distribute
-    from tlkit import feature_cache as fc
+    import tlkit.distribute as distribute
+    import tlkit.feature_cache as fc
     from tlkit.config.schema import ClassWeight, FeatureCacheMode, OptimizerName
     from tlkit.data import class_weights
     from tlkit.data.mixing import mixing_enabled
@@ -215,7 +215,7 @@ def check_sweep(start_lr: float, end_lr: float, steps: int, rule: str) -> None:
 
 def write_outputs(result: LRFinderResult, directory) -> tuple[Path, Path | None]:
     """lr_find.json and lr_find.png in `directory`; a failing plot logs a warning and returns None for it."""
-    from tlkit.rundir import atomic_write
+    from tlkit.fileio import atomic_write
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -319,7 +319,8 @@ LR_FINDINGS = ("lr-too-high", "lr-too-low")  # the pre-flight checks that need a
 def run_command(cfg, spec, output, stage: str | None = None, start_lr: float = START_LR, end_lr: float = END_LR,
                 steps: int = STEPS, rule: str = DEFAULT_RULE) -> LRFinderResult:
     """`tlkit lr-find`: data, model and freezing as train.py would build them, the sweep, the files in `output`."""
-    from tlkit import auto_recipe, run_setup
+    import tlkit.auto_recipe as auto_recipe
+    import tlkit.run_setup as run_setup
     from tlkit.errors import ConfigError
     from tlkit.stages import plan_stages
 

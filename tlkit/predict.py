@@ -33,7 +33,7 @@ from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from tlkit import rundir
+import tlkit.rundir as rundir
 from tlkit.data.decode import HEAD_BYTES, decode_rgb_pillow, decode_rgb_tf, tf_decodes
 
 
@@ -154,7 +154,7 @@ def model_probabilities(model, images) -> np.ndarray:
 
 def _load(run_or_model):
     """(model, class_names) from a run directory, a .keras file or a loaded model."""
-    import tlkit
+    from tlkit.model_io import load_model
 
     if not isinstance(run_or_model, (str, Path)):
         model = run_or_model
@@ -163,7 +163,7 @@ def _load(run_or_model):
     path = Path(run_or_model)
     model_file = path / rundir.MODEL_FILE if path.is_dir() else path
     run_dir = model_file.parent
-    model = tlkit.load_model(model_file)
+    model = load_model(model_file)
     names = rundir.read_metrics(run_dir).get("class_names")
     if not names:
         card = run_dir / "model_card.json"

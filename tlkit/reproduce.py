@@ -1,6 +1,7 @@
 """`tlkit reproduce recipe=NAME [overrides]`: train a recipe and compare it with its published result.
 
-    check_reference(cfg)          the reference block against the rest of the config (validate calls it)
+    check_reference(cfg)          the reference block against the rest of the config (tlkit.config.reference;
+                                  validate calls it)
     compare(reference, metrics)   one row per reference result: achieved, difference, pass / fail / missing
     format_table(rows)            the console table
     reproduce_command(...)        the command: compose like train.py, train into a run dir, write
@@ -21,10 +22,10 @@ import time
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence
 
-from tlkit.errors import ConfigError, TlkitError
+from tlkit.config.reference import STAGE_METRICS, check_reference  # noqa: F401  (re-exported)
+from tlkit.errors import TlkitError, error_chain
 
 REPORT_FILE = "reproduce.json"
-STAGE_METRICS = ("val_accuracy", "val_loss")  # what metrics.json records per stage (its restored epoch)
 DEFAULT_RUN_ROOT = "outputs/reproduce"  # RUN_DIR = outputs/reproduce/RECIPE/DATE_TIME unless hydra.run.dir= / run_dir=
 RUN_DIR_KEYS = ("hydra.run.dir", "run_dir")
 log = logging.getLogger("tlkit.reproduce")
@@ -32,54 +33,6 @@ log = logging.getLogger("tlkit.reproduce")
 
 def _value(item):
     return getattr(item, "value", item)  # Enum -> str
-
-
-def _has_test_split(data) -> bool:
-    source = _value(data.source)
-    if source == "folder":
-        return data.test_dir is not None
-    if source == "tfds":
-        return getattr(data.splits, "test", None) is not None
-    return False  # digits and synthetic have train and val only
-
-
-def check_reference(cfg) -> None:
-    """ConfigError for a reference the run could not produce or compare (before TensorFlow starts)."""
-    reference = cfg.reference
-    if reference is None:
-        return
-    if not reference.results:
-        raise ConfigError("reference.results", [], "at least one {metric, value[, stage][, tolerance]}")
-    _check_tolerance("reference.tolerance", reference.tolerance)
-    stages = [stage.name for stage in cfg.schedule.stages]
-    seen = set()
-    for index, result in enumerate(reference.results):
-        key, metric = f"reference.results.{index}", _value(result.metric)
-        if result.tolerance is not None:
-            _check_tolerance(f"{key}.tolerance", result.tolerance)
-        value = result.value
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise ConfigError(f"{key}.value", value, "a finite number")
-        if metric.endswith("accuracy") and not 0.0 <= value <= 1.0:
-            raise ConfigError(f"{key}.value", value, "an accuracy between 0 and 1",
-                              hint=f"accuracy is a fraction here: {value:g}% is {value / 100:g}")
-        if result.stage is not None:
-            if result.stage not in stages:
-                raise ConfigError(f"{key}.stage", result.stage, f"null (the final model) or a stage name: {stages}")
-            if metric not in STAGE_METRICS:
-                raise ConfigError(f"{key}.metric", metric, f"one of {list(STAGE_METRICS)} with a stage",
-                                  hint="a stage records its validation metrics; test metrics are the final model's")
-        if metric.startswith("test_") and not _has_test_split(cfg.data):
-            raise ConfigError(f"{key}.metric", metric, "val_accuracy or val_loss: this data has no test split",
-                              hint="a test split is data.test_dir (data=folder) or data.splits.test (data=tfds)")
-        if (metric, result.stage) in seen:
-            raise ConfigError(f"{key}", f"{metric} stage={result.stage}", "each metric and stage once")
-        seen.add((metric, result.stage))
-
-
-def _check_tolerance(key: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value >= 0):
-        raise ConfigError(key, value, "an absolute tolerance >= 0 in the metric's units (e.g. 0.01 = 1 point)")
 
 
 # --------------------------------------------------------------------------- comparison
@@ -182,7 +135,7 @@ def _fail(message: str) -> int:
 def reproduce_command(overrides: Sequence[str], config_dir: Path, compose: Callable) -> int:
     """`tlkit reproduce recipe=NAME [overrides]`; `compose(overrides, config_dir)` is cli.compose_config."""
     from tlkit.config import as_train_config
-    from tlkit.config.validate import validate
+    from tlkit.preflight import check_config
 
     command = "tlkit reproduce " + " ".join(overrides)
     overrides, recipe, run_dir = split_overrides(overrides)
@@ -191,13 +144,11 @@ def reproduce_command(overrides: Sequence[str], config_dir: Path, compose: Calla
     try:
         composed = compose(overrides, config_dir)
         cfg = as_train_config(composed)
-        validate(cfg)  # includes check_reference; tlkit.train validates again, cheaply, before TensorFlow
+        check_config(cfg)  # includes check_reference; _run checks again, cheaply, before TensorFlow
     except TlkitError as error:
         return _fail(f"config-invalid: {error}")
     except Exception as error:  # noqa: BLE001 - Hydra composition: unknown key, bad value, unknown recipe
-        from tlkit.cli import _error_chain
-
-        return _fail(f"config-invalid: {_error_chain(error)}\n{_recipe_list(config_dir)}")
+        return _fail(f"config-invalid: {error_chain(error)}\n{_recipe_list(config_dir)}")
     if cfg.reference is None:
         return _fail(f"recipe={recipe} has no reference block (reference.source, .tolerance, .results), "
                      f"so there is nothing to reproduce; train it with python train.py recipe={recipe}.\n"
@@ -218,8 +169,7 @@ def _resolve(path: str) -> str:
 
 
 def _run(cfg, composed, overrides: List[str], recipe: str, run_dir: Path, command: str) -> int:
-    import tlkit
-    from tlkit import rundir
+    import tlkit.rundir as rundir
 
     try:
         rundir.check_can_create(run_dir)
@@ -231,7 +181,7 @@ def _run(cfg, composed, overrides: List[str], recipe: str, run_dir: Path, comman
     print(f"tlkit reproduce: recipe={recipe} -> {run_dir}\nreference: {cfg.reference.source}", flush=True)
     started = time.time()
     try:
-        result = tlkit.train(cfg, run_dir=run_dir)
+        result = _train(cfg, run_dir)
     except TlkitError as error:  # data not downloadable, weights not cached, a doctor error
         return _fail(str(error))
     rows = compare(cfg.reference, result.metrics)
@@ -250,6 +200,18 @@ def _run(cfg, composed, overrides: List[str], recipe: str, run_dir: Path, comman
     rundir.atomic_write(run_dir / REPORT_FILE, lambda tmp: Path(tmp).write_text(text))
     print(f"\n{format_table(rows)}\nwritten: {run_dir / REPORT_FILE}")
     return 0 if report["passed"] else 1
+
+
+def _train(cfg, run_dir: Path):
+    """What tlkit.train does (the package's facade is not imported from inside it): check, then train."""
+    from tlkit.config.store import as_train_config
+    from tlkit.preflight import check_config
+
+    cfg = as_train_config(cfg)
+    spec = check_config(cfg)
+    from tlkit.trainer import train
+
+    return train(cfg, run_dir, spec=spec)
 
 
 def _write_hydra_files(run_dir: Path, composed, overrides: List[str]) -> None:

@@ -13,7 +13,9 @@ from dataclasses import dataclass, replace
 
 import keras
 
-from tlkit import auto_recipe, distribute, runtime
+import tlkit.auto_recipe as auto_recipe
+import tlkit.distribute as distribute
+import tlkit.runtime as runtime
 from tlkit.backbones.spec import BackboneSpec
 from tlkit.config.schema import BNPolicy, TrainConfig
 from tlkit.config.validate import resolved_image_size

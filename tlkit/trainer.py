@@ -14,20 +14,24 @@ from pathlib import Path
 
 import keras
 
-from tlkit import auto_recipe, distribute, rundir, run_setup
-from tlkit import checkpoint as ckpt
-from tlkit import feature_cache as fc
+import tlkit.auto_recipe as auto_recipe
+import tlkit.checkpoint as ckpt
+import tlkit.distribute as distribute
+import tlkit.feature_cache as fc
+import tlkit.run_setup as run_setup
+import tlkit.rundir as rundir
 from tlkit.backbones.spec import BackboneSpec
 from tlkit.callbacks import BestWeights, EpochLog, RunBest, StageContext
 from tlkit.config.schema import BNPolicy, ClassWeight, FeatureCacheMode, Monitor, TrainConfig
 from tlkit.config.store import as_train_config
-from tlkit.config.validate import lr_is_auto, validate
+from tlkit.config.validate import lr_is_auto
 from tlkit.data.mixing import mixing_enabled
 from tlkit.doctor import Doctor, Severity
 from tlkit.methods.fine_tuning import FineTuning
 from tlkit.methods.optimizer import lr_groups_of
 from tlkit.model import LOGITS_LAYER, head_of, preprocess_mode, with_probabilities
 from tlkit.optim import compile_for_stage
+from tlkit.preflight import check_config
 from tlkit.stages import StagePlan, count_params
 
 log = logging.getLogger("tlkit.train")
@@ -71,14 +75,14 @@ class _Run:
 def train(cfg: TrainConfig, run_dir: str | Path | None = None, spec: BackboneSpec | None = None) -> TrainResult:
     """Run every stage of `cfg.schedule` and write the run directory.
 
-    `spec`: the result of validate(cfg) when the caller already ran it (tlkit.train does, before
+    `spec`: the result of tlkit.preflight.check_config(cfg) when the caller already ran it (tlkit.train does, before
     TensorFlow is imported); validating again would walk and pre-scan an image folder twice.
     With `cfg.resume` set, continues that run directory from its last checkpoint (a finished
     run is returned as it is, with model=None).
     """
     started = time.time()
     cfg = as_train_config(cfg)
-    spec = spec or validate(cfg)
+    spec = spec or check_config(cfg)
     as_configured = cfg  # trainer.compare_scratch: the same config from random weights, for the recipe to decide anew
     cfg, recipe = auto_recipe.apply(cfg, spec)  # the default recipe: chosen from the data, before resume compares configs
     cfg, run_dir, resumed, finished = _open_run_dir(cfg, run_dir)

@@ -8,7 +8,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Mapping
 
-from tlkit.errors import ConfigError
 
 # What the backbone's own `preprocess_input` does to RGB 0-255 input.
 PREPROCESS_MODES = ("caffe", "tf", "torch", "none")
@@ -64,28 +63,3 @@ class BackboneSpec:
     @property
     def block_names(self) -> tuple[str, ...]:
         return tuple(b.name for b in self.blocks)
-
-
-_REGISTRY: dict[str, BackboneSpec] = {}
-
-
-def register(spec: BackboneSpec) -> BackboneSpec:
-    if spec.name in _REGISTRY:
-        raise ValueError(f"backbone {spec.name!r} is registered twice")
-    _REGISTRY[spec.name] = spec
-    return spec
-
-
-def get_spec(name: str) -> BackboneSpec:
-    from tlkit.backbones import zoo  # noqa: F401  (registers the built-in specs)
-
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise ConfigError("backbone.name", name, f"known backbones are {', '.join(sorted(_REGISTRY))}") from None
-
-
-def all_specs() -> list[BackboneSpec]:
-    from tlkit.backbones import zoo  # noqa: F401
-
-    return [_REGISTRY[k] for k in sorted(_REGISTRY)]

@@ -15,7 +15,35 @@ from __future__ import annotations
 
 from typing import Callable
 
-from tlkit.backbones.spec import BackboneSpec, Block, register
+from tlkit.backbones.spec import BackboneSpec, Block
+from tlkit.errors import ConfigError
+
+# --------------------------------------------------------------------------- the registry
+# Here, beside the specs it holds, so that looking a backbone up never imports upwards.
+
+_REGISTRY: dict[str, BackboneSpec] = {}
+
+
+def register(spec: BackboneSpec) -> BackboneSpec:
+    if spec.name in _REGISTRY:
+        raise ValueError(f"backbone {spec.name!r} is registered twice")
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def get_spec(name: str) -> BackboneSpec:
+    """The registered spec called `name` (every built-in one is registered when this module loads)."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ConfigError("backbone.name", name, f"known backbones are {', '.join(sorted(_REGISTRY))}") from None
+
+
+def all_specs() -> list[BackboneSpec]:
+    return [_REGISTRY[k] for k in sorted(_REGISTRY)]
+
+
+# --------------------------------------------------------------------------- the built-in backbones
 
 
 def _fixed_file(file_name: str) -> Callable[[int], str]:

@@ -5,18 +5,13 @@ allowed, so a typo costs a second, not a model build.
 """
 from __future__ import annotations
 
-import logging
 import math
-import os
 
-from tlkit.backbones.spec import BackboneSpec, get_spec
-from tlkit.config.schema import HeadKind, RegularizerName, TrainConfig
+from tlkit.backbones.spec import BackboneSpec
+from tlkit.backbones.zoo import get_spec
+from tlkit.config.reference import check_reference
+from tlkit.config.schema import AugmentConfig, HeadKind, RegularizerName, TrainConfig
 from tlkit.errors import ConfigError
-
-log = logging.getLogger(__name__)
-
-WEIGHT_SUFFIXES = (".h5",)  # covers .weights.h5 too
-_WARNED_UNCACHED: set = set()
 
 
 def resolved_image_size(cfg: TrainConfig, spec: BackboneSpec) -> int:
@@ -47,7 +42,11 @@ def parse_train_target(value: str, spec: BackboneSpec, key: str = "train") -> tu
 
 
 def validate(cfg: TrainConfig) -> BackboneSpec:
-    """Check everything that can be checked without TensorFlow; return the backbone spec."""
+    """The checks of the config alone (no data, no recipe, no TensorFlow); return the backbone spec.
+
+    tlkit.preflight.check_config runs this, then the checks that need other layers (the recipe's
+    options, the data, the weights): call that one before training.
+    """
     spec = get_spec(cfg.backbone.name)
     _check_image_size(cfg, spec)
     _check_head(cfg)
@@ -55,45 +54,11 @@ def validate(cfg: TrainConfig) -> BackboneSpec:
     _check_optimizer(cfg)
     _check_methods(cfg, spec)
     _check_trainer(cfg)
-    from tlkit.data.scan import check_augment_config, check_data_config  # pure Python: no TensorFlow
-    from tlkit.reproduce import check_reference  # a recipe's reference block (tlkit reproduce)
-
-    check_reference(cfg)  # before the data check, which may look for a download host
-
+    check_reference(cfg)  # a recipe's reference block (tlkit reproduce); before the data check, which may look
+    # for a download host
     check_augment_config(cfg.augment)
     _check_mixing(cfg)
-    check_data_config(cfg.data)
-    _check_weights(cfg, spec)  # last: it may warn, and a warning before an error is noise
     return spec
-
-
-def _check_weights(cfg: TrainConfig, spec: BackboneSpec) -> None:
-    weights = cfg.backbone.weights
-    if weights is None or weights == "imagenet":
-        if weights == "imagenet":
-            from tlkit.backbones.weights import imagenet_weights_cached, imagenet_weights_path
-
-            size = resolved_image_size(cfg, spec)
-            if not imagenet_weights_cached(spec, size) and (spec.name, size) not in _WARNED_UNCACHED:
-                _WARNED_UNCACHED.add((spec.name, size))  # train.py and train() both validate: say it once
-                log.warning(
-                    "ImageNet weights for %s are not in the Keras cache (%s); Keras will try to download them.",
-                    spec.name, imagenet_weights_path(spec, size),
-                )
-        return
-    allowed = ("imagenet, null (random init), the path of an existing .h5 / .weights.h5 file, or tlkit:TASK "
-               "(pretrained here on an offline source task)")
-    if weights.startswith("tlkit:"):
-        from tlkit.data.tasks import PAIRS  # pure Python
-
-        if weights[len("tlkit:"):] not in PAIRS:
-            raise ConfigError("backbone.weights", weights, allowed, hint="tlkit's source tasks: " + ", ".join(
-                f"tlkit:{name} ({pair.description.split(' -> ')[0]})" for name, pair in PAIRS.items()))
-        return
-    if not weights.endswith(WEIGHT_SUFFIXES):
-        raise ConfigError("backbone.weights", weights, allowed)
-    if not os.path.isfile(weights):
-        raise ConfigError("backbone.weights", weights, allowed, hint=f"no file at {os.path.abspath(weights)}")
 
 
 def _check_image_size(cfg: TrainConfig, spec: BackboneSpec) -> None:
@@ -223,9 +188,6 @@ def _check_mixing(cfg: TrainConfig) -> None:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
             raise ConfigError(key, value, "an alpha in [0, 1], 0 = off (MixUp: 0.1-0.4 typical; CutMix: 1.0)",
                               hint="null (mixup only) lets recipe=auto choose")
-    from tlkit.auto_recipe import check_auto_config  # pure Python
-
-    check_auto_config(cfg)
 
 
 def _check_trainer(cfg: TrainConfig) -> None:
@@ -234,3 +196,19 @@ def _check_trainer(cfg: TrainConfig) -> None:
     from tlkit.distribute import check_strategy_config  # pure Python: TF_CONFIG and the backend's name
 
     check_strategy_config(cfg.trainer)
+
+
+def check_augment_config(cfg: AugmentConfig) -> None:
+    """Raise ConfigError for augmentation values outside their meaningful range."""
+    crop_area, color = cfg.crop_area, cfg.color
+    if crop_area is not None and (isinstance(crop_area, bool) or not isinstance(crop_area, (int, float))
+                                  or not 0.0 < crop_area <= 1.0):
+        raise ConfigError("augment.crop_area", crop_area,
+                          "a fraction in (0, 1]: the smallest share of the image area a random crop keeps",
+                          hint="1.0 turns random cropping off; 0.08 is Inception's (very strong) setting; "
+                               "null: chosen by the recipe")
+    if isinstance(color, bool) or not isinstance(color, (int, float)) or not 0.0 <= color <= 1.0:
+        raise ConfigError("augment.color", color, "a strength in [0, 1] (0 turns colour jitter off)",
+                          hint="0.2-0.4 is typical")
+    if cfg.flip is not None and not isinstance(cfg.flip, bool):
+        raise ConfigError("augment.flip", cfg.flip, "true, false, or null (the recipe's probe decides)")

@@ -237,7 +237,7 @@ def _load_cache(path: str) -> Dict[str, dict]:
 
 
 def _save_cache(path: str, root: str, entries: Dict[str, dict]) -> None:
-    from tlkit.rundir import atomic_write  # pure Python, no TensorFlow
+    from tlkit.fileio import atomic_write  # pure Python, no TensorFlow
 
     payload = json.dumps({"version": SCAN_VERSION, "root": os.path.abspath(root), "files": entries})
     try:

@@ -12,10 +12,11 @@ import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
 
+from tlkit.config.validate import check_augment_config  # noqa: F401  (a schema-level check; re-exported here)
 from tlkit.errors import ConfigError, DataError
 
 if TYPE_CHECKING:  # typing only: keep this module importable without side effects
-    from tlkit.config.schema import AugmentConfig, DataConfig
+    from tlkit.config.schema import DataConfig
     from tlkit.data.prescan import ScanReport
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
@@ -292,7 +293,7 @@ def check_data_config(cfg: "DataConfig") -> None:
     _check_int("data.max_images", cfg.max_images, 2, allow_none=True,
                hint="null uses every training image")
     on_bad_file_policy(cfg)
-    from tlkit.data import tfds as tfds_source  # tensorflow_datasets' metadata only, never TensorFlow
+    import tlkit.data.tfds as tfds_source  # tensorflow_datasets' metadata only, never TensorFlow
 
     if source != "tfds":
         tfds_source.refuse_tfds_keys(cfg, source)
@@ -334,19 +335,3 @@ def _check_class_subset(wanted, names, num_classes: int) -> int:
     if unknown:
         raise ConfigError("data.classes", wanted, allowed, hint=f"not classes of the data: {unknown}")
     return len(wanted)
-
-
-def check_augment_config(cfg: "AugmentConfig") -> None:
-    """Raise ConfigError for augmentation values outside their meaningful range."""
-    crop_area, color = cfg.crop_area, cfg.color
-    if crop_area is not None and (isinstance(crop_area, bool) or not isinstance(crop_area, (int, float))
-                                  or not 0.0 < crop_area <= 1.0):
-        raise ConfigError("augment.crop_area", crop_area,
-                          "a fraction in (0, 1]: the smallest share of the image area a random crop keeps",
-                          hint="1.0 turns random cropping off; 0.08 is Inception's (very strong) setting; "
-                               "null: chosen by the recipe")
-    if isinstance(color, bool) or not isinstance(color, (int, float)) or not 0.0 <= color <= 1.0:
-        raise ConfigError("augment.color", color, "a strength in [0, 1] (0 turns colour jitter off)",
-                          hint="0.2-0.4 is typical")
-    if cfg.flip is not None and not isinstance(cfg.flip, bool):
-        raise ConfigError("augment.flip", cfg.flip, "true, false, or null (the recipe's probe decides)")

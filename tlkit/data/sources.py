@@ -7,10 +7,11 @@ into tf.data pipelines; nothing here imports TensorFlow.
 from __future__ import annotations
 
 import logging
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Tuple
 
 import numpy as np
 
+from tlkit.data.sampling import cap_per_class, stratified_split  # noqa: F401  (cap_per_class: imported from here too)
 from tlkit.data.scan import IMAGE_EXTENSIONS, scan_classes
 
 BAD_FILES_LISTED = 20  # bad files named in DataBundle.bad_files (and metrics.json); the count is always exact
@@ -18,45 +19,7 @@ data_log = logging.getLogger("tlkit.data")
 SYNTHETIC_BASE_SIZE = 64  # synthetic images are drawn at this size, then resized like any other
 
 
-# --------------------------------------------------------------------------- splitting
-
-
-def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> Tuple[np.ndarray, np.ndarray]:
-    """Indices (train, val): `fraction` of each class goes to val, at least one image each side
-    for classes of 2 or more. Deterministic given the seed and the (sorted) input order; each
-    class uses its own random stream, so adding a class does not move the others' files."""
-    train, val = [], []
-    for label in np.unique(labels):
-        members = np.flatnonzero(labels == label)
-        members = members[np.random.default_rng([seed, int(label)]).permutation(len(members))]
-        num_val = int(round(fraction * len(members)))
-        if len(members) >= 2:
-            num_val = min(max(num_val, 1), len(members) - 1)
-        val.extend(members[:num_val])
-        train.extend(members[num_val:])
-    return np.sort(np.array(train, dtype=np.int64)), np.sort(np.array(val, dtype=np.int64))
-
-
-def cap_per_class(labels: np.ndarray, max_images: Optional[int], seed: int) -> np.ndarray:
-    """Indices of at most `max_images` items, shared between classes in proportion to their
-    size (largest remainder, at least one per class), chosen deterministically from the seed."""
-    if max_images is None or max_images >= len(labels):
-        return np.arange(len(labels))
-    classes, sizes = np.unique(labels, return_counts=True)
-    quotas = sizes * max_images / len(labels)
-    keep = np.maximum(np.floor(quotas).astype(int), 1)
-    leftovers = np.argsort(-(quotas - np.floor(quotas)), kind="stable")
-    for index in leftovers:
-        if keep.sum() >= max_images:
-            break
-        if keep[index] < sizes[index]:
-            keep[index] += 1
-    chosen = []
-    for label, quota in zip(classes, keep):
-        members = np.flatnonzero(labels == label)
-        members = members[np.random.default_rng([seed, int(label), 1]).permutation(len(members))]
-        chosen.extend(members[:quota])
-    return np.sort(np.array(chosen, dtype=np.int64))
+# --------------------------------------------------------------------------- splitting (stratified_split, cap_per_class: tlkit.data.sampling)
 
 
 def select_classes(class_names, splits, wanted):

@@ -218,7 +218,7 @@ def tfds_splits(cfg, image_size: int, seed: int, memory_budget_gb: float):
     import numpy as np
     import tensorflow_datasets as tfds
 
-    from tlkit.data.sources import cap_per_class
+    from tlkit.data.sampling import cap_per_class
 
     builder = _builder(cfg)
     _prepare(cfg, builder)
@@ -254,9 +254,9 @@ def _decode(records, keep, count: int, image_size: int):
     import tensorflow as tf
 
     from tlkit.data.decode import decode_rgb_tf
-    from tlkit.data.pipeline import AUTOTUNE, _resizer
+    from tlkit.data.tf_images import AUTOTUNE, resizer
 
-    resize = _resizer(image_size, from_files=False)
+    resize = resizer(image_size, from_files=False)
     dataset = records.enumerate()
     if len(keep) < count:  # data.max_images: only the chosen examples are decoded
         mask = np.zeros(count, dtype=bool)
