@@ -2,6 +2,7 @@
 
     tlkit backbones                    the registered backbones and their input contracts
     tlkit doctor [overrides...]        the pre-flight checks train.py runs, without training
+    tlkit doctor --list                every finding id the doctor can report: severity, phase, meaning
     tlkit lr-find [overrides...] [stage=NAME steps=100 start_lr=1e-7 end_lr=10 rule=min_div_10 output=DIR]
                                        the LR range test on a stage: lr_find.png/.json, the suggested LR
     tlkit evaluate run=RUN_DIR [split=val|test|all] [output=DIR] [data.KEY=VALUE ...]
@@ -267,17 +268,50 @@ def sweep_summary_command(multirun_dir: str, plot: bool = True) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+# The commands that run a library function on key=value arguments: (help, usage).
+LIBRARY_COMMANDS = {
+    "evaluate": ("accuracy, top-k, per-class metrics, confusion matrix and pictures into RUN_DIR/eval/",
+                 "run=RUN_DIR [split=val|test|all] [output=DIR] [data.KEY=VALUE ...] (overrides of the run's "
+                 "data)"),
+    "predict": ("top-k classes of image files as CSV (stdout or output=*.csv) or JSON (output=*.json)",
+                "run=RUN_DIR inputs=FILE|FOLDER|GLOB [top_k=5] [batch_size=32] [output=FILE] [progress=true]"),
+    "export": ("a serving model with its model_card.json, in RUN_DIR/export/FORMAT/",
+               "run=RUN_DIR format=keras|saved_model|tflite|onnx [quantize=float16|int8] [output=DIR] "
+               "[verify=true]"),
+}
+_CONFIG_DIR_HELP = "the conf/ folder (default: ./conf, else the one beside tlkit)"
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tlkit", description="Transfer-learning recipes for Keras 3.")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("backbones", help="list the registered backbones and their input contracts")
+    _add_doctor_parser(sub)
+    _add_hydra_parsers(sub)
+    for name, (summary, usage) in LIBRARY_COMMANDS.items():
+        command = sub.add_parser(name, help=summary, description=f"{summary}. Arguments: {usage}")
+        command.add_argument("args", nargs="*", metavar="key=value", help=usage)
+    sweep = sub.add_parser("sweep-summary", help="a table and a plot of every trial of a sweep (train.py -m)",
+                           description="Writes sweep_summary.md, .csv and .png into MULTIRUN_DIR and prints the table.")
+    sweep.add_argument("multirun_dir", metavar="MULTIRUN_DIR", help="e.g. multirun/2024-01-01/12-00-00")
+    sweep.add_argument("--no-plot", action="store_true", help="skip the PNG")
+    return parser
+
+
+def _add_doctor_parser(sub) -> None:
     doctor = sub.add_parser(
         "doctor", help="run the pre-flight checks on a config (same overrides as train.py)",
         description="Exit status: 0 no errors, 1 errors found, 2 the config itself is invalid.",
     )
     doctor.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. backbone=resnet50 optimizer.lr=0.1")
-    doctor.add_argument("--config-dir", help="the conf/ folder (default: ./conf, else the one beside tlkit)")
+    doctor.add_argument("--config-dir", help=_CONFIG_DIR_HELP)
     doctor.add_argument("--config-only", action="store_true", help="only the checks that need no data or model")
+    doctor.add_argument("--list", action="store_true",
+                        help="print every finding id with its severity, phase and meaning, and exit (no config read)")
+
+
+def _add_hydra_parsers(sub) -> None:
+    """lr-find and reproduce: train.py's Hydra overrides, plus their own options."""
     lr_find = sub.add_parser(
         "lr-find", help="LR range test on a stage (same overrides as train.py): a plot and the suggested LR",
         description="Options: stage=NAME (default: the first), steps=100, start_lr=1e-7, end_lr=10, "
@@ -285,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
                     "config.",
     )
     lr_find.add_argument("items", nargs="*", metavar="override", help="Hydra overrides and the options above")
-    lr_find.add_argument("--config-dir", help="the conf/ folder (default: ./conf, else the one beside tlkit)")
+    lr_find.add_argument("--config-dir", help=_CONFIG_DIR_HELP)
     reproduce = sub.add_parser(
         "reproduce", help="train a recipe with a reference block and compare with its published result",
         description="Same overrides as train.py. Run directory: hydra.run.dir=DIR or run_dir=DIR (default "
@@ -293,33 +327,24 @@ def main(argv: list[str] | None = None) -> int:
                     "Exit status: 0 every result within tolerance, 1 not, 2 invalid config or data.",
     )
     reproduce.add_argument("overrides", nargs="*", help="recipe=NAME, then any train.py override")
-    reproduce.add_argument("--config-dir", help="the conf/ folder (default: ./conf, else the one beside tlkit)")
-    commands = {
-        "evaluate": ("accuracy, top-k, per-class metrics, confusion matrix and pictures into RUN_DIR/eval/",
-                     "run=RUN_DIR [split=val|test|all] [output=DIR] [data.KEY=VALUE ...] (overrides of the run's "
-                     "data)"),
-        "predict": ("top-k classes of image files as CSV (stdout or output=*.csv) or JSON (output=*.json)",
-                    "run=RUN_DIR inputs=FILE|FOLDER|GLOB [top_k=5] [batch_size=32] [output=FILE] [progress=true]"),
-        "export": ("a serving model with its model_card.json, in RUN_DIR/export/FORMAT/",
-                   "run=RUN_DIR format=keras|saved_model|tflite|onnx [quantize=float16|int8] [output=DIR] "
-                   "[verify=true]"),
-    }
-    for name, (summary, usage) in commands.items():
-        command = sub.add_parser(name, help=summary, description=f"{summary}. Arguments: {usage}")
-        command.add_argument("args", nargs="*", metavar="key=value", help=usage)
-    sweep = sub.add_parser("sweep-summary", help="a table and a plot of every trial of a sweep (train.py -m)",
-                           description="Writes sweep_summary.md, .csv and .png into MULTIRUN_DIR and prints the table.")
-    sweep.add_argument("multirun_dir", metavar="MULTIRUN_DIR", help="e.g. multirun/2024-01-01/12-00-00")
-    sweep.add_argument("--no-plot", action="store_true", help="skip the PNG")
-    args = parser.parse_args(argv)
+    reproduce.add_argument("--config-dir", help=_CONFIG_DIR_HELP)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     if args.command == "sweep-summary":
         return sweep_summary_command(args.multirun_dir, plot=not args.no_plot)
     if args.command == "backbones":
         print(backbones_table())
         return 0
+    if args.command == "doctor" and args.list:
+        from tlkit.doctor_catalogue import catalogue_table
+
+        print(catalogue_table())
+        return 0
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
-    if args.command in commands:
+    if args.command in LIBRARY_COMMANDS:
         return _run_library_command(args.command, args.args)
     if args.command == "lr-find":
         return lr_find_command(args.items, find_config_dir(args.config_dir))

@@ -5,12 +5,14 @@ allowed, so a typo costs a second, not a model build.
 """
 from __future__ import annotations
 
+import difflib
 import math
 
 from tlkit.backbones.spec import BackboneSpec
 from tlkit.backbones.zoo import get_spec
 from tlkit.config.reference import check_reference
-from tlkit.config.schema import AugmentConfig, HeadKind, RegularizerName, TrainConfig
+from tlkit.config.schema import AugmentConfig, DoctorConfig, HeadKind, RegularizerName, TrainConfig
+from tlkit.doctor_catalogue import FINDING_IDS
 from tlkit.errors import ConfigError
 
 
@@ -58,6 +60,7 @@ def validate(cfg: TrainConfig) -> BackboneSpec:
     # for a download host
     check_augment_config(cfg.augment)
     _check_mixing(cfg)
+    check_doctor_config(cfg.doctor)
     return spec
 
 
@@ -212,3 +215,14 @@ def check_augment_config(cfg: AugmentConfig) -> None:
                           hint="0.2-0.4 is typical")
     if cfg.flip is not None and not isinstance(cfg.flip, bool):
         raise ConfigError("augment.flip", cfg.flip, "true, false, or null (the recipe's probe decides)")
+
+
+def check_doctor_config(cfg: DoctorConfig) -> None:
+    """doctor.silence: ids the doctor can report (tlkit.doctor_catalogue), so a typo does not silence nothing."""
+    for index, finding_id in enumerate(cfg.silence):
+        if finding_id in FINDING_IDS:
+            continue
+        close = difflib.get_close_matches(str(finding_id), FINDING_IDS, n=3)
+        raise ConfigError(f"doctor.silence.{index}", finding_id, "a finding id of the doctor: "
+                          + (f"did you mean {' or '.join(close)}?" if close else ", ".join(FINDING_IDS)),
+                          hint="tlkit doctor --list prints every id with its severity and meaning")

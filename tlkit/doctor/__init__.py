@@ -3,7 +3,8 @@
 Pre-flight, cheapest first: the config alone (no TensorFlow), then the data, then the
 built model. During training: RuntimeMonitor (tlkit.doctor.monitor). Each finding has an
 id, a severity, a message and the override that fixes it; `doctor.silence=[id]` drops one
-on purpose and `doctor.strict=true` turns warnings into errors.
+on purpose and `doctor.strict=true` turns warnings into errors. Every id, with its severities, phase and meaning,
+is in tlkit.doctor_catalogue (`tlkit doctor --list`).
 """
 from __future__ import annotations
 

@@ -2,20 +2,16 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from enum import Enum
 
+from tlkit.doctor_catalogue import Severity
 from tlkit.errors import TlkitError
 
-
-class Severity(str, Enum):
-    error = "error"  # training would fail or silently learn the wrong thing: the run stops
-    warning = "warning"  # likely to cost accuracy or time: printed, logged, kept in metrics.json
-    info = "info"  # worth knowing, nothing to fix
+__all__ = ["DoctorError", "Finding", "Severity", "apply_policy", "format_findings", "has_errors"]
 
 
 @dataclass(frozen=True)
 class Finding:
-    id: str  # stable, kebab-case, e.g. "lr-too-high": what doctor.silence takes
+    id: str  # stable, kebab-case, e.g. "lr-too-high": what doctor.silence takes; one of tlkit.doctor_catalogue
     severity: Severity
     message: str  # what is wrong and why it matters, with the values seen
     fix: str  # the override(s) that fix it, e.g. "optimizer.lr=1e-3"
