@@ -21,7 +21,7 @@ from keras.src.utils import file_utils, naming
 
 from tlkit.backbones import Block, all_specs, get_spec
 from tlkit.backbones.blocks import BlockError, LayerGraph, assign_blocks, block_summary, weight_bearing
-from tlkit.backbones.build import build_backbone
+from tlkit.backbones.build import batch_norm_layers, build_backbone
 from tlkit.backbones.weights import CACHE_SUBDIR, imagenet_weights_cached, imagenet_weights_path
 from tlkit.errors import ConfigError, WeightsError
 from tlkit.preprocessing import ImagePreprocessing
@@ -136,6 +136,11 @@ def test_builds_at_min_size_with_the_declared_features(built):
     assert channels == spec.features
     assert height >= 1 and width >= 1
     assert spec.min_size <= spec.default_size
+
+
+def test_has_batch_norm_matches_the_built_model(built):
+    spec, backbone, _ = built
+    assert spec.has_batch_norm == bool(batch_norm_layers(backbone))
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=IDS)

@@ -22,7 +22,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from tlkit.backbones.build import build_backbone
+from tlkit.backbones.build import batch_norm_layers, build_backbone
 from tlkit.backbones.weights import record_pretrained_size
 from tlkit.backbones.spec import BackboneSpec
 from tlkit.preprocessing import ImagePreprocessing
@@ -91,8 +91,7 @@ def pretrain_backbone(spec: BackboneSpec, images: np.ndarray, labels: np.ndarray
     keras.utils.set_random_seed(seed)
     size = int(images.shape[1])
     backbone = build_backbone(spec, size, None)
-    batch_norms = [layer for layer in backbone.layers if isinstance(layer, keras.layers.BatchNormalization)]
-    for layer in batch_norms:
+    for layer in batch_norm_layers(backbone):
         layer.momentum = PRETRAIN_BN_MOMENTUM
     inputs = keras.Input((size, size, 3))
     x = ImagePreprocessing(spec.preprocess)(inputs)
@@ -133,7 +132,7 @@ def _random_shifts(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 def _recalibrate(backbone: keras.Model, preprocess, images: np.ndarray, batch_size: int,
                  rng: np.random.Generator) -> None:
     """Re-estimate the BatchNorm moving statistics with the final weights (forward passes in training mode)."""
-    if not any(isinstance(layer, keras.layers.BatchNormalization) for layer in backbone.layers):
+    if not batch_norm_layers(backbone):
         return
     for _ in range(RECALIBRATION_BATCHES):
         rows = rng.choice(len(images), size=min(batch_size, len(images)), replace=False)

@@ -97,10 +97,10 @@ BN_SAMPLE = 1024  # training images the BatchNorm statistics are measured on
 def batch_norm_statistics(setup: RunSetup) -> None:
     """schedule.bn=adapt: re-estimate the backbone's BatchNorm statistics on the training images (AdaBN); null (the
     recipe's): first measure how far the images are from the stored statistics (decide_bn)."""
-    from tlkit.stages import batchnorm_shift, is_batch_norm, reestimate_batchnorm
+    from tlkit.stages import batchnorm_shift, reestimate_batchnorm
 
     cfg = setup.cfg
-    has_batch_norm = any(is_batch_norm(layer) for layer in setup.model.get_layer("backbone").layers)
+    has_batch_norm = setup.spec.has_batch_norm
     if cfg.schedule.bn is None:
         if not has_batch_norm:
             setup.cfg = replace(cfg, schedule=replace(cfg.schedule, bn=BNPolicy.frozen))

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import keras
 
 from tlkit.backbones.blocks import assign_blocks
+from tlkit.backbones.build import batch_norm_layers, is_batch_norm
 from tlkit.backbones.spec import BackboneSpec
 from tlkit.config.schema import BNPolicy, StageConfig
 from tlkit.config.validate import parse_train_target
@@ -48,10 +49,6 @@ def plan_stages(stages: list[StageConfig], spec: BackboneSpec, base_lr: float) -
         )
         for i, s in enumerate(stages)
     ]
-
-
-def is_batch_norm(layer: keras.layers.Layer) -> bool:
-    return isinstance(layer, keras.layers.BatchNormalization)
 
 
 class Freezer:
@@ -89,7 +86,7 @@ def batchnorm_shift(model: keras.Model, batches) -> float:
     from keras import ops
 
     backbone = backbone_of(model)
-    layers = [layer for layer in backbone.layers if is_batch_norm(layer)]
+    layers = batch_norm_layers(backbone)
     if not layers:
         return 0.0
     # Per-channel variances as the outputs: the activations themselves are never gathered.
@@ -112,7 +109,7 @@ def reestimate_batchnorm(model: keras.Model, batches) -> list:
     puts them back)."""
     import numpy as np
 
-    layers = [layer for layer in backbone_of(model).layers if is_batch_norm(layer)]
+    layers = batch_norm_layers(backbone_of(model))
     old = [(np.array(layer.moving_mean), np.array(layer.moving_variance)) for layer in layers]
     saved = [(layer.momentum, layer.trainable) for layer in layers]
     preprocess = model.get_layer("preprocess")
@@ -128,7 +125,7 @@ def reestimate_batchnorm(model: keras.Model, batches) -> list:
 
 
 def restore_batchnorm(model: keras.Model, old: list) -> None:
-    layers = [layer for layer in backbone_of(model).layers if is_batch_norm(layer)]
+    layers = batch_norm_layers(backbone_of(model))
     for layer, (mean, variance) in zip(layers, old):
         layer.moving_mean.assign(mean)
         layer.moving_variance.assign(variance)

@@ -13,6 +13,16 @@ from tlkit.backbones.spec import BackboneSpec
 from tlkit.backbones.weights import imagenet_weights_path
 from tlkit.errors import ConfigError, WeightsError
 
+
+def is_batch_norm(layer: keras.layers.Layer) -> bool:
+    return isinstance(layer, keras.layers.BatchNormalization)
+
+
+def batch_norm_layers(backbone: keras.Model) -> list:
+    """The BatchNormalization layers of a built backbone, in layer order (BackboneSpec.has_batch_norm says whether
+    there are any without building it)."""
+    return [layer for layer in backbone.layers if is_batch_norm(layer)]
+
 ALTERNATIVES = (
     "backbone.weights=null (random init) or backbone.weights=/path/to/file.h5 "
     "(a .h5 or .weights.h5 file of keras.applications.{constructor}(include_top=False))"

@@ -45,6 +45,10 @@ class BackboneSpec:
     # Keras cache file name of the ImageNet no-top weights for a given input size.
     weights_file: Callable[[int], str]
     builder_kwargs: Mapping[str, object] = field(default_factory=dict)
+    # Whether the backbone holds BatchNormalization layers (schedule.bn matters, their statistics can be measured and
+    # re-estimated): what the doctor and the run set-up ask, with no model built. tests/test_backbones.py checks it
+    # against tlkit.backbones.build.batch_norm_layers of the real model.
+    has_batch_norm: bool = True
 
     def __post_init__(self):
         if self.preprocess not in PREPROCESS_MODES:

@@ -106,7 +106,7 @@ for _depth in (16, 19):
     register(BackboneSpec(
         name=f"vgg{_depth}", constructor=f"VGG{_depth}", family=f"vgg{_depth}", preprocess="caffe",
         default_size=224, min_size=32, features=512,
-        weights_file=_fixed_file(f"vgg{_depth}_weights_tf_dim_ordering_tf_kernels_notop.h5"),
+        weights_file=_fixed_file(f"vgg{_depth}_weights_tf_dim_ordering_tf_kernels_notop.h5"), has_batch_norm=False,
         blocks=_stages(("block1", None), *((f"block{i}", f"block{i}_conv1") for i in range(2, 6))),
     ))
 

@@ -24,9 +24,6 @@ INPUT_RANGES = {
     "rescale_255": "0..1",
 }
 
-# Backbones whose blocks hold no BatchNormalization layer: schedule.bn changes nothing there.
-BACKBONES_WITHOUT_BATCHNORM = frozenset({"vgg16", "vgg19"})
-
 # Peak-LR limits, as (warning above, error at or above), by optimizer family and by what
 # the stage trains. For SGD they apply to the effective step lr / (1 - momentum): momentum
 # 0.9 multiplies each step by 10, so SGD's 1.0 below is lr 0.1 at momentum 0.9. The
@@ -280,12 +277,12 @@ def _first_stage(cfg, spec, stages):
 def _batch_norm(cfg, spec, stages):
     if cfg.schedule.bn is None or BNPolicy(cfg.schedule.bn) != BNPolicy.train:  # null: frozen or adapt, the recipe's
         return []
-    bn_stages = [s for s in stages if s.blocks] if spec.name not in BACKBONES_WITHOUT_BATCHNORM else []
+    bn_stages = [s for s in stages if s.blocks] if spec.has_batch_norm else []  # without BatchNorm: no effect
     if not bn_stages:
         return [Finding(
             "bn-train-no-effect", Severity.info,
             "schedule.bn=train changes nothing here: "
-            + (f"{spec.name} has no BatchNorm layers." if spec.name in BACKBONES_WITHOUT_BATCHNORM
+            + (f"{spec.name} has no BatchNorm layers." if not spec.has_batch_norm
                else "no stage trains a backbone block (BatchNorm trains only in unfrozen blocks)."),
             "schedule.bn=frozen",
         )]
