@@ -231,7 +231,6 @@ def plot_summary(rows: list[dict], params: list[str], path: Path) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import matplotlib.ticker
 
     params = params or ["trial"]
     columns = min(3, len(params))
@@ -244,52 +243,82 @@ def plot_summary(rows: list[dict], params: list[str], path: Path) -> Path:
     fail_y = low - 2 * pad
     any_failed = any(r["failed"] or r["val_accuracy"] is None for r in rows)
     for ax, param in zip(axes.flat, params):
-        xs = [str(r["trial"]) if param == "trial" else r["params"].get(param) for r in rows]
-        numeric = all(_as_float(x) is not None for x in xs if x is not None) and any(x is not None for x in xs)
-        if numeric:
-            positions = [_as_float(x) for x in xs]
-            finite = [p for p in positions if p is not None]
-            if finite and min(finite) > 0 and (param.endswith("lr") or max(finite) / min(finite) >= 100):
-                ax.set_xscale("log")
-                ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # no overlapping 2x10^-4 labels
-        else:
-            categories = sorted({x for x in xs if x is not None})
-            positions = [categories.index(x) if x is not None else None for x in xs]
-            ax.set_xticks(range(len(categories)))
-            ax.set_xticklabels(categories, rotation=20 if len(categories) > 3 else 0, ha="right"
-                               if len(categories) > 3 else "center")
-            ax.set_xlim(-0.6, len(categories) - 0.4)
-        done = [(x, r) for x, r in zip(positions, rows) if x is not None and not r["failed"]
-                and r["val_accuracy"] is not None]
-        failed = [(x, r) for x, r in zip(positions, rows) if x is not None and (r["failed"] or r["val_accuracy"] is None)]
-        if done:
-            best = max(done, key=lambda item: item[1]["val_accuracy"])
-            ax.scatter([x for x, _ in done], [r["val_accuracy"] for _, r in done], color="tab:blue", zorder=3,
-                       label="finished")
-            ax.scatter([best[0]], [best[1]["val_accuracy"]], s=160, facecolors="none", edgecolors="tab:green",
-                       linewidths=2, zorder=4, label="best")
-            labels: dict = {}  # trials at the same point share one label: "0,1"
-            for x, r in done:
-                labels.setdefault((x, r["val_accuracy"]), []).append(f"#{r['trial']}")
-            for point, trials in labels.items():
-                ax.annotate(",".join(trials), point, textcoords="offset points", xytext=(5, 4), fontsize=7,
-                            color="dimgray")
-        if failed:
-            ax.scatter([x for x, _ in failed], [fail_y] * len(failed), marker="x", color="tab:red", s=60, zorder=3,
-                       label="failed")
-            ax.axhline(fail_y, color="tab:red", linewidth=0.6, linestyle=":", zorder=1)
-            labels = {}
-            for x, r in failed:
-                labels.setdefault(x, []).append(f"#{r['trial']}")
-            for x, trials in labels.items():
-                ax.annotate(",".join(trials), (x, fail_y), textcoords="offset points", xytext=(5, 4), fontsize=7,
-                            color="tab:red")
+        positions = _x_positions(ax, param, rows)
+        _plot_finished(ax, positions, rows)
+        _plot_failed(ax, positions, rows, fail_y)
         ax.set_ylim((fail_y if any_failed else low) - pad, high + 2 * pad)
         ax.set_xlabel(param)
         ax.set_ylabel(METRIC)
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(params):]:
         ax.axis("off")
+    _shared_legend(fig, axes)
+    fig.suptitle(f"{METRIC} against each swept parameter ({len(rows)} trials)", fontsize=10)
+    fig.tight_layout(rect=(0, 0.07 if lines == 1 else 0.04, 1, 0.95))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _x_positions(ax, param: str, rows: list[dict]) -> list:
+    """Each trial's x on `ax` for `param` (None: not set in that trial); sets the axis up: a log scale for LRs and
+    wide numeric ranges, one tick per category for text values."""
+    import matplotlib.ticker
+
+    xs = [str(r["trial"]) if param == "trial" else r["params"].get(param) for r in rows]
+    numeric = all(_as_float(x) is not None for x in xs if x is not None) and any(x is not None for x in xs)
+    if numeric:
+        positions = [_as_float(x) for x in xs]
+        finite = [p for p in positions if p is not None]
+        if finite and min(finite) > 0 and (param.endswith("lr") or max(finite) / min(finite) >= 100):
+            ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # no overlapping 2x10^-4 labels
+        return positions
+    categories = sorted({x for x in xs if x is not None})
+    ax.set_xticks(range(len(categories)))
+    ax.set_xticklabels(categories, rotation=20 if len(categories) > 3 else 0, ha="right"
+                       if len(categories) > 3 else "center")
+    ax.set_xlim(-0.6, len(categories) - 0.4)
+    return [categories.index(x) if x is not None else None for x in xs]
+
+
+def _plot_finished(ax, positions: list, rows: list[dict]) -> None:
+    """The finished trials as blue dots labelled with their numbers, the best one circled in green."""
+    done = [(x, r) for x, r in zip(positions, rows) if x is not None and not r["failed"]
+            and r["val_accuracy"] is not None]
+    if not done:
+        return
+    best = max(done, key=lambda item: item[1]["val_accuracy"])
+    ax.scatter([x for x, _ in done], [r["val_accuracy"] for _, r in done], color="tab:blue", zorder=3,
+               label="finished")
+    ax.scatter([best[0]], [best[1]["val_accuracy"]], s=160, facecolors="none", edgecolors="tab:green",
+               linewidths=2, zorder=4, label="best")
+    labels: dict = {}  # trials at the same point share one label: "0,1"
+    for x, r in done:
+        labels.setdefault((x, r["val_accuracy"]), []).append(f"#{r['trial']}")
+    for point, trials in labels.items():
+        ax.annotate(",".join(trials), point, textcoords="offset points", xytext=(5, 4), fontsize=7,
+                    color="dimgray")
+
+
+def _plot_failed(ax, positions: list, rows: list[dict], fail_y: float) -> None:
+    """The failed trials (or those without a val_accuracy) as red x on a dotted line at `fail_y`."""
+    failed = [(x, r) for x, r in zip(positions, rows) if x is not None and (r["failed"] or r["val_accuracy"] is None)]
+    if not failed:
+        return
+    ax.scatter([x for x, _ in failed], [fail_y] * len(failed), marker="x", color="tab:red", s=60, zorder=3,
+               label="failed")
+    ax.axhline(fail_y, color="tab:red", linewidth=0.6, linestyle=":", zorder=1)
+    labels: dict = {}
+    for x, r in failed:
+        labels.setdefault(x, []).append(f"#{r['trial']}")
+    for x, trials in labels.items():
+        ax.annotate(",".join(trials), (x, fail_y), textcoords="offset points", xytext=(5, 4), fontsize=7,
+                    color="tab:red")
+
+
+def _shared_legend(fig, axes) -> None:
+    """One legend under the subplots, each label once."""
     handles = {}
     for ax in axes.flat:
         for handle, label in zip(*ax.get_legend_handles_labels()):
@@ -297,11 +326,6 @@ def plot_summary(rows: list[dict], params: list[str], path: Path) -> Path:
     if handles:
         fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=len(handles), fontsize=8,
                    frameon=False)
-    fig.suptitle(f"{METRIC} against each swept parameter ({len(rows)} trials)", fontsize=10)
-    fig.tight_layout(rect=(0, 0.07 if lines == 1 else 0.04, 1, 0.95))
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
 
 
 # --------------------------------------------------------------------------- TensorBoard HParams

@@ -101,13 +101,30 @@ def train(cfg: TrainConfig, run_dir: str | Path | None = None, spec: BackboneSpe
 
     run = _start(setup, run_dir, resumed)
     status = _run_stages(run, setup.plans(), resumed)
+    _restore_run_best(run)
+    metrics = _write_results(run, status, doctor, lr_finder, started)
+    if setup.cfg.trainer.compare_scratch and setup.cfg.backbone.weights is not None:
+        metrics["scratch"] = _compare_scratch(as_configured, spec, run_dir, metrics)
+        rundir.write_metrics(run_dir, metrics)
+    log.info("run directory: %s", run_dir.resolve())
+    return TrainResult(run_dir=run_dir, metrics=metrics, model=setup.model)
+
+
+def _restore_run_best(run: _Run) -> None:
+    """The model back to the run's best epoch, saying so when later stages ended worse."""
     monitor = run.run_best.monitor
-    if run.run_best.restore_into(setup.model, last_index=len(run.records) - 1):
+    if run.run_best.restore_into(run.model, last_index=len(run.records) - 1):
         log.warning("the saved model is stage '%s' epoch %s (%s %.4f), the best of the run: the stages after it "
                     "ended worse (%s %s in '%s')", run.run_best.stage, run.run_best.epoch, monitor,
                     run.run_best.logs[monitor], monitor, run.records[-1].get(monitor), run.records[-1]["name"])
+
+
+def _write_results(run: _Run, status: str, doctor: Doctor, lr_finder, started: float) -> dict:
+    """Evaluate the (restored) model and write model.keras, metrics.json, the HParams, timings.json and eval/ into
+    the run directory; returns the metrics."""
     from tlkit.evaluate import evaluate_bundle, report_after_training
 
+    setup, run_dir = run.setup, run.run_dir
     # One pass over val (and test) with the saved model's probabilities: the final metrics and eval/ both come from it.
     evaluations = evaluate_bundle(with_probabilities(setup.model), setup.data)
     final = {f"{split}_{name}": float(e.report[name]) for split, e in evaluations.items() for name in ("loss", "accuracy")}
@@ -129,11 +146,7 @@ def train(cfg: TrainConfig, run_dir: str | Path | None = None, spec: BackboneSpe
         report_after_training(run_dir, evaluations)
     log.info("finished in %.0fs: val_accuracy %.4f, val_loss %.4f\n%s",
              wall_time, final["val_accuracy"], final["val_loss"], rundir.summary_table(run.records))
-    if setup.cfg.trainer.compare_scratch and setup.cfg.backbone.weights is not None:
-        metrics["scratch"] = _compare_scratch(as_configured, spec, run_dir, metrics)
-        rundir.write_metrics(run_dir, metrics)
-    log.info("run directory: %s", run_dir.resolve())
-    return TrainResult(run_dir=run_dir, metrics=metrics, model=setup.model)
+    return metrics
 
 
 SCRATCH_DIR = "scratch"
