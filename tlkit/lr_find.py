@@ -45,6 +45,8 @@ JSON_FILE, PNG_FILE = "lr_find.json", "lr_find.png"
 
 @dataclass
 class LRFinderResult:
+    """One sweep: what was asked (the first eight fields), the losses per step and the suggestion."""
+
     stage: str
     stage_index: int
     lr_scale: float
@@ -91,11 +93,19 @@ class LRFinderResult:
 
 
 def lr_at(step: int, start_lr: float, end_lr: float, steps: int) -> float:
+    """The LR of step `step` (0-based) of a sweep growing exponentially from `start_lr` (step 0) to `end_lr` (step
+    `steps` - 1)."""
     return float(start_lr * (end_lr / start_lr) ** (step / max(steps - 1, 1)))
 
 
 def sweep(step_fn, result: LRFinderResult) -> LRFinderResult:
-    """Run `step_fn(lr) -> loss` at exponentially growing LRs until the end or divergence; fill `result`."""
+    """Run `step_fn(lr) -> loss` at exponentially growing LRs until the end or divergence; fill `result`.
+
+    `step_fn`: one training step at learning rate `lr`, returning its loss. `result`: an LRFinderResult whose
+    start_lr, end_lr, steps_requested and rule say what to sweep; its lrs, losses, smoothed, diverged, candidates,
+    suggestion and min_loss_lr are filled in, and it is returned. Raises FloatingPointError when the very first loss
+    is not finite.
+    """
     average, best = 0.0, math.inf
     for step in range(result.steps_requested):
         lr = lr_at(step, result.start_lr, result.end_lr, result.steps_requested)
@@ -122,7 +132,10 @@ def sweep(step_fn, result: LRFinderResult) -> LRFinderResult:
 
 
 def suggestions(lrs: list, smoothed: list) -> dict:
-    """Every rule's LR for one sweep: each within [lrs[0], lrs[argmin]], so below any divergence."""
+    """Every rule's LR for one sweep: {rule name: LR}, each within [lrs[0], lrs[argmin]], so below any divergence.
+
+    `lrs`: the LR of each step run; `smoothed`: the smoothed loss of each of those steps (same length).
+    """
     lrs_arr, loss = np.asarray(lrs, dtype=float), np.asarray(smoothed, dtype=float)
     lowest = int(np.argmin(loss))
     out = {"min_div_10": float(max(lrs_arr[lowest] / 10.0, lrs_arr[0]))}
@@ -140,16 +153,23 @@ def suggestions(lrs: list, smoothed: list) -> dict:
 def find_lr(cfg, data, model, freezer, plan, stage_index: int, compile_options: dict | None = None,
             start_lr: float = START_LR, end_lr: float = END_LR, steps: int = STEPS,
             rule: str = DEFAULT_RULE) -> LRFinderResult:
-    """The LR sweep on `plan` (a StagePlan) with the trainer's data and model; the weights are restored after."""
-    import keras
+    """The LR sweep on one stage with the trainer's data and model; the model's weights are restored after.
 
+    cfg: the run's TrainConfig (optimizer, loss, class weights, feature cache and mixing settings).
+    data: the run's DataBundle (its training epochs feed the sweep, one batch per step).
+    model: the built tlkit model; it stays uncompiled (the sweep compiles a second Model on its layers).
+    freezer: the run's tlkit.stages.Freezer, which sets what `plan` trains.
+    plan: the tlkit.stages.StagePlan of the stage to sweep; stage_index: its index in cfg.schedule.stages.
+    compile_options: Keras compile options of the run (jit_compile...; steps_per_execution is ignored: one step
+        per LR); None: Keras' defaults.
+    start_lr, end_lr, steps: the sweep, exponentially from start_lr to end_lr in at most `steps` steps.
+    rule: the suggestion rule, a key of RULES.
+    Returns the filled LRFinderResult; raises ConfigError for an invalid sweep (check_sweep).
+    """
     import tlkit.distribute as distribute
-    import tlkit.feature_cache as fc
     from tlkit.config.schema import ClassWeight, FeatureCacheMode, OptimizerName
     from tlkit.data import class_weights
     from tlkit.data.mixing import mixing_enabled
-    from tlkit.methods.fine_tuning import FineTuning
-    from tlkit.optim import make_loss, make_optimizer
 
     check_sweep(start_lr, end_lr, steps, rule)
     result = LRFinderResult(plan.name, stage_index, cfg.schedule.stages[stage_index].lr_scale,
@@ -158,21 +178,7 @@ def find_lr(cfg, data, model, freezer, plan, stage_index: int, compile_options: 
     saved = model.get_weights()
     use_cache = (not plan.blocks and FeatureCacheMode(cfg.trainer.feature_cache) != FeatureCacheMode.off
                  and not mixing_enabled(cfg.augment) and distribute.feature_cache_supported(model))
-    per_epoch = data.steps_per_epoch
-    with distribute.model_scope(model):
-        if use_cache:  # the frozen backbone's features of the batches the sweep needs, computed once
-            extractor = fc._extractor_with_labels(model)
-            features, labels = fc._extract(extractor, data.train_epochs.epoch(0).take(min(steps, per_epoch)))
-            target = fc._head_model(model, features.shape[-1])
-            size = min(cfg.data.batch_size, len(labels))
-            batches = [(features[i:i + size], labels[i:i + size]) for i in range(0, len(labels) - size + 1, size)]
-        else:  # a second Model on the same layers: `model` itself stays uncompiled for the trainer
-            target = keras.Model(model.inputs, model.outputs, name="lr_finder")
-            batches = data.train_epochs.for_epochs(0, math.ceil(steps / per_epoch))
-        options = {k: v for k, v in (compile_options or {}).items() if k != "steps_per_execution"}
-        methods = FineTuning(cfg, model, freezer).optimizer_options(target, plan)  # per-block LRs, L2-SP, EMA
-        target.compile(optimizer=make_optimizer(cfg.optimizer, float(start_lr), **methods), loss=make_loss(cfg),
-                       steps_per_execution=1, **options)
+    target, batches = _compiled_target(cfg, data, model, freezer, plan, use_cache, steps, start_lr, compile_options)
     result.feature_cache = use_cache
     weights = class_weights(data.train_counts) if ClassWeight(cfg.data.class_weight) == ClassWeight.auto else None
     iterator = _cycle(batches)
@@ -189,6 +195,35 @@ def find_lr(cfg, data, model, freezer, plan, stage_index: int, compile_options: 
     return result
 
 
+def _compiled_target(cfg, data, model, freezer, plan, use_cache: bool, steps: int, start_lr: float,
+                     compile_options: dict | None):
+    """(the model the sweep trains, compiled at `start_lr`, the batches it trains on): the head on the frozen
+    backbone's features of the batches the sweep needs when `use_cache`, else a second Model on `model`'s layers."""
+    import keras
+
+    import tlkit.distribute as distribute
+    import tlkit.feature_cache as fc
+    from tlkit.methods.fine_tuning import FineTuning
+    from tlkit.optim import make_loss, make_optimizer
+
+    per_epoch = data.steps_per_epoch
+    with distribute.model_scope(model):
+        if use_cache:  # the frozen backbone's features of the batches the sweep needs, computed once
+            extractor = fc._extractor_with_labels(model)
+            features, labels = fc._extract(extractor, data.train_epochs.epoch(0).take(min(steps, per_epoch)))
+            target = fc._head_model(model, features.shape[-1])
+            size = min(cfg.data.batch_size, len(labels))
+            batches = [(features[i:i + size], labels[i:i + size]) for i in range(0, len(labels) - size + 1, size)]
+        else:  # a second Model on the same layers: `model` itself stays uncompiled for the trainer
+            target = keras.Model(model.inputs, model.outputs, name="lr_finder")
+            batches = data.train_epochs.for_epochs(0, math.ceil(steps / per_epoch))
+        options = {k: v for k, v in (compile_options or {}).items() if k != "steps_per_execution"}
+        methods = FineTuning(cfg, model, freezer).optimizer_options(target, plan)  # per-block LRs, L2-SP, EMA
+        target.compile(optimizer=make_optimizer(cfg.optimizer, float(start_lr), **methods), loss=make_loss(cfg),
+                       steps_per_execution=1, **options)
+    return target, batches
+
+
 def _cycle(batches):
     while True:
         empty = True
@@ -200,6 +235,8 @@ def _cycle(batches):
 
 
 def check_sweep(start_lr: float, end_lr: float, steps: int, rule: str) -> None:
+    """Raise ConfigError (naming start_lr, steps or rule) unless 0 < start_lr < end_lr, steps >= 5 and `rule` is a
+    key of RULES."""
     from tlkit.errors import ConfigError
 
     if not 0 < start_lr < end_lr:
@@ -214,7 +251,10 @@ def check_sweep(start_lr: float, end_lr: float, steps: int, rule: str) -> None:
 
 
 def write_outputs(result: LRFinderResult, directory) -> tuple[Path, Path | None]:
-    """lr_find.json and lr_find.png in `directory`; a failing plot logs a warning and returns None for it."""
+    """Write `result` as lr_find.json and lr_find.png in `directory` (created if missing); returns their paths.
+
+    A failing plot logs a warning and returns None for the PNG: the JSON is always written.
+    """
     from tlkit.fileio import atomic_write
 
     directory = Path(directory)
@@ -233,7 +273,8 @@ def write_outputs(result: LRFinderResult, directory) -> tuple[Path, Path | None]
 
 
 def figure(result: LRFinderResult):
-    """Smoothed loss against LR (log axis), raw losses faint, the suggestion and the divergence marked."""
+    """The matplotlib figure of `result`: smoothed loss against LR (log axis), raw losses faint, the suggestion and
+    the divergence marked."""
     from tlkit.plots import _pyplot
 
     plt = _pyplot()
@@ -275,6 +316,13 @@ def auto_lr(cfg, spec, data, model, freezer, run_dir, compile_options: dict | No
     On resume the suggestion of the interrupted run (RUN_DIR/lr_find.json) is reused, so both halves
     train at the same LR. `lr_factor` (tf.distribute LR scaling) is divided out: the finder already
     measured at the global batch. LR findings the pre-flight doctor skipped are checked here.
+
+    cfg, spec: the run's TrainConfig (with optimizer.lr=auto) and BackboneSpec. data, model, freezer: the run's
+    DataBundle, built model and tlkit.stages.Freezer (as in find_lr). run_dir: the run directory, where
+    lr_find.json/.png are written (and read back on resume). compile_options: as in find_lr. lr_factor: the
+    distribution LR factor the trainer multiplies optimizer.lr by (tlkit.distribute.lr_factor). doctor: the run's
+    tlkit.doctor.Doctor, to record the LR findings (None: not checked).
+    The metrics entry: optimizer_lr, suggestion, rule, steps_run and diverged (the last two None on resume).
     """
     from tlkit.stages import plan_stages
 
@@ -318,7 +366,13 @@ LR_FINDINGS = ("lr-too-high", "lr-too-low")  # the pre-flight checks that need a
 
 def run_command(cfg, spec, output, stage: str | None = None, start_lr: float = START_LR, end_lr: float = END_LR,
                 steps: int = STEPS, rule: str = DEFAULT_RULE) -> LRFinderResult:
-    """`tlkit lr-find`: data, model and freezing as train.py would build them, the sweep, the files in `output`."""
+    """`tlkit lr-find`: data, model and freezing as train.py would build them, the sweep, the files in `output`.
+
+    cfg, spec: the checked TrainConfig and its BackboneSpec (tlkit.preflight.check_config); the default recipe is
+    applied here. output: the folder for lr_find.json and lr_find.png. stage: the name of the stage to sweep, one the
+    optimizer trains (None: the first such stage). start_lr, end_lr, steps, rule: the sweep, as in find_lr.
+    Returns the LRFinderResult; raises ConfigError for an unknown stage or an invalid sweep.
+    """
     import tlkit.auto_recipe as auto_recipe
     import tlkit.run_setup as run_setup
     from tlkit.errors import ConfigError
