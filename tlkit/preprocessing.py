@@ -3,12 +3,11 @@
 Every tlkit model takes RGB float images in 0-255; its "preprocess" sub-model turns them into
 what the backbone's weights were trained on, so nobody has to remember `preprocess_input`.
 
-`preprocessing_model(mode)` builds it from core Keras only (Normalization with a fixed mean
-and variance, Rescaling, Identity, and keras.ops.flip for RGB -> BGR), bit for bit what
-keras.applications' `preprocess_input` computes, so a saved
-model.keras loads with plain `keras.models.load_model` in a process that never imports
-tlkit. Backend-neutral and weightless (the means and variances are constants, not
-weights), so no stage can ever train it. The modes are those of the one table,
+`preprocessing_model(mode)` builds it from core Keras only (Rescaling, Identity, and the
+keras.ops flip and divide), bit for bit what keras.applications' `preprocess_input`
+computes, so a saved model.keras loads with plain `keras.models.load_model` in a process
+that never imports tlkit. Backend-neutral and weightless (its constants are not weights),
+so no stage can ever train it. The modes are those of the one table,
 tlkit.preprocessing_modes.
 
 `ImagePreprocessing`, the custom layer models were built with before, stays registered
@@ -17,6 +16,7 @@ so that run directories saved with it still load through tlkit.load_model.
 from __future__ import annotations
 
 import keras
+import numpy as np
 from keras import ops
 
 from tlkit.preprocessing_modes import CAFFE_MEAN_BGR as _CAFFE_MEAN_BGR
@@ -25,16 +25,7 @@ from tlkit.preprocessing_modes import TORCH_MEAN as _TORCH_MEAN
 from tlkit.preprocessing_modes import TORCH_STD as _TORCH_STD
 
 PREPROCESS_LAYER = "preprocess"
-
-# The last layer of each mode's sub-model: its name says the mode (preprocess_mode_of reads it back).
-_LAST_LAYER = {
-    "caffe": "caffe_subtract_mean_bgr",
-    "tf": "tf_scale_to_pm1",
-    "torch": "torch_normalize",
-    "none": "none_identity",
-    "rescale_255": "rescale_255_scale",
-}
-assert set(_LAST_LAYER) == set(MODES), "every mode of tlkit.preprocessing_modes has a sub-model here"
+_INPUT_PREFIX = "rgb_0_255_to_"  # the sub-model's input is named rgb_0_255_to_<mode>: a reloaded one says its mode
 
 
 def _check(mode: str, who: str) -> None:
@@ -43,45 +34,36 @@ def _check(mode: str, who: str) -> None:
 
 
 def preprocessing_model(mode: str, name: str = PREPROCESS_LAYER) -> keras.Model:
-    """RGB 0-255 -> the backbone's input in `mode` (as keras.applications' `preprocess_input`), core Keras only.
+    """RGB 0-255 -> the backbone's input in `mode`, bit for bit keras.applications' `preprocess_input`; core Keras.
 
-    float32 throughout whatever the dtype policy: 0-255 values lose precision in bfloat16 before the mean
-    subtraction. The returned model carries `.mode` (preprocess_mode_of also reads it from a reloaded one).
+    The same float32 operations as `preprocess_input`, in the same order: Rescaling(scale=1, offset=c) for each
+    addition (x * 1 + c is exactly x + c), keras.ops.divide for each division (a multiplication by the reciprocal
+    differs in the last bit), keras.ops.flip for RGB -> BGR. Keras serialises ops as keras.src.ops classes, so
+    the model loads without tlkit, and every constant is a graph constant (tf2onnx, TFLite and SavedModel fold
+    them). float32 whatever the dtype policy: 0-255 values lose precision in bfloat16 before the mean
+    subtraction. The model carries `.mode` (preprocess_mode_of also reads it back from a reloaded one).
     """
     _check(mode, "preprocessing_model")
-    images = keras.Input(shape=(None, None, 3), dtype="float32", name=f"{name}_rgb_0_255")
-    last = _LAST_LAYER[mode]
+    images = keras.Input(shape=(None, None, 3), dtype="float32", name=f"{_INPUT_PREFIX}{mode}")
+
+    def add(x, offset, layer):
+        return keras.layers.Rescaling(scale=1.0, offset=offset, dtype="float32", name=layer)(x)
+
     if mode == "caffe":
-        # RGB -> BGR (a Keras op: serialised as keras.src.ops.numpy.Flip, loads without tlkit), then
-        # (x - mean) / sqrt(1): exactly x - mean.
-        bgr = ops.flip(images, axis=-1)
-        x = keras.layers.Normalization(mean=_CAFFE_MEAN_BGR, variance=(1.0, 1.0, 1.0), dtype="float32",
-                                       name=last)(bgr)
+        x = add(ops.flip(images, axis=-1), [-m for m in _CAFFE_MEAN_BGR], "caffe_subtract_mean_bgr")
     elif mode == "tf":
-        # x / 127.5 (a division, as preprocess_input: sqrt(127.5 ** 2) is exactly 127.5), then - 1.
-        x = keras.layers.Normalization(mean=0.0, variance=127.5 ** 2, dtype="float32", name="tf_divide_127_5")(images)
-        x = keras.layers.Rescaling(scale=1.0, offset=-1.0, dtype="float32", name=last)(x)
+        x = add(ops.divide(images, 127.5), -1.0, "tf_minus_1")
     elif mode == "torch":
-        # x / 255, then (x - mean) / std: divisions, as preprocess_input. The variance is float32(std) ** 2,
-        # whose float32 square root is float32(std) exactly.
-        x = keras.layers.Normalization(mean=0.0, variance=255.0 ** 2, dtype="float32", name="torch_divide_255")(images)
-        x = keras.layers.Normalization(mean=_TORCH_MEAN, variance=_exact_squares(_TORCH_STD), dtype="float32",
-                                       name=last)(x)
+        x = add(ops.divide(images, 255.0), [-m for m in _TORCH_MEAN], "torch_subtract_mean")
+        x = ops.divide(x, np.asarray(_TORCH_STD, dtype="float32"))  # serialised as a __numpy__ constant
     elif mode == "rescale_255":
-        x = keras.layers.Normalization(mean=0.0, variance=255.0 ** 2, dtype="float32", name=last)(images)  # x / 255
+        x = ops.divide(images, 255.0)
     else:  # none
-        x = keras.layers.Identity(dtype="float32", name=last)(images)
+        x = keras.layers.Identity(dtype="float32", name="none_identity")(images)
     model = keras.Model(images, x, name=name)
     model.dtype_policy = "float32"  # (Functional takes no dtype argument)
     model.mode = mode
     return model
-
-
-def _exact_squares(values) -> tuple:
-    """float32(v) ** 2 for each v: Normalization's float32 sqrt of it gives back float32(v), bit for bit."""
-    import numpy as np
-
-    return tuple(float(np.float32(v)) ** 2 for v in values)
 
 
 def preprocess_mode_of(layer) -> str:
@@ -89,10 +71,10 @@ def preprocess_mode_of(layer) -> str:
     mode = getattr(layer, "mode", None)
     if mode is not None:
         return mode
-    names = {sub.name for sub in getattr(layer, "layers", ())}
-    found = [mode for mode, last in _LAST_LAYER.items() if last in names]
-    if len(found) != 1:
-        raise ValueError(f"layer {layer.name!r} is not a tlkit preprocessing sub-model (layers: {sorted(names)})")
+    names = [getattr(tensor, "name", "") for tensor in getattr(layer, "inputs", None) or ()]
+    found = [name[len(_INPUT_PREFIX):] for name in names if name.startswith(_INPUT_PREFIX)]
+    if len(found) != 1 or found[0] not in MODES:
+        raise ValueError(f"layer {layer.name!r} is not a tlkit preprocessing sub-model (inputs: {names})")
     return found[0]
 
 
