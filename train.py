@@ -5,12 +5,9 @@ hand typed objects to tlkit. Everything else lives in the library.
 """
 import errno
 import logging
-import os
 import sys
 import time
 from pathlib import Path
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter out of the console
 
 import hydra
 from hydra.core.config_store import ConfigStore
@@ -18,7 +15,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-import tlkit
+import tlkit  # first of tlkit: tlkit.console keeps TensorFlow's C++ start-up lines out of the console
 from tlkit.config import as_train_config, register_schema
 from tlkit.config.overrides import check_command_line, resume_command_line, run_dir_override
 from tlkit.distribute import is_chief

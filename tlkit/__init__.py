@@ -7,9 +7,15 @@ From a notebook:
                            "data": {"source": "digits", "image_size": 32}})
     result = train(cfg, run_dir="runs/first")
 """
-from tlkit.config.store import as_train_config
-from tlkit.model_io import load_model
-from tlkit.version import __version__
+# First, before any tlkit module can import Keras or TensorFlow: TensorFlow's C++ start-up lines stay out of the
+# console (TLKIT_TF_LOGS=1 keeps them). train.py and the `tlkit` command reach this too, as any `import tlkit.x`.
+from tlkit.console import quiet_tensorflow_startup
+
+quiet_tensorflow_startup()
+
+from tlkit.config.store import as_train_config  # noqa: E402
+from tlkit.model_io import load_model  # noqa: E402
+from tlkit.version import __version__  # noqa: E402
 
 
 def train(cfg, run_dir=None):

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from pathlib import Path
 
@@ -342,7 +341,6 @@ def main(argv: list[str] | None = None) -> int:
 
         print(catalogue_table())
         return 0
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     if args.command in LIBRARY_COMMANDS:
         return _run_library_command(args.command, args.args)

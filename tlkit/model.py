@@ -1,6 +1,6 @@
 """From a config to a Keras model that is right by construction.
 
-    image (RGB float 0-255) -> ImagePreprocessing(the backbone's mode) -> backbone
+    image (RGB float 0-255) -> preprocess (the backbone's mode, core Keras layers) -> backbone
     (include_top=False) -> global pooling -> head -> N logits   (N >= 2, binary included)
 
 Training uses the logits with sparse categorical cross-entropy from logits; the saved
@@ -15,7 +15,7 @@ from tlkit.backbones.build import build_backbone
 from tlkit.backbones.spec import BackboneSpec
 from tlkit.config.schema import BackboneConfig, HeadConfig, Pooling, Preprocess
 from tlkit.errors import ConfigError
-from tlkit.preprocessing import ImagePreprocessing
+from tlkit.preprocessing import PREPROCESS_LAYER, preprocessing_model
 
 BACKBONE_LAYER = "backbone"
 LOGITS_LAYER = "logits"
@@ -42,8 +42,9 @@ def build_model(
             hint="a binary task is 2 classes (2 logits + softmax), never 1 unit with softmax",
         )
     inputs = keras.Input(shape=(image_size, image_size, 3), name="image")
-    # float32 whatever the policy: 0-255 values lose precision in bfloat16 before the mean subtraction
-    x = ImagePreprocessing(preprocess_mode(spec, backbone_cfg), name="preprocess", dtype="float32")(inputs)
+    # float32 whatever the policy: 0-255 values lose precision in bfloat16 before the mean subtraction.
+    # Core Keras only, so model.keras loads with plain keras.models.load_model (no tlkit needed).
+    x = preprocessing_model(preprocess_mode(spec, backbone_cfg), name=PREPROCESS_LAYER)(inputs)
     from tlkit.pretrain import resolve_weights  # tlkit:TASK weights are made on first use
 
     backbone = build_backbone(spec, image_size, resolve_weights(spec, backbone_cfg.weights))

@@ -5,9 +5,16 @@ Keras and tlkit's layers are imported when a model is loaded, not when this modu
 
 
 def load_model(path):
-    """Load a saved tlkit model (model.keras): registers tlkit's layers first."""
+    """Load a saved tlkit model (model.keras).
+
+    Models saved now are core Keras only (keras.models.load_model loads them without tlkit);
+    tlkit's old ImagePreprocessing layer is registered first, so older run directories load too.
+    The "preprocess" sub-model gets its `.mode` back.
+    """
     import keras
 
-    import tlkit.preprocessing  # noqa: F401  (registers ImagePreprocessing)
+    import tlkit.preprocessing as preprocessing  # registers ImagePreprocessing (older model.keras files)
 
-    return keras.saving.load_model(path)
+    model = keras.saving.load_model(path)
+    preprocessing.label_preprocess_mode(model)
+    return model

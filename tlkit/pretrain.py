@@ -25,7 +25,7 @@ import numpy as np
 from tlkit.backbones.build import batch_norm_layers, build_backbone
 from tlkit.backbones.weights import record_pretrained_size
 from tlkit.backbones.spec import BackboneSpec
-from tlkit.preprocessing import ImagePreprocessing
+from tlkit.preprocessing import preprocessing_model
 
 log = logging.getLogger("tlkit.pretrain")
 PRETRAIN_BN_MOMENTUM = 0.9
@@ -94,7 +94,7 @@ def pretrain_backbone(spec: BackboneSpec, images: np.ndarray, labels: np.ndarray
     for layer in batch_norm_layers(backbone):
         layer.momentum = PRETRAIN_BN_MOMENTUM
     inputs = keras.Input((size, size, 3))
-    x = ImagePreprocessing(spec.preprocess)(inputs)
+    x = preprocessing_model(spec.preprocess)(inputs)
     x = keras.layers.GlobalAveragePooling2D()(backbone(x))
     model = keras.Model(inputs, keras.layers.Dense(int(labels.max()) + 1)(x))
     steps = epochs * math.ceil(len(labels) / batch_size)
@@ -108,7 +108,7 @@ def pretrain_backbone(spec: BackboneSpec, images: np.ndarray, labels: np.ndarray
         result = model.fit(shifted, labels, batch_size=batch_size, epochs=1, shuffle=True, verbose=0)
         for key in history:
             history[key].append(float(result.history[key][-1]))
-    _recalibrate(backbone, ImagePreprocessing(spec.preprocess), images, batch_size, rng)
+    _recalibrate(backbone, preprocessing_model(spec.preprocess), images, batch_size, rng)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name.replace(".weights.h5", ".tmp.weights.h5"))

@@ -8,9 +8,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Mapping
 
+from tlkit.preprocessing_modes import BACKBONE_MODES
 
-# What the backbone's own `preprocess_input` does to RGB 0-255 input.
-PREPROCESS_MODES = ("caffe", "tf", "torch", "none")
+# What the backbone's own `preprocess_input` can do to RGB 0-255 input: the modes of the one
+# table (tlkit.preprocessing_modes) that are some backbone's contract.
+PREPROCESS_MODES = BACKBONE_MODES
 
 
 @dataclass(frozen=True)

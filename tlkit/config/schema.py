@@ -13,14 +13,14 @@ from typing import Any, Dict, List, Optional
 
 from omegaconf import MISSING
 
+from tlkit.preprocessing_modes import AUTO as PREPROCESS_AUTO
+from tlkit.preprocessing_modes import MODE_NAMES as PREPROCESS_MODE_NAMES
 
-class Preprocess(str, Enum):
-    auto = "auto"  # the backbone's own mode (the right choice)
-    caffe = "caffe"
-    tf = "tf"
-    torch = "torch"
-    none = "none"
-    rescale_255 = "rescale_255"  # x / 255: a common mistake, expressible so it can be diagnosed
+
+# backbone.preprocess: auto (the backbone's own mode, the right choice) or a mode of the one table,
+# tlkit.preprocessing_modes (rescale_255 is x / 255: a common mistake, expressible so it can be diagnosed).
+Preprocess = Enum("Preprocess", [(name, name) for name in (PREPROCESS_AUTO, *PREPROCESS_MODE_NAMES)],
+                  type=str, module=__name__, qualname="Preprocess")
 
 
 class DataSource(str, Enum):

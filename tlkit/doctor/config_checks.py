@@ -14,15 +14,7 @@ from tlkit.backbones.spec import BackboneSpec
 from tlkit.config.schema import BNPolicy, HeadKind, OptimizerName, Preprocess, TrainConfig
 from tlkit.config.validate import lr_is_auto, parse_train_target, resolved_image_size
 from tlkit.doctor.findings import Finding, Severity
-
-# What each preprocessing mode turns RGB 0-255 into (tlkit.preprocessing.ImagePreprocessing).
-INPUT_RANGES = {
-    "caffe": "BGR with the ImageNet mean subtracted, about -124..152",
-    "tf": "-1..1",
-    "torch": "ImageNet mean/std normalised, about -2.1..2.6",
-    "none": "0..255 (the backbone rescales inside itself)",
-    "rescale_255": "0..1",
-}
+from tlkit.preprocessing_modes import INPUT_RANGES  # what each mode turns RGB 0-255 into
 
 # Peak-LR limits, as (warning above, error at or above), by optimizer family and by what
 # the stage trains. For SGD they apply to the effective step lr / (1 - momentum): momentum
