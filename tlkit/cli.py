@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -329,18 +330,25 @@ def _add_hydra_parsers(sub) -> None:
     reproduce.add_argument("--config-dir", help=_CONFIG_DIR_HELP)
 
 
+def _print_listing(text: str) -> int:
+    """Print a listing; piped into `head`, it ends quietly instead of with a BrokenPipeError traceback."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python flushes stdout again at exit
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "sweep-summary":
         return sweep_summary_command(args.multirun_dir, plot=not args.no_plot)
     if args.command == "backbones":
-        print(backbones_table())
-        return 0
+        return _print_listing(backbones_table())
     if args.command == "doctor" and args.list:
         from tlkit.doctor_catalogue import catalogue_table
 
-        print(catalogue_table())
-        return 0
+        return _print_listing(catalogue_table())
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     if args.command in LIBRARY_COMMANDS:
         return _run_library_command(args.command, args.args)
