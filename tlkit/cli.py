@@ -26,23 +26,18 @@ from pathlib import Path
 
 from tlkit.backbones.zoo import all_specs
 from tlkit.errors import error_chain
+from tlkit.text_table import text_table
 
 
 def backbones_table() -> str:
     header = ("name", "keras constructor", "preprocess", "size", "min", "features", "blocks (stem -> top)")
-    rows = [header] + [
-        (s.name, s.constructor, s.preprocess, str(s.default_size), str(s.min_size), str(s.features),
-         " ".join(s.block_names))
-        for s in all_specs()
-    ]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(header) - 1)]
-    lines = ["  ".join([c.ljust(w) for c, w in zip(r[:-1], widths)] + [r[-1]]) for r in rows]
-    lines.insert(1, "-" * len(lines[0]))
+    rows = [(s.name, s.constructor, s.preprocess, str(s.default_size), str(s.min_size), str(s.features),
+             " ".join(s.block_names)) for s in all_specs()]
     notes = (
         "\nEvery model takes RGB images in 0-255; the preprocessing above runs inside the model.\n"
         "Freeze by blocks: schedule.stages.N.train=head | all | top:N | from:BLOCK"
     )
-    return "\n".join(lines) + "\n" + notes
+    return text_table(header, rows) + "\n" + notes
 
 
 def find_config_dir(explicit: str | None = None) -> Path:

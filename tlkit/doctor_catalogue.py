@@ -1,6 +1,6 @@
 """Every finding the doctor can report: its id, severities, phase and what it means, in one place.
 
-Pure Python and at the bottom of the package (it imports nothing from tlkit), so config validation can refuse an
+Pure Python and at the bottom of the package (it imports only tlkit.text_table), so config validation can refuse an
 unknown id in `doctor.silence` before anything else is built. Each check in tlkit/doctor/ reports ids from here
 (tests/test_doctor_catalogue.py reads the checks' source to hold them to it); `tlkit doctor --list` prints it.
 """
@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
+
+from tlkit.text_table import text_table
 
 
 class Severity(str, Enum):
@@ -122,9 +124,5 @@ FINDING_IDS = tuple(CATALOGUE)
 def catalogue_table() -> str:
     """The catalogue as a plain-text table: id, severity, phase, meaning (`tlkit doctor --list`)."""
     header = ("id", "severity", "phase", "meaning")
-    rows = [header] + [(k.id, "/".join(s.value for s in k.severities), "+".join(k.phases), k.meaning)
-                       for k in _KINDS]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(header) - 1)]
-    lines = ["  ".join([c.ljust(w) for c, w in zip(r[:-1], widths)] + [r[-1]]) for r in rows]
-    lines.insert(1, "-" * len(lines[0]))
-    return "\n".join(lines)
+    return text_table(header, [(k.id, "/".join(s.value for s in k.severities), "+".join(k.phases), k.meaning)
+                               for k in _KINDS])

@@ -24,6 +24,7 @@ from typing import Callable, List, Optional, Sequence
 
 from tlkit.config.reference import STAGE_METRICS, check_reference  # noqa: F401  (re-exported)
 from tlkit.errors import TlkitError, error_chain
+from tlkit.text_table import text_table
 
 REPORT_FILE = "reproduce.json"
 DEFAULT_RUN_ROOT = "outputs/reproduce"  # RUN_DIR = outputs/reproduce/RECIPE/DATE_TIME unless hydra.run.dir= / run_dir=
@@ -72,15 +73,13 @@ def all_passed(rows: Sequence[dict]) -> bool:
 
 def format_table(rows: Sequence[dict]) -> str:
     header = ("metric", "stage", "reference", "tolerance", "achieved", "difference", "result")
-    lines = [header]
+    lines = []
     for row in rows:
         achieved = "-" if row["achieved"] is None else f"{row['achieved']:.4f}"
         difference = "-" if row["difference"] is None else f"{round(row['difference'], 4) + 0.0:+.4f}"  # no -0.0000
         lines.append((row["metric"], row["stage"] or "(final)", f"{row['reference']:.4f}",
                       f"±{row['tolerance']:.4f}", achieved, difference, row["status"].upper()))
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    text = ["  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip() for line in lines]
-    text.insert(1, "-" * len(text[0]))
+    text = text_table(header, lines).split("\n")
     notes = [f"  {row['metric']} ({row['stage'] or 'final'}): {row['why']}" for row in rows if row["why"]]
     passed = sum(row["status"] == "pass" for row in rows)
     verdict = "reproduced" if all_passed(rows) else "NOT reproduced"
