@@ -377,7 +377,7 @@ def _stage_callbacks(run: _Run, index: int, plan: StagePlan, target, progress, r
         doctor_monitor = RuntimeMonitor(
             plan.name, len(run.data.class_names), trains_backbone=bool(plan.blocks),
             reference_val_loss=min(r["val_loss"] for r in previous) if previous else None,
-            batchnorm_trains=BNPolicy(cfg.schedule.bn) == BNPolicy.train,
+            batchnorm_trains=BNPolicy(cfg.schedule.bn) == BNPolicy.train and run.setup.spec.has_batch_norm,
             reference_val_accuracy=max((r.get("val_accuracy") or 0.0 for r in previous), default=None),
             warmup_epochs=plan.warmup_epochs,
         )
