@@ -91,13 +91,24 @@ def _score(features, labels, kernel, bias) -> tuple[float, float]:
 
 def _features(extractor: keras.Model, batches, with_mirror: bool = False):
     features, labels, mirrored = [], [], []
+    size = None  # every call at the first batch's shape: the predict function is traced once, not per new shape
     for images, batch_labels in batches:
         images = np.asarray(images, dtype="float32")
-        features.append(np.asarray(extractor.predict_on_batch(images), dtype="float64"))
+        size = size or len(images)
+        features.append(_predict_fixed(extractor, images, size))
         labels.append(np.asarray(batch_labels).reshape(-1))
         if with_mirror:
-            mirrored.append(np.asarray(extractor.predict_on_batch(images[:, :, ::-1, :]), dtype="float64"))
+            mirrored.append(_predict_fixed(extractor, images[:, :, ::-1, :], size))
     out = [np.concatenate(features), np.concatenate(labels).astype(np.int64)]
     if with_mirror:
         out.append(np.concatenate(mirrored))
     return tuple(out)
+
+
+def _predict_fixed(extractor: keras.Model, images: np.ndarray, size: int) -> np.ndarray:
+    """Features of `images` (at most `size`), the batch zero-padded to `size` (a smaller last batch would retrace:
+    1.2 s on ResNet-50 at 32 px, for 0.2 s of inference on 150 images)."""
+    count = len(images)
+    if count < size:
+        images = np.concatenate([images, np.zeros((size - count, *images.shape[1:]), images.dtype)])
+    return np.asarray(extractor.predict_on_batch(images), dtype="float64")[:count]
