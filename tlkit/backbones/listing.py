@@ -70,7 +70,7 @@ def markdown_table(specs: list[BackboneSpec] | None = None) -> str:
     lines = ["| backbone | keras.applications | params | size (min) | input contract: RGB 0-255, then | blocks | "
              "ImageNet weights (Keras cache file) |", "|---|---|---|---|---|---|---|"]
     for s in specs:
-        contract = f"`none`; the backbone's own: {s.builtin_preprocess}" if s.builtin_preprocess else f"`{s.preprocess}`"
+        contract = f"`{s.preprocess}`" + (f"; the backbone's own: {s.builtin_preprocess}" if s.builtin_preprocess else "")
         lines.append(f"| `{s.name}` | {s.constructor} | {format_count(s.params)} | {s.default_size} ({s.min_size}) | "
                      f"{contract} | {len(s.blocks)} | `{s.weights_file(s.default_size)}` |")
     return "\n".join(lines)
