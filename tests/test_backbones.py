@@ -3,11 +3,17 @@
 Each backbone is built once, at its minimum size with random weights (module-scoped
 fixture parametrized by spec, so pytest builds and drops them one at a time).
 Nothing here touches the network: ImageNet downloads are intercepted.
+
+The biggest backbones (HEAVY) are `slow`: in CI (the reduced form) their block contracts run on a narrow twin, the
+same Keras family function with the same depth and layer names at a fraction of the width, and the checks that need
+the real width (features, the stored parameter count, the weights file Keras asks for) are left to the full form
+(TLKIT_FULL_TESTS=1), which builds the real models.
 """
 from __future__ import annotations
 
 import dataclasses
 import gc
+import os
 import re
 import subprocess
 import sys
@@ -26,15 +32,58 @@ from tlkit.backbones.weights import CACHE_SUBDIR, imagenet_weights_cached, image
 from tlkit.errors import ConfigError, WeightsError
 from tlkit.preprocessing import ImagePreprocessing
 
+from backbone_twins import narrow_twin
+
 SPECS = all_specs()
 IDS = [spec.name for spec in SPECS]
+FULL = os.environ.get("TLKIT_FULL_TESTS") == "1"
+# Over ~60M parameters or ~800 layers: 5-7 s a build here, several builds a test module.
+HEAVY = {"convnext_large", "convnext_xlarge", "efficientnet_b7", "efficientnet_v2_l", "nasnet_large"}
+# Other members of a family CI already builds (same Keras builder function and block scheme, another depth or
+# width), each with the member CI builds: built in the full form only, like HEAVY (10-25 s a build on 2 busy cores).
+FULL_ONLY = {
+    "resnet101": "resnet50", "resnet152": "resnet50", "resnet101_v2": "resnet50_v2", "resnet152_v2": "resnet50_v2",
+    "densenet169": "densenet121", "densenet201": "densenet121", "efficientnet_b4": "efficientnet_b3",
+    "efficientnet_b5": "efficientnet_b3", "efficientnet_b6": "efficientnet_b3",
+    "efficientnet_v2_b1": "efficientnet_v2_b0",
+    "efficientnet_v2_b2": "efficientnet_v2_b0", "efficientnet_v2_b3": "efficientnet_v2_b0",
+    "efficientnet_v2_m": "efficientnet_v2_s", "convnext_small": "convnext_tiny", "convnext_base": "convnext_tiny",
+}
+SLOW = HEAVY | set(FULL_ONLY)
 
 
-@pytest.fixture(scope="module", params=SPECS, ids=IDS)
+def reduced(spec) -> bool:
+    """True when this run checks spec on its narrow twin (a heavy backbone outside the full form)."""
+    return spec.name in HEAVY and not FULL
+
+
+def skip_unless_full(spec):
+    if spec.name in FULL_ONLY and not FULL:
+        pytest.skip(f"{spec.name}: the same builder and blocks as {FULL_ONLY[spec.name]}, which this run builds; "
+                    "TLKIT_FULL_TESTS=1 builds it")
+
+
+def build_for_test(spec, size=None):
+    size = spec.min_size if size is None else size
+    return narrow_twin(spec, size) if reduced(spec) else build_backbone(spec, size, None)
+
+
+def spec_params(specs=SPECS):
+    return [pytest.param(spec, id=spec.name, marks=[pytest.mark.slow] if spec.name in SLOW else [])
+            for spec in specs]
+
+
+def needs_real_width(spec):
+    if reduced(spec):
+        pytest.skip(f"{spec.name} is built as its narrow twin here; TLKIT_FULL_TESTS=1 builds the real one")
+
+
+@pytest.fixture(scope="module", params=spec_params())
 def built(request):
     """(spec, backbone at min_size with random weights, its blocks)."""
     spec = request.param
-    backbone = build_backbone(spec, spec.min_size, None)
+    skip_unless_full(spec)
+    backbone = build_for_test(spec)
     yield spec, backbone, assign_blocks(backbone, spec)
     del backbone
     keras.backend.clear_session()
@@ -100,7 +149,9 @@ def test_block_boundaries_are_stably_named(built):
 def test_blocks_do_not_depend_on_automatic_names(built):
     # A second build in the same process gets other automatic names (conv2d_7 -> conv2d_19).
     spec, backbone, blocks = built
-    again = build_backbone(spec, spec.min_size, None)
+    if reduced(spec):
+        pytest.skip("a narrow twin is built once here; TLKIT_FULL_TESTS=1 builds the real one twice")
+    again = build_for_test(spec)
     blocks_again = assign_blocks(again, spec)
     for name in spec.block_names:
         classes = [type(layer).__name__ for layer in blocks[name]]
@@ -132,6 +183,7 @@ def test_missing_start_layer_names_backbone_block_and_layer():
 
 def test_builds_at_min_size_with_the_declared_features(built):
     spec, backbone, _ = built
+    needs_real_width(spec)
     _, height, width, channels = backbone.output.shape
     assert channels == spec.features
     assert height >= 1 and width >= 1
@@ -170,15 +222,55 @@ def test_preprocessing_layer_matches_keras_preprocess_input(spec):
 def test_backbones_without_preprocessing_rescale_inside(built):
     spec, backbone, _ = built
     first = non_input_layers(backbone)[0]
-    assert isinstance(first, keras.layers.Rescaling) == (spec.preprocess == "none"), first
+    # (ConvNeXt's first layer is its Normalization on 0-255, EfficientNet's and MobileNetV3's a Rescaling.)
+    assert isinstance(first, (keras.layers.Rescaling, keras.layers.Normalization)) == (spec.preprocess == "none"), first
+
+
+def _leading_preprocessing(backbone):
+    """The sub-model from the input through the backbone's leading Rescaling/Normalization layers."""
+    leading = []
+    for layer in non_input_layers(backbone):
+        if not isinstance(layer, (keras.layers.Rescaling, keras.layers.Normalization)):
+            break
+        leading.append(layer)
+    return keras.Model(backbone.inputs[0], leading[-1].output) if leading else None
+
+
+def test_builtin_preprocessing_takes_rgb_0_255_once(built):
+    """A preprocess='none' backbone's own first layers map RGB 0-255 to a normalised range (-1..1, or ImageNet
+    mean/std's about -2.1..2.6; not 0..255 and not 0..1, which applying it twice or not at all would give)."""
+    spec, backbone, _ = built
+    leading = _leading_preprocessing(backbone)
+    assert (leading is not None) == (spec.preprocess == "none") == bool(spec.builtin_preprocess)
+    if leading is None or spec.family == "efficientnet":
+        return  # EfficientNet's Normalization holds the imagenet weights' mean/std: identity in a random build
+    size = spec.min_size
+    ramp = np.linspace(0, 255, size * size * 3, dtype="float32").reshape(1, size, size, 3)
+    out = keras.ops.convert_to_numpy(leading(ramp))
+    assert -2.2 < out.min() < -0.9 and 0.95 < out.max() < 2.7, (spec.name, out.min(), out.max())
+
+
+def test_stored_parameter_count_is_the_built_models(built):
+    spec, backbone, _ = built
+    needs_real_width(spec)
+    assert spec.params == backbone.count_params()
 
 
 # --- ImageNet weights file names --------------------------------------------------------
 
 # MobileNet v1/v2 pick their file by input size, falling back to 224.
 EXTRA_SIZES = {"mobilenet": (96, 128, 192), "mobilenet_v2": (96, 160, 200)}
+
+
+def full_form_only(spec, size) -> bool:
+    return spec.name not in EXTRA_SIZES and size != spec.min_size
+
+
+# A size-independent file (all but MobileNet v1/v2) is checked at the minimum size in CI and at the default size too
+# in the full form: each case builds the whole model (Keras asks for the file last), 3-15 s on 2 cores.
 FILE_CASES = [
-    pytest.param(spec, size, id=f"{spec.name}-{size}")
+    pytest.param(spec, size, id=f"{spec.name}-{size}",
+                 marks=[pytest.mark.slow] if spec.name in SLOW or full_form_only(spec, size) else [])
     for spec in SPECS
     for size in sorted({spec.min_size, spec.default_size, *EXTRA_SIZES.get(spec.name, ())})
 ]
@@ -191,6 +283,11 @@ class Requested(Exception):
 @pytest.mark.filterwarnings("ignore:`input_shape` is undefined or non-square")  # Keras's 224 fallback
 @pytest.mark.parametrize("spec, size", FILE_CASES)
 def test_weights_file_is_what_keras_requests(spec, size, monkeypatch):
+    needs_real_width(spec)  # the constructor builds the whole model before it asks for the file
+    skip_unless_full(spec)
+    if not FULL and full_form_only(spec, size):
+        pytest.skip("a size-independent weights file: its default size is checked with TLKIT_FULL_TESTS=1")
+
     def record(fname=None, origin=None, **kwargs):
         raise Requested(fname, kwargs.get("cache_subdir"))
 

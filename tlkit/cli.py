@@ -1,6 +1,7 @@
 """`tlkit` command line (also `python -m tlkit`).
 
-    tlkit backbones                    the registered backbones and their input contracts
+    tlkit backbones [--filter 'convnext*'] [--family 'efficientnet*'] [--max-params 30M]
+                                       the registered backbones: input contract, size, blocks, weights
     tlkit doctor [overrides...]        the pre-flight checks train.py runs, without training
     tlkit doctor --list                every finding id the doctor can report: severity, phase, meaning
     tlkit lr-find [overrides...] [stage=NAME steps=100 start_lr=1e-7 end_lr=10 rule=min_div_10 output=DIR]
@@ -24,20 +25,18 @@ import os
 import sys
 from pathlib import Path
 
+from tlkit.backbones.listing import backbones_table, parse_count, select
 from tlkit.backbones.zoo import all_specs
 from tlkit.errors import error_chain
-from tlkit.text_table import text_table
 
 
-def backbones_table() -> str:
-    header = ("name", "keras constructor", "preprocess", "size", "min", "features", "blocks (stem -> top)")
-    rows = [(s.name, s.constructor, s.preprocess, str(s.default_size), str(s.min_size), str(s.features),
-             " ".join(s.block_names)) for s in all_specs()]
-    notes = (
-        "\nEvery model takes RGB images in 0-255; the preprocessing above runs inside the model.\n"
-        "Freeze by blocks: schedule.stages.N.train=head | all | top:N | from:BLOCK"
-    )
-    return text_table(header, rows) + "\n" + notes
+def backbones_command(args) -> int:
+    try:
+        max_params = None if args.max_params is None else parse_count(args.max_params)
+    except ValueError as error:
+        print(f"tlkit backbones: error: --max-params {error}", file=sys.stderr)
+        return 2
+    return _print_listing(backbones_table(select(all_specs(), args.filter, args.family, max_params)))
 
 
 def find_config_dir(explicit: str | None = None) -> Path:
@@ -280,7 +279,12 @@ _CONFIG_DIR_HELP = "the conf/ folder (default: ./conf, else the one beside tlkit
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tlkit", description="Transfer-learning recipes for Keras 3.")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("backbones", help="list the registered backbones and their input contracts")
+    backbones = sub.add_parser("backbones", help="list the registered backbones and their input contracts",
+                               description="Filters combine; patterns are shell globs ('convnext*').")
+    backbones.add_argument("--filter", metavar="PATTERN", help="backbone names matching it, e.g. 'convnext*'")
+    backbones.add_argument("--family", metavar="PATTERN",
+                           help="keras.applications families matching it, e.g. efficientnet_v2 or 'resnet*'")
+    backbones.add_argument("--max-params", metavar="N", help="at most N parameters (30M, 2.5M, 500K, 25000000)")
     _add_doctor_parser(sub)
     _add_hydra_parsers(sub)
     for name, (summary, usage) in LIBRARY_COMMANDS.items():
@@ -339,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "sweep-summary":
         return sweep_summary_command(args.multirun_dir, plot=not args.no_plot)
     if args.command == "backbones":
-        return _print_listing(backbones_table())
+        return backbones_command(args)
     if args.command == "doctor" and args.list:
         from tlkit.doctor_catalogue import catalogue_table
 

@@ -51,6 +51,13 @@ class BackboneSpec:
     # re-estimated): what the doctor and the run set-up ask, with no model built. tests/test_backbones.py checks it
     # against tlkit.backbones.build.batch_norm_layers of the real model.
     has_batch_norm: bool = True
+    # Parameters of the include_top=False backbone (input-size independent), computed once from the built model and
+    # stored so that `tlkit backbones` never builds one; tests/test_backbones.py checks it against count_params().
+    params: int | None = None
+    # For preprocess="none": what the backbone's own first layers do to RGB 0-255 (Keras's include_preprocessing,
+    # or the Rescaling/Normalization the family always has), so its in-model preprocessing is stated and is never
+    # applied twice. Empty for the others: tlkit's preprocess layer does it all.
+    builtin_preprocess: str = ""
 
     def __post_init__(self):
         if self.preprocess not in PREPROCESS_MODES:
@@ -62,6 +69,9 @@ class BackboneSpec:
                 raise ValueError(
                     f"{self.name}: block {block.name!r} needs starts_at, or ends_at on it or on the block before"
                 )
+        if (self.preprocess == "none") != bool(self.builtin_preprocess):
+            raise ValueError(f"{self.name}: builtin_preprocess states what a preprocess='none' backbone does inside "
+                             "itself, and only then")
         names = [b.name for b in self.blocks]
         if len(set(names)) != len(names):
             raise ValueError(f"{self.name}: block names repeat: {names}")
@@ -69,3 +79,30 @@ class BackboneSpec:
     @property
     def block_names(self) -> tuple[str, ...]:
         return tuple(b.name for b in self.blocks)
+
+    @property
+    def weights_source(self) -> str:
+        """Where backbone.weights=imagenet comes from: the file Keras caches (at the default size)."""
+        return f"keras:{self.weights_file(self.default_size)}"
+
+    @property
+    def input_contract(self) -> str:
+        """What the backbone's weights see, from the RGB 0-255 every tlkit model takes."""
+        return f"in model: {self.builtin_preprocess}" if self.preprocess == "none" else self.preprocess
+
+
+# --------------------------------------------------------------------------- helpers for the family modules
+
+
+def fixed_file(file_name: str) -> Callable[[int], str]:
+    """Most constructors ask for one file whatever the input size."""
+
+    def weights_file(image_size: int) -> str:
+        return file_name
+
+    return weights_file
+
+
+def stages(*starts: tuple[str, str | None]) -> tuple[Block, ...]:
+    """Blocks from (name, starts_at) pairs, stem first (starts_at None)."""
+    return tuple(Block(name, starts_at) for name, starts_at in starts)
