@@ -10,7 +10,7 @@ from pathlib import Path  # noqa: E402
 import pytest  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-CONF_DIR = ROOT / "conf"
+CONF_DIR = ROOT / "tlkit" / "conf"  # the package data: what a wheel installs
 
 # --- composing the real config (lead) ---------------------------------------------
 

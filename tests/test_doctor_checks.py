@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 import tlkit
-from conftest import SMALL_VGG_DIGITS
+from conftest import CONF_DIR, SMALL_VGG_DIGITS
 from tlkit.backbones import get_spec
 from tlkit.doctor.config_checks import diagnose_config
 from tlkit.doctor.findings import Finding, Severity
@@ -62,9 +62,9 @@ def config_findings(compose):
 # --------------------------------------------------------------------------- config: shipped defaults
 
 
-@pytest.mark.parametrize("recipe", sorted(p.stem for p in (ROOT / "recipes").glob("*.yaml")))
+@pytest.mark.parametrize("recipe", sorted(p.stem for p in (CONF_DIR / "recipe").glob("*.yaml")))
 def test_shipped_recipes_pass(config_findings, recipe):
-    own_data = "override /data" in (ROOT / "recipes" / f"{recipe}.yaml").read_text()
+    own_data = "override /data" in (CONF_DIR / "recipe" / f"{recipe}.yaml").read_text()
     _, findings = config_findings([f"recipe={recipe}"] + ([] if own_data else ["data=digits"]))
     assert loud(findings) == []
 
@@ -76,7 +76,7 @@ def test_default_schedules_and_optimizers_pass(config_findings, schedule, optimi
     assert loud(findings) == []
 
 
-@pytest.mark.parametrize("backbone", sorted(p.stem for p in (ROOT / "conf" / "backbone").glob("*.yaml")))
+@pytest.mark.parametrize("backbone", sorted(p.stem for p in (CONF_DIR / "backbone").glob("*.yaml")))
 def test_every_backbone_with_its_defaults_passes(config_findings, backbone):
     _, findings = config_findings([f"backbone={backbone}"])
     assert findings == []
