@@ -208,18 +208,34 @@ def _rename_onnx_output(proto, name: str) -> None:
 # --------------------------------------------------------------------------- the clients
 
 
-class TFLiteRunner:
-    """The TensorFlow Lite interpreter (LiteRT's when installed) on batches of images."""
-
-    def __init__(self, model_path: str | Path):
-        import warnings
-
+def tflite_interpreter(client: str = "auto"):
+    """(Interpreter class, its name): LiteRT's (ai-edge-litert, the successor TensorFlow's deprecation notice points
+    to) when installed or asked for (client="litert"), else TensorFlow's tf.lite.Interpreter (client="tensorflow")."""
+    if client in ("auto", "litert"):
         try:
             from ai_edge_litert.interpreter import Interpreter
         except ImportError:
-            import tensorflow as tf
+            if client == "litert":
+                raise
+        else:
+            from importlib.metadata import PackageNotFoundError, version
 
-            Interpreter = tf.lite.Interpreter
+            try:
+                return Interpreter, f"ai-edge-litert {version('ai-edge-litert')}"
+            except PackageNotFoundError:
+                return Interpreter, "ai-edge-litert"
+    import tensorflow as tf
+
+    return tf.lite.Interpreter, f"tf.lite.Interpreter (TensorFlow {tf.__version__})"
+
+
+class TFLiteRunner:
+    """A TFLite file on batches of images, in LiteRT's interpreter when installed (see tflite_interpreter)."""
+
+    def __init__(self, model_path: str | Path, client: str = "auto"):
+        import warnings
+
+        Interpreter, self.client = tflite_interpreter(client)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # tf.lite.Interpreter's deprecation notice (LiteRT is its successor)
             self.interpreter = Interpreter(model_path=str(model_path))
@@ -356,6 +372,8 @@ def _verify(run_dir: Path, model, fmt: str, path: Path, quantize: Optional[str])
         "top1_agreement": float(np.mean(expected.argmax(1) == got.argmax(1))),
     }
     result = {"verification": {"against": "model.keras on the run's val images", **check}}
+    if getattr(runner, "client", None):
+        result["verification"]["client"] = runner.client  # which interpreter ran the file
     if quantize:
         before = float(np.mean(expected.argmax(1) == labels))
         after = float(np.mean(got.argmax(1) == labels))
