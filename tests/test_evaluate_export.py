@@ -301,7 +301,7 @@ def test_saved_model_signatures_match_keras(run_dir, model, real_images):
 
 
 @pytest.mark.parametrize("client", ["litert", "tensorflow"])
-def test_tflite_interpreter_matches_keras(run_dir, model, real_images, client):
+def test_tflite_interpreter_matches_keras(run_dir, model, real_images, client, capfd):
     """The file in LiteRT's interpreter (ai-edge-litert, the dev and export extras) and in tf.lite.Interpreter,
     while TensorFlow still ships it."""
     if client == "litert":
@@ -316,6 +316,7 @@ def test_tflite_interpreter_matches_keras(run_dir, model, real_images, client):
     runner = TFLiteRunner(path, client=client)
     assert runner.client.startswith("ai-edge-litert" if client == "litert" else "tf.lite.Interpreter")
     np.testing.assert_allclose(runner(images), _probabilities(model, images), atol=TOL)
+    assert "XNNPACK" not in capfd.readouterr().err  # TFLite's C++ notice, kept out of the console (tlkit.console)
     try:
         import ai_edge_litert  # noqa: F401
     except ImportError:

@@ -235,8 +235,10 @@ class TFLiteRunner:
     def __init__(self, model_path: str | Path, client: str = "auto"):
         import warnings
 
+        from tlkit.console import tflite_lines_filtered
+
         Interpreter, self.client = tflite_interpreter(client)
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), tflite_lines_filtered():  # "Created TensorFlow Lite XNNPACK delegate"
             warnings.simplefilter("ignore")  # tf.lite.Interpreter's deprecation notice (LiteRT is its successor)
             self.interpreter = Interpreter(model_path=str(model_path))
         self.input = self.interpreter.get_input_details()[0]
@@ -244,10 +246,13 @@ class TFLiteRunner:
         self.batch = None
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
+        from tlkit.console import tflite_lines_filtered
+
         images = np.asarray(images, dtype=np.float32)
         if self.batch != len(images):
             self.interpreter.resize_tensor_input(self.input["index"], list(images.shape))
-            self.interpreter.allocate_tensors()
+            with tflite_lines_filtered():
+                self.interpreter.allocate_tensors()
             self.batch = len(images)
         self.interpreter.set_tensor(self.input["index"], images)
         self.interpreter.invoke()
