@@ -98,3 +98,48 @@ def test_a_config_folder_that_would_run_code_is_refused_by_every_command(tmp_pat
         assert result.returncode == 2, result.stderr[-2000:]
         assert "recipe/bad.yaml: hydra.callbacks.x._target_" in result.stderr, result.stderr[-2000:]
     assert not marker.exists() and not (tmp_path / "run").exists()
+
+
+# --------------------------------------------------------------------------- dependencies that match the code
+
+# import name -> distribution, where they differ
+DISTRIBUTION = {"yaml": "pyyaml", "PIL": "pillow", "sklearn": "scikit-learn", "ai_edge_litert": "ai-edge-litert",
+                "tensorflow_datasets": "tensorflow-datasets", "hydra": "hydra-core"}
+# imported but deliberately not declared, each with why
+UNDECLARED = {"jax": "only with KERAS_BACKEND=jax, the user's own backend", "torch": "only with KERAS_BACKEND=torch",
+              "tqdm": "predict's progress bar, skipped when absent (ImportError)"}
+# declared but not imported by tlkit, each with why
+NOT_IMPORTED = {"importlib-resources": "tensorflow-datasets 4.9.10 needs it to download and does not declare it",
+                "pytest": "the dev extra's test runner", "hydra-optuna-sweeper": "a Hydra plugin: Hydra loads it",
+                "hydra-submitit-launcher": "a Hydra plugin: Hydra loads it"}
+
+
+def _third_party_imports() -> set:
+    import ast
+
+    names = set()
+    for path in (ROOT / "tlkit").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                names.add(node.module.split(".")[0])
+    return {n for n in names if n != "tlkit" and n not in sys.stdlib_module_names and n != "__future__"}
+
+
+def _declared() -> set:
+    import re
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    requirements = project["dependencies"] + [r for extra in project["optional-dependencies"].values() for r in extra]
+    return {re.split(r"[<>=\[; ]", r, maxsplit=1)[0].lower().replace("_", "-") for r in requirements}
+
+
+def test_every_import_is_declared_and_every_dependency_used():
+    imports, declared = _third_party_imports(), _declared()
+    as_distributions = {DISTRIBUTION.get(name, name).lower().replace("_", "-") for name in imports - set(UNDECLARED)}
+    assert as_distributions - declared == set(), "imported by tlkit, declared nowhere in pyproject.toml"
+    assert declared - as_distributions - set(NOT_IMPORTED) == set(), "declared, never imported"
+    assert "keras-cv" not in declared  # never imported (README: why not)
+    assert {"pyyaml", "h5py"} <= declared and {"yaml", "h5py"} <= imports
