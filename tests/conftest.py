@@ -17,7 +17,7 @@ CONF_DIR = ROOT / "tlkit" / "conf"  # the package data: what a wheel installs
 
 @pytest.fixture(scope="session")
 def compose():
-    """compose(overrides) -> the DictConfig train.py would get, from the real conf/."""
+    """compose(overrides) -> the DictConfig train.py would get, from the real tlkit/conf/."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.core.config_store import ConfigStore

@@ -1,7 +1,7 @@
 """The doctor's pre-flight checks: each one fires on the mistake it names and stays silent
 on a correct setup; the shipped recipes and default schedules pass the config checks.
 
-Config checks compose the real conf/ (no weights needed); data checks use tiny DataBundles
+Config checks compose the real tlkit/conf/ (no weights needed); data checks use tiny DataBundles
 built from numpy and the quickstart's digits; model checks build two 32 px backbones.
 """
 from __future__ import annotations
@@ -42,7 +42,7 @@ def loud(findings: list[Finding]) -> list[tuple[str, str]]:
 
 @pytest.fixture(scope="module")
 def config_findings(compose):
-    """config_findings(overrides) -> (cfg, findings) for the real conf/ with those overrides, through the recipe as
+    """config_findings(overrides) -> (cfg, findings) for the real tlkit/conf/ with those overrides, through the recipe as
     train.py and `tlkit doctor` do. Digits and the staged schedule unless the overrides choose others (the checks of
     a stage's LR name stages 1 and 2)."""
     from tlkit.auto_recipe import apply

@@ -199,8 +199,8 @@ def check_command_line(argv: List[str]) -> List[str]:
 
 
 def run_dir_override(overrides: List[str]) -> str:
-    """The run directory train.py will get: the last hydra.run.dir=... override, else conf/'s outputs/."""
-    found = "outputs"  # conf/config.yaml: outputs/${now:...}, relative to the working directory
+    """The run directory train.py will get: the last hydra.run.dir=... override, else config.yaml's outputs/."""
+    found = "outputs"  # tlkit/conf/config.yaml: outputs/${now:...}, relative to the working directory
     for text in overrides:
         key, sep, value = text.lstrip("+").partition("=")
         if sep and key == "hydra.run.dir":
