@@ -26,8 +26,10 @@ def test_the_wheel_holds_every_config_and_recipe(tmp_path):
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, source / name)
     shutil.copytree(ROOT / "tlkit", source / "tlkit", ignore=shutil.ignore_patterns("__pycache__"))
-    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                            "-w", str(tmp_path / "dist"), str(source)], capture_output=True, text=True, timeout=300)
+    command = [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path / "dist"), str(source)]
+    built = subprocess.run([*command, "--no-build-isolation"], capture_output=True, text=True, timeout=300)
+    if built.returncode != 0:  # no setuptools/wheel here (the dev extra installs them): pip fetches them
+        built = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert built.returncode == 0, built.stderr[-3000:]
     (wheel,) = (tmp_path / "dist").glob("tlkit-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
@@ -110,7 +112,8 @@ UNDECLARED = {"jax": "only with KERAS_BACKEND=jax, the user's own backend", "tor
               "tqdm": "predict's progress bar, skipped when absent (ImportError)"}
 # declared but not imported by tlkit, each with why
 NOT_IMPORTED = {"importlib-resources": "tensorflow-datasets 4.9.10 needs it to download and does not declare it",
-                "pytest": "the dev extra's test runner", "hydra-optuna-sweeper": "a Hydra plugin: Hydra loads it",
+                "pytest": "the dev extra's test runner", "setuptools": "builds the wheel (dev: offline, no isolation)",
+                "wheel": "idem, for setuptools < 70.1", "hydra-optuna-sweeper": "a Hydra plugin: Hydra loads it",
                 "hydra-submitit-launcher": "a Hydra plugin: Hydra loads it"}
 
 
