@@ -52,6 +52,20 @@ def test_tlkit_train_composes_what_train_py_composes_from_any_directory(tmp_path
     assert "name: train" in hydra_config.stdout  # so the log is train.log, as with python train.py
 
 
+def test_tlkit_train_trains_into_a_run_directory_of_the_working_directory(tmp_path):
+    """A tiny real run from outside the checkout: the run directory is relative to where the command ran, with
+    train.log (Hydra's job name is `train` whichever entry point) and the model."""
+    result = _run(["-m", "tlkit", "train", "backbone=vgg16", "backbone.weights=null", "data=synthetic",
+                   "data.image_size=32", "data.num_images=40", "data.num_classes=2", "data.batch_size=8",
+                   "schedule=frozen", "schedule.stages=[{name:head,train:head,epochs:1}]", "doctor.enabled=false",
+                   "trainer.verbose=0", "hydra.run.dir=runs/tiny"], cwd=tmp_path, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = tmp_path / "runs" / "tiny"
+    for name in ("model.keras", "metrics.json", "train.log", ".hydra/overrides.yaml"):
+        assert (run / name).exists(), name
+    assert "finished in" in (run / "train.log").read_text()
+
+
 def test_tlkit_train_has_train_py_guard(tmp_path):
     marker = tmp_path / "marker"
     result = _run(["-m", "tlkit", "train", "data=digits", "+hydra.callbacks.evil._target_=os.makedirs",
