@@ -10,14 +10,14 @@ from pathlib import Path  # noqa: E402
 import pytest  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-CONF_DIR = ROOT / "conf"
+CONF_DIR = ROOT / "tlkit" / "conf"  # the package data: what a wheel installs
 
 # --- composing the real config (lead) ---------------------------------------------
 
 
 @pytest.fixture(scope="session")
 def compose():
-    """compose(overrides) -> the DictConfig train.py would get, from the real conf/."""
+    """compose(overrides) -> the DictConfig train.py would get, from the real tlkit/conf/."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.core.config_store import ConfigStore

@@ -1,4 +1,4 @@
-"""The real conf/ composes, and bad values fail at load time with the key, the value and the choices."""
+"""The real tlkit/conf/ composes, and bad values fail at load time with the key, the value and the choices."""
 import subprocess
 import sys
 

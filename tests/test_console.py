@@ -101,9 +101,52 @@ def test_train_py_prints_no_tensorflow_startup_lines(tmp_path):
          "data.num_images=40", "data.num_classes=2", "data.batch_size=8", "schedule=full",
          "schedule.stages=[{name:all,train:all,epochs:1}]", "doctor.enabled=false", "trainer.verbose=0",
          f"hydra.run.dir={tmp_path / 'run'}"],
-        cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600,
+        cwd=ROOT, env=_env(PYTHONWARNINGS="default"), capture_output=True, text=True, timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / "run" / "model.keras").exists()
     assert _noise(result.stderr) == [], result.stderr[-3000:]
     assert "finished in" in result.stdout  # tlkit's own log still reaches the console
+    # Every warning shown (PYTHONWARNINGS=default, more than a user's default): none but tlkit's filters leave.
+    assert "Warning:" not in result.stderr, result.stderr[-3000:]
+
+
+# tlkit doctor's own output: the recipe's decisions, the report line, the findings and their fixes.
+DOCTOR_LINE = re.compile(r"recipe: .*|  \S.*|tlkit doctor: .*|no findings: .*|  \[(info|warning|error)\] .*|      fix: .*")
+
+
+def test_doctor_on_a_correct_setup_prints_only_its_own_report(tmp_path):
+    """`tlkit doctor` on a small correct set-up (VGG16, random weights, digits, 32 px: data and model built): stderr
+    is empty and every stdout line is the doctor's, with every Python warning shown (PYTHONWARNINGS=default)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "tlkit", "doctor", "backbone=vgg16", "backbone.weights=null", "data=digits",
+         "data.image_size=32", "data.max_images=200", "augment=none", "schedule=staged", "optimizer.lr=3e-3",
+         "doctor.silence=[no-pretrained-weights]"],
+        cwd=tmp_path, env=_env(PYTHONWARNINGS="default"), capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stderr == "", result.stderr[-3000:]
+    assert "tlkit doctor: vgg16, schedule=staged, data=digits" in result.stdout
+    foreign = [line for line in result.stdout.splitlines() if line and not DOCTOR_LINE.fullmatch(line)]
+    assert foreign == [], result.stdout
+
+
+def test_library_warnings_are_filtered_with_a_reason_and_kept_with_tlkit_tf_logs():
+    """Each filter names why; the warning it targets, raised where Keras raises it, is gone after `import tlkit`
+    and shown with TLKIT_TF_LOGS=1 (which keeps everything TensorFlow and Keras say)."""
+    from tlkit.console import LIBRARY_WARNINGS
+
+    assert LIBRARY_WARNINGS and all(len(reason) > 40 for *_, reason in LIBRARY_WARNINGS)
+    code = """
+        import warnings, tlkit
+        warnings.simplefilter("default")  # a user who shows every warning...
+        import tlkit.console
+        tlkit.console.quiet_library_warnings()  # ...still gets tlkit's filters first
+        warnings.warn_explicit("__array__ implementation doesn't accept a copy keyword, so passing copy=False "
+                               "failed.", DeprecationWarning, "core.py", 172, module="keras.src.backend.tensorflow.core")
+        warnings.warn_explicit("a warning of the user's own", DeprecationWarning, "mine.py", 1, module="mine")
+    """
+    quiet, kept = _python(code), _python(code, TLKIT_TF_LOGS="1")
+    assert quiet.returncode == kept.returncode == 0, quiet.stderr + kept.stderr
+    assert "copy keyword" not in quiet.stderr and "of the user's own" in quiet.stderr
+    assert "copy keyword" in kept.stderr

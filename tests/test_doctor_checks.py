@@ -1,7 +1,7 @@
 """The doctor's pre-flight checks: each one fires on the mistake it names and stays silent
 on a correct setup; the shipped recipes and default schedules pass the config checks.
 
-Config checks compose the real conf/ (no weights needed); data checks use tiny DataBundles
+Config checks compose the real tlkit/conf/ (no weights needed); data checks use tiny DataBundles
 built from numpy and the quickstart's digits; model checks build two 32 px backbones.
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 import tlkit
-from conftest import SMALL_VGG_DIGITS
+from conftest import CONF_DIR, SMALL_VGG_DIGITS
 from tlkit.backbones import get_spec
 from tlkit.doctor.config_checks import diagnose_config
 from tlkit.doctor.findings import Finding, Severity
@@ -42,7 +42,7 @@ def loud(findings: list[Finding]) -> list[tuple[str, str]]:
 
 @pytest.fixture(scope="module")
 def config_findings(compose):
-    """config_findings(overrides) -> (cfg, findings) for the real conf/ with those overrides, through the recipe as
+    """config_findings(overrides) -> (cfg, findings) for the real tlkit/conf/ with those overrides, through the recipe as
     train.py and `tlkit doctor` do. Digits and the staged schedule unless the overrides choose others (the checks of
     a stage's LR name stages 1 and 2)."""
     from tlkit.auto_recipe import apply
@@ -62,9 +62,9 @@ def config_findings(compose):
 # --------------------------------------------------------------------------- config: shipped defaults
 
 
-@pytest.mark.parametrize("recipe", sorted(p.stem for p in (ROOT / "recipes").glob("*.yaml")))
+@pytest.mark.parametrize("recipe", sorted(p.stem for p in (CONF_DIR / "recipe").glob("*.yaml")))
 def test_shipped_recipes_pass(config_findings, recipe):
-    own_data = "override /data" in (ROOT / "recipes" / f"{recipe}.yaml").read_text()
+    own_data = "override /data" in (CONF_DIR / "recipe" / f"{recipe}.yaml").read_text()
     _, findings = config_findings([f"recipe={recipe}"] + ([] if own_data else ["data=digits"]))
     assert loud(findings) == []
 
@@ -76,7 +76,7 @@ def test_default_schedules_and_optimizers_pass(config_findings, schedule, optimi
     assert loud(findings) == []
 
 
-@pytest.mark.parametrize("backbone", sorted(p.stem for p in (ROOT / "conf" / "backbone").glob("*.yaml")))
+@pytest.mark.parametrize("backbone", sorted(p.stem for p in (CONF_DIR / "backbone").glob("*.yaml")))
 def test_every_backbone_with_its_defaults_passes(config_findings, backbone):
     _, findings = config_findings([f"backbone={backbone}"])
     assert findings == []

@@ -300,15 +300,29 @@ def test_saved_model_signatures_match_keras(run_dir, model, real_images):
         loaded.signatures["serve_bytes"](image_bytes=tf.constant(webp))
 
 
-def test_tflite_interpreter_matches_keras(run_dir, model, real_images):
+@pytest.mark.parametrize("client", ["litert", "tensorflow"])
+def test_tflite_interpreter_matches_keras(run_dir, model, real_images, client, capfd):
+    """The file in LiteRT's interpreter (ai-edge-litert, the dev and export extras) and in tf.lite.Interpreter,
+    while TensorFlow still ships it."""
+    if client == "litert":
+        pytest.importorskip("ai_edge_litert", reason="pip install -e '.[dev]' installs ai-edge-litert")
     from tlkit.export import TFLiteRunner, export
 
     path = export(run_dir, "tflite")
     assert path.name == "model.tflite"
-    _check_card(_card(path), "tflite")
+    card = _card(path)
+    _check_card(card, "tflite")
     images, _ = real_images
-    got = TFLiteRunner(path)(images)
-    np.testing.assert_allclose(got, _probabilities(model, images), atol=TOL)
+    runner = TFLiteRunner(path, client=client)
+    assert runner.client.startswith("ai-edge-litert" if client == "litert" else "tf.lite.Interpreter")
+    np.testing.assert_allclose(runner(images), _probabilities(model, images), atol=TOL)
+    assert "XNNPACK" not in capfd.readouterr().err  # TFLite's C++ notice, kept out of the console (tlkit.console)
+    try:
+        import ai_edge_litert  # noqa: F401
+    except ImportError:
+        assert card["verification"]["client"].startswith("tf.lite.Interpreter")
+    else:  # export's own check runs the file where people serve it
+        assert card["verification"]["client"].startswith("ai-edge-litert")
 
 
 @pytest.mark.parametrize("quantize", ["float16", "int8"])
@@ -326,6 +340,8 @@ def test_quantized_tflite_reports_the_accuracy_change(run_dir, model, real_image
     assert path.stat().st_size < float_size * (0.6 if quantize == "float16" else 0.35)
     images, _ = real_images
     np.testing.assert_allclose(TFLiteRunner(path)(images), _probabilities(model, images), atol=0.05)
+    np.testing.assert_allclose(TFLiteRunner(path, client="tensorflow")(images), _probabilities(model, images),
+                               atol=0.05)
 
 
 def test_keras_export_and_cli(run_dir, capsys):

@@ -118,19 +118,22 @@ def test_nothing_inside_the_package_imports_its_facade():
 
 
 POST_TRAINING = ["tlkit.evaluate", "tlkit.predict", "tlkit.export", "tlkit.reproduce", "tlkit.sweep"]
+ENTRY = ["tlkit.cli", "tlkit.cli_train", "tlkit.cli_config"]  # the top: command lines, Hydra
 
 
 @pytest.mark.parametrize("lower, higher", [
     # the bottom: errors, util, config schema and checks, backbones
     (["tlkit.errors", "tlkit.fileio", "tlkit.version", "tlkit.config", "tlkit.backbones"],
      ["tlkit.data", "tlkit.auto_recipe", "tlkit.recipe_facts", "tlkit.preflight", "tlkit.stages", "tlkit.doctor",
-      "tlkit.run_setup", "tlkit.trainer", "tlkit.rundir", "tlkit.lr_find", "tlkit.cli", *POST_TRAINING]),
+      "tlkit.run_setup", "tlkit.trainer", "tlkit.rundir", "tlkit.lr_find", *ENTRY, *POST_TRAINING]),
     # the data layer knows nothing of training, the run directory or the tools
     (["tlkit.data"], ["tlkit.preflight", "tlkit.doctor", "tlkit.run_setup", "tlkit.trainer", "tlkit.rundir",
-                      "tlkit.lr_find", "tlkit.cli", *POST_TRAINING]),
+                      "tlkit.lr_find", *ENTRY, *POST_TRAINING]),
     # the recipe and the doctor run before training
     (["tlkit.auto_recipe", "tlkit.recipe_facts", "tlkit.doctor", "tlkit.preflight"],
-     ["tlkit.run_setup", "tlkit.trainer", "tlkit.lr_find", "tlkit.cli", *POST_TRAINING]),
+     ["tlkit.run_setup", "tlkit.trainer", "tlkit.lr_find", *ENTRY, *POST_TRAINING]),
+    # nothing below the command lines imports them (the tools get composing passed in)
+    (["tlkit.trainer", "tlkit.run_setup", "tlkit.lr_find", *POST_TRAINING], ENTRY),
 ])
 def test_layers_point_down(lower, higher):
     assert _violations(lower, higher) == []
@@ -138,3 +141,4 @@ def test_layers_point_down(lower, higher):
 
 def test_only_the_entry_points_import_the_cli():
     assert sorted(module for module, targets in GRAPH.items() if "tlkit.cli" in targets) == ["tlkit.__main__"]
+    assert sorted(module for module, targets in GRAPH.items() if "tlkit.cli_train" in targets) == ["tlkit.cli"]

@@ -29,10 +29,10 @@ from tlkit.errors import ConfigError
 FAST_S = 3.0
 
 
-def run_train(*overrides, tmp_path: Path):
+def run_train(*overrides, tmp_path: Path, flags=()):
     started = time.perf_counter()
     result = subprocess.run(
-        [sys.executable, "-X", "importtime", "train.py", "data=digits", *overrides,
+        [sys.executable, "-X", "importtime", "train.py", *flags, "data=digits", *overrides,
          f"hydra.run.dir={tmp_path / 'run'}"],
         cwd=ROOT, capture_output=True, text=True, timeout=120,
         env={**os.environ, "TLKIT_CACHE_DIR": str(tmp_path / "cache"), "HYDRA_FULL_ERROR": "0"},
@@ -80,6 +80,12 @@ def test_config_errors_fail_fast_before_tensorflow(override, expected, tmp_path)
 def _marker_overrides(tmp_path: Path):
     """Overrides that, if Hydra honoured them, would create a marker folder (harmless, observable)."""
     marker = tmp_path / "marker"
+    evil = tmp_path / "evil_conf"  # a config folder whose YAML would make Hydra run the target
+    (evil / "recipe").mkdir(parents=True, exist_ok=True)
+    (evil / "config.yaml").write_text(f"hydra:\n  callbacks:\n    evil:\n      _target_: os.makedirs\n"
+                                      f"      name: {marker}\n")
+    (evil / "recipe" / "evil.yaml").write_text(f"# @package _global_\nhydra:\n  callbacks:\n    evil:\n"
+                                               f"      _target_: os.makedirs\n      name: {marker}\n")
     return marker, [
         [f"+hydra.callbacks.evil._target_=os.makedirs", f"+hydra.callbacks.evil.name={marker}"],
         [f"+hydra.callbacks={{evil:{{_target_:os.makedirs,name:{marker}}}}}"],  # the target inside a value
@@ -89,11 +95,12 @@ def _marker_overrides(tmp_path: Path):
         [f"+hydra.job_logging.handlers.evil={{class:os.makedirs,name:{marker}}}"],  # dictConfig imports `class`
         [f"+data.extra=[{{_target_:os.makedirs,name:{marker}}}]"],
         [f"+hydra.launcher._target_=os.makedirs"],
-        ["hydra.searchpath=[file:///tmp]"],  # would let an outside YAML set hydra.callbacks
+        [f"hydra.searchpath=[file://{evil}]", "recipe=evil"],  # lets an outside YAML set hydra.callbacks
         ["backbone@hydra.callbacks=vgg16"],  # a config group packaged into hydra's own config
         ["hydra.job.env_set.LD_PRELOAD=/tmp/evil.so"],
         ["--experimental-rerun", str(tmp_path / "config.pickle")],  # unpickling runs code
-        ["--config-dir", str(tmp_path)],
+        ["--config-dir", str(evil)],  # its config.yaml replaces tlkit's and sets hydra.callbacks
+        ["hydra.searchpath=[pkg://hydra.conf]"],  # a package's configs: tlkit cannot check them
     ]
 
 
@@ -114,10 +121,11 @@ def test_ordinary_overrides_pass_the_guard():
     ])
 
 
-@pytest.mark.parametrize("index", range(8))  # the ones that could run code: each through a real train.py
+@pytest.mark.parametrize("index", [*range(9), 12])  # those that could run code (8, 12: a config folder), each through a real train.py
 def test_train_py_refuses_injected_targets_and_nothing_runs(index, tmp_path):
     marker, cases = _marker_overrides(tmp_path)
-    result, elapsed, imported, message = run_train(*cases[index], tmp_path=tmp_path)
+    flags, overrides = (cases[index][:2], cases[index][2:]) if cases[index][0] == "--config-dir" else ((), cases[index])
+    result, elapsed, imported, message = run_train(*overrides, tmp_path=tmp_path, flags=flags)
     assert result.returncode == 2, message
     assert message.startswith("tlkit: error:") and "is not valid" in message, message
     assert not marker.exists(), "the injected target ran"
@@ -131,11 +139,10 @@ def test_without_the_guard_hydra_would_run_the_target(tmp_path):
     Runs a copy of train.py without the guard call; optimizer.lr=0 makes tlkit stop right
     after Hydra's callbacks ran, before any training.
     """
-    source = (ROOT / "train.py").read_text()
+    source = (ROOT / "tlkit" / "cli_train.py").read_text()  # what train.py and `tlkit train` run
     assert "check_command_line(sys.argv[1:])" in source
     unguarded = tmp_path / "unguarded_train.py"
-    unguarded.write_text(source.replace("check_command_line(sys.argv[1:])", "[]")
-                         .replace('config_path="conf"', f'config_path="{ROOT / "conf"}"'))
+    unguarded.write_text(source.replace("check_command_line(sys.argv[1:])", "[]"))
     marker = tmp_path / "marker"
     result = subprocess.run(
         [sys.executable, str(unguarded), "data=digits", "optimizer.lr=0", f"hydra.run.dir={tmp_path / 'run'}",

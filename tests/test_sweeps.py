@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT, SMALL_VGG_DIGITS
+from conftest import CONF_DIR, ROOT, SMALL_VGG_DIGITS
 
 # Tiny trials: 100 digits at 32 px, random VGG16, one epoch per stage of the staged schedule's
 # three stages (the Optuna space sets schedule.stages.1.train, so stage 1 must exist).
@@ -170,7 +170,7 @@ def test_shipped_search_space_composes(compose):
 
     compose(["hparams_search=optuna"])  # the group exists and composes with the schema
 
-    space = yaml.safe_load((ROOT / "conf" / "hparams_search" / "optuna.yaml").read_text())
+    space = yaml.safe_load((CONF_DIR / "hparams_search" / "optuna.yaml").read_text())
     params = space["hydra"]["sweeper"]["params"]
     assert space["hydra"]["sweeper"]["direction"] == "maximize"
     assert set(params) == {"optimizer", "optimizer.lr", "head.dropout", "schedule.stages.1.train", "augment"}

@@ -208,7 +208,7 @@ def test_checks_run_before_tensorflow_starts(data_dir):
 
 
 def test_train_py_trains_on_a_tfds_dataset(data_dir, tmp_path):
-    """data=tfds from conf/: the split strings quoted as Hydra needs them, one head epoch."""
+    """data=tfds from tlkit/conf/: the split strings quoted as Hydra needs them, one head epoch."""
     run_dir = tmp_path / "run"
     result = subprocess.run(
         [sys.executable, "train.py", "data=tfds", "data.name=tlkit_test_shapes", f"data.data_dir={data_dir}",

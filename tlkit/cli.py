@@ -14,8 +14,12 @@
                                        train a recipe with a reference block; achieved vs reference in
                                        RUN_DIR/reproduce.json and a table (exit 0 reproduced, 1 not, 2 errors)
 
-`doctor` takes the same Hydra overrides as train.py and composes the same conf/. This
-module is an entry point, like train.py: it may use Hydra; the library does not.
+    tlkit train [--config-dir DIR] [overrides...] [-m]
+                                       train: exactly `python train.py [overrides]` (tlkit/cli_train.py)
+
+`doctor`, `lr-find` and `reproduce` take train's Hydra overrides and compose the same configs (the package's
+tlkit/conf/, plus --config-dir DIR: tlkit/cli_config.py). This module is an entry point, like train.py: it may
+use Hydra; the library does not.
 """
 from __future__ import annotations
 
@@ -27,6 +31,7 @@ from pathlib import Path
 
 from tlkit.backbones.listing import backbones_table, parse_count, select
 from tlkit.backbones.zoo import all_specs
+from tlkit.cli_config import compose_config, user_config_dir
 from tlkit.errors import error_chain
 
 
@@ -39,30 +44,7 @@ def backbones_command(args) -> int:
     return _print_listing(backbones_table(select(all_specs(), args.filter, args.family, max_params)))
 
 
-def find_config_dir(explicit: str | None = None) -> Path:
-    """conf/ of the current directory, else the one beside an editable install of tlkit."""
-    candidates = [Path(explicit)] if explicit else [Path.cwd() / "conf", Path(__file__).resolve().parents[1] / "conf"]
-    for candidate in candidates:
-        if (candidate / "config.yaml").is_file():
-            return candidate.resolve()
-    raise SystemExit(f"tlkit: error: no conf/config.yaml in {', '.join(map(str, candidates))}; pass --config-dir")
-
-
-def compose_config(overrides: list[str], config_dir: Path):
-    """The DictConfig `python train.py OVERRIDES` would get."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.config_store import ConfigStore
-
-    from tlkit.config import register_schema
-    from tlkit.config.overrides import check_override_strings
-
-    check_override_strings(overrides)  # robustness: refuse what train.py refuses (objects named in overrides)
-    register_schema(ConfigStore.instance())
-    with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
-        return compose(config_name="config", overrides=overrides)
-
-
-def doctor_command(overrides: list[str], config_dir: Path, config_only: bool) -> int:
+def doctor_command(overrides: list[str], config_dir: Path | None, config_only: bool) -> int:
     import tlkit.auto_recipe as auto_recipe
     from tlkit.config import as_train_config
     from tlkit.doctor import Doctor, format_findings, has_errors
@@ -106,7 +88,7 @@ def _data_and_model_checks(doctor, cfg, spec, recipe) -> None:
 LR_FIND_OPTIONS = {"stage": str, "steps": int, "start_lr": float, "end_lr": float, "rule": str, "output": str}
 
 
-def lr_find_command(items: list[str], config_dir: Path) -> int:
+def lr_find_command(items: list[str], config_dir: Path | None) -> int:
     """`tlkit lr-find`: the finder's own key=value options, the rest are Hydra overrides as for train.py."""
     import time
 
@@ -273,12 +255,16 @@ LIBRARY_COMMANDS = {
                "run=RUN_DIR format=keras|saved_model|tflite|onnx [quantize=float16|int8] [output=DIR] "
                "[verify=true]"),
 }
-_CONFIG_DIR_HELP = "the conf/ folder (default: ./conf, else the one beside tlkit)"
+_CONFIG_DIR_HELP = ("a folder of your own configs, ahead of tlkit's (DIR/recipe/mine.yaml is recipe=mine; "
+                    "DIR/config.yaml replaces tlkit's)")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tlkit", description="Transfer-learning recipes for Keras 3.")
     sub = parser.add_subparsers(dest="command", required=True)
+    # Listed here for --help; main() hands `tlkit train ...` to Hydra's own command line before parsing.
+    sub.add_parser("train", add_help=False, help="train: `tlkit train [overrides]` is `python train.py [overrides]` "
+                   "(Hydra's flags too: -m, --cfg job, --config-dir DIR)").add_argument("rest", nargs="*")
     backbones = sub.add_parser("backbones", help="list the registered backbones and their input contracts",
                                description="Filters combine; patterns are shell globs ('convnext*').")
     backbones.add_argument("--filter", metavar="PATTERN", help="backbone names matching it, e.g. 'convnext*'")
@@ -339,6 +325,12 @@ def _print_listing(text: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["train"]:
+        from tlkit.cli_train import main as train_main
+
+        train_main(argv[1:])  # Hydra's command line, as `python train.py`; errors exit with their own status
+        return 0
     args = build_parser().parse_args(argv)
     if args.command == "sweep-summary":
         return sweep_summary_command(args.multirun_dir, plot=not args.no_plot)
@@ -351,13 +343,20 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     if args.command in LIBRARY_COMMANDS:
         return _run_library_command(args.command, args.args)
+    from tlkit.errors import TlkitError
+
+    try:
+        config_dir = user_config_dir(args.config_dir)
+    except TlkitError as error:
+        print(f"tlkit: error: {error}", file=sys.stderr)
+        return 2
     if args.command == "lr-find":
-        return lr_find_command(args.items, find_config_dir(args.config_dir))
+        return lr_find_command(args.items, config_dir)
     if args.command == "reproduce":
         from tlkit.reproduce import reproduce_command
 
-        return reproduce_command(args.overrides, find_config_dir(args.config_dir), compose_config)
-    return doctor_command(args.overrides, find_config_dir(args.config_dir), args.config_only)
+        return reproduce_command(args.overrides, config_dir, compose_config)
+    return doctor_command(args.overrides, config_dir, args.config_only)
 
 
 def _run_library_command(command: str, items: list[str]) -> int:

@@ -20,17 +20,25 @@ every library user reach it before any tlkit module imports Keras or TensorFlow.
   during the import is still seen). Inside that window TensorFlow also lists its GPUs (where the cuInit error is
   printed); tlkit's runtime and distribute modules list them right after anyway.
 
+Later, TensorFlow Lite prints "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." each time an interpreter is
+built: tflite_lines_filtered() drops exactly that line around it (tlkit.export.TFLiteRunner). And the Python
+warnings of LIBRARY_WARNINGS (Keras/TensorFlow warnings a tlkit user cannot act on, each with its reason) are
+filtered from `import tlkit` on (quiet_library_warnings); a user's own warnings and every other library's stay.
+
 TF_ENABLE_ONEDNN_OPTS is deliberately left alone: it changes the numerics, not just the message.
-TLKIT_TF_LOGS=1 leaves TensorFlow's logging untouched (no variable set, no filter). Stdlib only: the lowest layer.
+TLKIT_TF_LOGS=1 leaves TensorFlow's logging and Keras's warnings untouched (no variable set, no filter). Stdlib
+only: the lowest layer.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.abc
 import importlib.util
 import os
 import re
 import sys
 import threading
+import warnings
 
 TF_LOGS_ENV = "TLKIT_TF_LOGS"
 
@@ -57,6 +65,22 @@ STARTUP_LINES = tuple(re.compile(pattern) for pattern in (
     r"factory for plugin cu(?:DNN|FFT|BLAS) when one has already been registered",
 ))
 
+# Lines TensorFlow Lite's C++ prints later, each time an interpreter is built (export's check, TFLiteRunner).
+TFLITE_LINES = (
+    # XNNPACK is TFLite's default CPU delegate: a notice that it is on, nothing to act on.
+    re.compile(r"INFO: Created TensorFlow Lite XNNPACK delegate for CPU\."),
+)
+
+# Python warnings from Keras/TensorFlow that nobody using tlkit can act on, each with why it is filtered:
+# (category, message regex, module regex, reason). Looked for on tlkit's commands (doctor, train, evaluate,
+# predict, export) with every warning shown (warnings.simplefilter("always")): this is the one that fires.
+LIBRARY_WARNINGS = (
+    (DeprecationWarning, r"__array__ implementation doesn't accept a copy keyword", r"keras\.",
+     "numpy 2 asks TensorFlow's EagerTensor.__array__ for a `copy` argument it does not take yet; Keras's "
+     "convert_to_numpy (np.array on a tensor) triggers it on every batch it converts (870 times in a two-epoch "
+     "run): TensorFlow's to fix, nothing a caller changes"),
+)
+
 _installed = False
 
 
@@ -68,9 +92,28 @@ def is_startup_line(line: str) -> bool:
     return any(pattern.fullmatch(line.rstrip("\r\n")) for pattern in STARTUP_LINES)
 
 
+def quiet_library_warnings() -> None:
+    """The LIBRARY_WARNINGS filters (idempotent: warnings.filterwarnings drops a duplicate); none with TLKIT_TF_LOGS=1."""
+    if tensorflow_logs_wanted():
+        return
+    for category, message, module, _reason in LIBRARY_WARNINGS:
+        warnings.filterwarnings("ignore", message=message, category=category, module=module)
+
+
+@contextlib.contextmanager
+def tflite_lines_filtered():
+    """File descriptor 2 without TFLITE_LINES while TensorFlow Lite builds an interpreter (all kept with TLKIT_TF_LOGS=1)."""
+    if tensorflow_logs_wanted():
+        yield
+        return
+    with _StderrFilter(TFLITE_LINES):
+        yield
+
+
 def quiet_tensorflow_startup() -> None:
-    """Idempotent; a no-op with TLKIT_TF_LOGS=1 or once TensorFlow is imported (then it is too late)."""
+    """Idempotent; the start-up filter is a no-op with TLKIT_TF_LOGS=1 or once TensorFlow is imported (too late)."""
     global _installed
+    quiet_library_warnings()
     if _installed or tensorflow_logs_wanted() or "tensorflow" in sys.modules:
         return
     _installed = True
@@ -113,6 +156,9 @@ class _FilteredLoader(importlib.abc.Loader):
 class _StderrFilter:
     """File descriptor 2 through a pipe; a thread forwards each line to the real stderr unless is_startup_line."""
 
+    def __init__(self, patterns=STARTUP_LINES):
+        self._patterns = patterns
+
     def __enter__(self):
         self._saved = None
         try:
@@ -140,7 +186,8 @@ class _StderrFilter:
                 self._write([pending], end=b"")
 
     def _write(self, lines, end):
-        kept = [line + end for line in lines if not is_startup_line(line.decode("utf-8", "replace"))]
+        kept = [line + end for line in lines
+                if not any(p.fullmatch(line.decode("utf-8", "replace").rstrip("\r")) for p in self._patterns)]
         data = b"".join(kept)
         while data:
             data = data[os.write(self._saved, data):]

@@ -208,19 +208,37 @@ def _rename_onnx_output(proto, name: str) -> None:
 # --------------------------------------------------------------------------- the clients
 
 
-class TFLiteRunner:
-    """The TensorFlow Lite interpreter (LiteRT's when installed) on batches of images."""
-
-    def __init__(self, model_path: str | Path):
-        import warnings
-
+def tflite_interpreter(client: str = "auto"):
+    """(Interpreter class, its name): LiteRT's (ai-edge-litert, the successor TensorFlow's deprecation notice points
+    to) when installed or asked for (client="litert"), else TensorFlow's tf.lite.Interpreter (client="tensorflow")."""
+    if client in ("auto", "litert"):
         try:
             from ai_edge_litert.interpreter import Interpreter
         except ImportError:
-            import tensorflow as tf
+            if client == "litert":
+                raise
+        else:
+            from importlib.metadata import PackageNotFoundError, version
 
-            Interpreter = tf.lite.Interpreter
-        with warnings.catch_warnings():
+            try:
+                return Interpreter, f"ai-edge-litert {version('ai-edge-litert')}"
+            except PackageNotFoundError:
+                return Interpreter, "ai-edge-litert"
+    import tensorflow as tf
+
+    return tf.lite.Interpreter, f"tf.lite.Interpreter (TensorFlow {tf.__version__})"
+
+
+class TFLiteRunner:
+    """A TFLite file on batches of images, in LiteRT's interpreter when installed (see tflite_interpreter)."""
+
+    def __init__(self, model_path: str | Path, client: str = "auto"):
+        import warnings
+
+        from tlkit.console import tflite_lines_filtered
+
+        Interpreter, self.client = tflite_interpreter(client)
+        with warnings.catch_warnings(), tflite_lines_filtered():  # "Created TensorFlow Lite XNNPACK delegate"
             warnings.simplefilter("ignore")  # tf.lite.Interpreter's deprecation notice (LiteRT is its successor)
             self.interpreter = Interpreter(model_path=str(model_path))
         self.input = self.interpreter.get_input_details()[0]
@@ -228,10 +246,13 @@ class TFLiteRunner:
         self.batch = None
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
+        from tlkit.console import tflite_lines_filtered
+
         images = np.asarray(images, dtype=np.float32)
         if self.batch != len(images):
             self.interpreter.resize_tensor_input(self.input["index"], list(images.shape))
-            self.interpreter.allocate_tensors()
+            with tflite_lines_filtered():
+                self.interpreter.allocate_tensors()
             self.batch = len(images)
         self.interpreter.set_tensor(self.input["index"], images)
         self.interpreter.invoke()
@@ -356,6 +377,8 @@ def _verify(run_dir: Path, model, fmt: str, path: Path, quantize: Optional[str])
         "top1_agreement": float(np.mean(expected.argmax(1) == got.argmax(1))),
     }
     result = {"verification": {"against": "model.keras on the run's val images", **check}}
+    if getattr(runner, "client", None):
+        result["verification"]["client"] = runner.client  # which interpreter ran the file
     if quantize:
         before = float(np.mean(expected.argmax(1) == labels))
         after = float(np.mean(got.argmax(1) == labels))

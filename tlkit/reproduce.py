@@ -10,7 +10,7 @@
 
 A result passes when |achieved - value| <= tolerance: far above the reference fails too,
 because then the run does not match what was published (another split, a leak). The
-composing is cli.compose_config's (passed in): this module does not import Hydra.
+composing is cli_config.compose_config's (passed in): this module does not import Hydra.
 """
 from __future__ import annotations
 
@@ -105,10 +105,15 @@ def recipes_with_reference(config_dir: Path) -> List[tuple]:
     return found
 
 
-def _recipe_list(config_dir: Path) -> str:
-    recipes = recipes_with_reference(config_dir)
+def _recipe_list(config_dir: Optional[Path]) -> str:
+    """The package's recipes with a reference, then those of the user's --config-dir (which win by name)."""
+    from tlkit.conf import CONF_DIR
+
+    recipes = dict(recipes_with_reference(CONF_DIR))
+    recipes.update(recipes_with_reference(config_dir) if config_dir else [])
+    recipes = sorted(recipes.items())
     if not recipes:
-        return "no recipe in recipes/ has a reference block"
+        return "no recipe in recipe/ has a reference block"
     return "recipes with a reference:\n" + "\n".join(f"  {name:<24} {source[:100]}" for name, source in recipes)
 
 
@@ -131,8 +136,9 @@ def _fail(message: str) -> int:
     return 2
 
 
-def reproduce_command(overrides: Sequence[str], config_dir: Path, compose: Callable) -> int:
-    """`tlkit reproduce recipe=NAME [overrides]`; `compose(overrides, config_dir)` is cli.compose_config."""
+def reproduce_command(overrides: Sequence[str], config_dir: Optional[Path], compose: Callable) -> int:
+    """`tlkit reproduce recipe=NAME [overrides]`; `compose(overrides, config_dir)` is cli_config.compose_config,
+    config_dir the user's --config-dir or None."""
     from tlkit.config import as_train_config
     from tlkit.preflight import check_config
 

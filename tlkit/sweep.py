@@ -1,6 +1,6 @@
 """Sweeps: the summary of a multirun folder, failed trials, and TensorBoard HParams.
 
-    python train.py -m hparams_search=optuna ...          an Optuna search (conf/hparams_search/optuna.yaml)
+    python train.py -m hparams_search=optuna ...          an Optuna search (tlkit/conf/hparams_search/optuna.yaml)
     python train.py -m optimizer.lr=1e-3,1e-4             a Hydra grid
     tlkit sweep-summary MULTIRUN_DIR                      sweep_summary.md / .csv / .png in MULTIRUN_DIR
 

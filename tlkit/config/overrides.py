@@ -14,8 +14,11 @@ starts (checked on Hydra 1.3.8: `+hydra.callbacks.x._target_=os.makedirs
     name, verbosity, log levels, the Optuna sweeper's plain numbers: n_trials, direction,
     sampler.seed, ..., the submitit launcher's resources: partition, gpus_per_node,
     timeout_min, ...) and any override packaged into `hydra` (`group@hydra...`);
-  * `--experimental-rerun` (it unpickles a file) and `--config-dir` / `--config-path`
-    (they would load YAML from outside conf/, which may set hydra.callbacks).
+  * `--experimental-rerun` (it unpickles a file) and `--config-path` (it replaces tlkit's configs).
+
+A folder of the user's own configs (`--config-dir DIR`, `hydra.searchpath=[file://DIR]`) is allowed once its YAML
+files pass the same rules (check_config_dir): no instantiate key anywhere, no file under DIR/hydra/ or packaged
+into hydra, and in a global file (DIR/config.yaml, `# @package _global_` recipes) only the hydra.* keys above.
 
 Choosing one of Hydra's installed options (`hydra/job_logging=disabled`) stays allowed:
 those are files shipped with Hydra, not strings from the command line.
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import re
 from pathlib import Path
 from typing import Iterable, List, Tuple
 
@@ -61,8 +65,8 @@ HYDRA_KEYS_ALLOWED = (
 )
 REFUSED_FLAGS = {
     "experimental_rerun": "--experimental-rerun (it loads a pickled config, which can run code)",
-    "config_dir": "--config-dir/-cd (tlkit composes conf/ only: put your settings in recipes/ and use recipe=NAME)",
-    "config_path": "--config-path/-cp (tlkit composes conf/ only: put your settings in recipes/ and use recipe=NAME)",
+    "config_path": "--config-path/-cp (it replaces tlkit's configs: add a folder of yours with --config-dir DIR, "
+                   "e.g. DIR/recipe/mine.yaml and recipe=mine)",
 }
 _WHY = "tlkit never builds objects named in a config, and refuses overrides that would make Hydra do it"
 
@@ -109,7 +113,9 @@ def check_override_strings(overrides: List[str]) -> None:
                     path, item, f"no {name} keys: {_WHY}",
                     hint="tlkit's choices are config groups and plain values, e.g. optimizer=sgd optimizer.lr=0.01",
                 )
-        if key == "hydra" or key.startswith("hydra."):
+        if key == "hydra.searchpath":
+            _check_search_path(value)
+        elif key == "hydra" or key.startswith("hydra."):
             if key not in HYDRA_KEYS_ALLOWED:
                 raise ConfigError(
                     key, value, f"one of the hydra.* keys tlkit lets you override: {', '.join(HYDRA_KEYS_ALLOWED)}",
@@ -117,6 +123,61 @@ def check_override_strings(overrides: List[str]) -> None:
                          "hydra.job_logging name, so overriding them could run code; options of Hydra's own groups "
                          "stay available (e.g. hydra/job_logging=disabled)",
                 )
+
+
+# --------------------------------------------------------------------------- the user's config folders
+
+_PACKAGE_HEADER = re.compile(r"^#\s*@package\s+(\S+)", re.MULTILINE)
+_DIR_WHY = "a folder of your configs may add groups and recipes; it may not make Hydra run code"
+
+
+def _check_search_path(value) -> None:
+    """hydra.searchpath=[file://DIR, ...]: every entry a folder that passes check_config_dir."""
+    entries = value if isinstance(value, list) else [value]
+    for entry in entries:
+        text = str(entry)
+        if "://" in text and not text.startswith("file://"):
+            raise ConfigError("hydra.searchpath", text, "folders only (file://DIR or DIR): tlkit checks what they hold",
+                              hint="put your configs in a folder: hydra.searchpath=[file:///my/conf] or --config-dir")
+        check_config_dir(text[len("file://"):] if text.startswith("file://") else text, key="hydra.searchpath")
+
+
+def check_config_dir(path, key: str = "--config-dir") -> None:
+    """Raise ConfigError when a YAML file in the user's config folder could make Hydra run code (module doc)."""
+    import yaml
+
+    root = Path(path)
+    if not root.is_dir():
+        raise ConfigError(key, str(path), "an existing folder of YAML configs (e.g. DIR/recipe/mine.yaml)")
+    for file in sorted(root.rglob("*.yaml")):
+        name = file.relative_to(root).as_posix()
+        text = file.read_text(errors="replace")
+        package = (_PACKAGE_HEADER.search(text) or [None, ""])[1]
+        if name.startswith("hydra/") or package == "hydra" or package.startswith("hydra."):
+            raise ConfigError(f"{key} {root}", name, f"no configs of Hydra's own (hydra/, @package hydra): {_DIR_WHY}")
+        try:
+            content = yaml.safe_load(text)
+        except yaml.YAMLError:
+            continue  # Hydra reports a broken file with its own message
+        if not isinstance(content, dict):
+            continue
+        for item_path, _ in _nested_items(content, ""):
+            if item_path.rsplit(".", 1)[-1] in INSTANTIATE_KEYS:
+                raise ConfigError(f"{key} {root}", f"{name}: {item_path.lstrip('.')}", f"no instantiate keys: {_DIR_WHY}")
+        defaults = content.get("defaults") if isinstance(content.get("defaults"), list) else []
+        if any("@hydra" in str(entry) for entry in defaults):
+            raise ConfigError(f"{key} {root}", f"{name}: defaults", f"nothing packaged into hydra: {_DIR_WHY}")
+        if (name == "config.yaml" or package == "_global_") and "hydra" in content:
+            _check_hydra_block(content["hydra"], f"{key} {root}", name)
+
+
+def _check_hydra_block(block, key: str, name: str) -> None:
+    leaves = [p for p, item in _nested_items({"hydra": block}, "")
+              if not isinstance(item, dict)] if isinstance(block, dict) else [".hydra"]  # a list is a leaf
+    for leaf in (p.lstrip(".") for p in leaves):
+        if not any(leaf == allowed or leaf.startswith(allowed + ".") for allowed in HYDRA_KEYS_ALLOWED):
+            raise ConfigError(key, f"{name}: {leaf}", f"one of the hydra.* keys tlkit lets you set ({_DIR_WHY})",
+                              hint=f"allowed: {', '.join(HYDRA_KEYS_ALLOWED[:10])}, ...")
 
 
 def check_command_line(argv: List[str]) -> List[str]:
@@ -131,13 +192,15 @@ def check_command_line(argv: List[str]) -> List[str]:
     for flag, why in REFUSED_FLAGS.items():
         if getattr(args, flag, None):
             raise ConfigError(f"--{flag.replace('_', '-')}", getattr(args, flag), f"not used with tlkit: {why}")
+    if args.config_dir:
+        check_config_dir(args.config_dir)
     check_override_strings(args.overrides)
     return list(args.overrides)
 
 
 def run_dir_override(overrides: List[str]) -> str:
-    """The run directory train.py will get: the last hydra.run.dir=... override, else conf/'s outputs/."""
-    found = "outputs"  # conf/config.yaml: outputs/${now:...}, relative to the working directory
+    """The run directory train.py will get: the last hydra.run.dir=... override, else config.yaml's outputs/."""
+    found = "outputs"  # tlkit/conf/config.yaml: outputs/${now:...}, relative to the working directory
     for text in overrides:
         key, sep, value = text.lstrip("+").partition("=")
         if sep and key == "hydra.run.dir":

@@ -194,7 +194,7 @@ class StageConfig:
 
 
 def _auto_stages() -> List[StageConfig]:
-    """conf/schedule/auto.yaml, so a config built in Python has the same default as train.py."""
+    """tlkit/conf/schedule/auto.yaml, so a config built in Python has the same default as train.py."""
     return [
         StageConfig(name="head", train="head", epochs=None, lr_scale=1.0, warmup_epochs=0.0, cosine=False,
                     patience=None, probe=True),

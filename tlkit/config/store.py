@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from tlkit.config.schema import TrainConfig
 from tlkit.errors import ConfigError
 
-SCHEMA_NAME = "tlkit_schema"  # the name conf/config.yaml puts first in its defaults list
+SCHEMA_NAME = "tlkit_schema"  # the name tlkit/conf/config.yaml puts first in its defaults list
 
 
 def register_schema(config_store: Any) -> None:

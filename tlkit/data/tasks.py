@@ -10,7 +10,7 @@ backbone is pretrained on) and a target task (what it is fine-tuned to), at some
     textures   shapes -> oriented stripes, checks, dots, ...     far: flat regions -> periodic patterns
     shapes     textures -> shapes on plain backgrounds           far: periodic patterns -> outlines
 
-The quickstart (recipes/quickstart.yaml) and scripts/bench_recipes.py use them. Pure numpy
+The quickstart (tlkit/conf/recipe/quickstart.yaml) and scripts/bench_recipes.py use them. Pure numpy
 and Pillow: no TensorFlow.
 """
 from __future__ import annotations
