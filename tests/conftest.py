@@ -46,3 +46,26 @@ SMALL_VGG_DIGITS = [
     "{name:top,train:'top:2',epochs:3,lr_scale:0.3,warmup_epochs:0,cosine:true,patience:2},"
     "{name:all,train:all,epochs:3,lr_scale:0.1,warmup_epochs:0,cosine:true,patience:2}]",
 ]
+
+
+# A sweep's folder shared by tests/test_sweeps.py (the summary, HParams events) and tests/test_tensorboard_server.py
+# (what a tensorboard process serves from it): run once per test session.
+@pytest.fixture(scope="session")
+def wrong_weights(tmp_path_factory):
+    """A real .weights.h5 file of another model: passes validation, fails at model build (WeightsError)."""
+    import keras
+
+    path = tmp_path_factory.mktemp("weights") / "other.weights.h5"
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    model.save_weights(str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def grid_sweep(tmp_path_factory, wrong_weights):
+    """A 2-point grid whose second trial has the wrong weights file."""
+    from test_sweeps import multirun
+
+    sweep_dir = tmp_path_factory.mktemp("sweeps") / "grid"
+    multirun(sweep_dir, "optimizer.lr=3e-3", f"backbone.weights=null,{wrong_weights}")
+    return sweep_dir

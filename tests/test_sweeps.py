@@ -32,23 +32,11 @@ def summary_cli(sweep_dir):
     return proc.stdout
 
 
-@pytest.fixture(scope="module")
-def wrong_weights(tmp_path_factory):
-    """A real .weights.h5 file of another model: passes validation, fails at model build (WeightsError)."""
-    import keras
-
-    path = tmp_path_factory.mktemp("weights") / "other.weights.h5"
-    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
-    model.save_weights(str(path))
-    return path
-
-
-def test_grid_sweep_with_a_failing_trial(tmp_path, wrong_weights):
+def test_grid_sweep_with_a_failing_trial(grid_sweep, wrong_weights):
     """A 2-point grid: the trial with the wrong weights file fails, the other finishes, the summary has both."""
     from tlkit.sweep import summarize
 
-    sweep_dir = tmp_path / "grid"
-    multirun(sweep_dir, "optimizer.lr=3e-3", f"backbone.weights=null,{wrong_weights}")
+    sweep_dir = grid_sweep
     failure = json.loads((sweep_dir / "1" / "failure.json").read_text())
     assert failure["error_type"] == "WeightsError" and "do not fit" in failure["message"]
     assert "Traceback" in failure["traceback"]
