@@ -22,6 +22,7 @@ from typing import Mapping, Optional, Sequence
 import numpy as np
 
 import tlkit.rundir as rundir
+from tlkit.fileio import read_json
 
 log = logging.getLogger("tlkit.evaluate")
 
@@ -218,7 +219,7 @@ def write_report(run_dir: str | Path, evaluations: Mapping[str, SplitEvaluation]
         pictures["training_curves"] = plots.save(plots.training_curves_figure(history, stage_names), out / CURVES_FILE)
 
     path = out / REPORT_FILE
-    document = _read_json(path)
+    document = read_json(path, unreadable_ok=True)
     class_names = metrics.get("class_names")
     if document.get("class_names") != class_names:
         document = {}  # a report from another model: start afresh
@@ -252,13 +253,6 @@ def _read_history(path: Path) -> list:
         return []
     with open(path, newline="") as f:
         return [row for row in csv.DictReader(f) if row.get("epoch") not in (None, "")]
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
 
 
 def evaluate_bundle(model, data) -> dict:
