@@ -68,12 +68,12 @@ def doctor_command(overrides: list[str], config_dir: Path, config_only: bool) ->
     from tlkit.config import as_train_config
     from tlkit.doctor import Doctor, format_findings, has_errors
     from tlkit.errors import TlkitError
-    from tlkit.preflight import check_config
+    from tlkit.preflight import check_run
 
     try:
         cfg = as_train_config(compose_config(overrides, config_dir))
-        spec = check_config(cfg)
-        cfg, recipe = auto_recipe.apply(cfg, spec)  # recipe=auto: the values training would use
+        spec, data_scan = check_run(cfg)
+        cfg, recipe = auto_recipe.apply(cfg, spec, data_scan)  # recipe=auto: the values training would use
     except TlkitError as error:
         print(f"[error] config-invalid: {error}", file=sys.stderr)
         return 2
@@ -86,7 +86,7 @@ def doctor_command(overrides: list[str], config_dir: Path, config_only: bool) ->
     doctor.config(cfg, spec)
     if not config_only:
         try:
-            _data_and_model_checks(doctor, cfg, spec, recipe)
+            _data_and_model_checks(doctor, cfg, spec, recipe, data_scan)
         except TlkitError as error:  # e.g. ImageNet weights neither cached nor downloadable
             print(f"[error] cannot build the data or the model: {error}", file=sys.stderr)
             return 2
@@ -95,12 +95,12 @@ def doctor_command(overrides: list[str], config_dir: Path, config_only: bool) ->
     return 1 if has_errors(doctor.findings) else 0
 
 
-def _data_and_model_checks(doctor, cfg, spec, recipe) -> None:
+def _data_and_model_checks(doctor, cfg, spec, recipe, data_scan) -> None:
     """Builds the data pipeline and the model as training would (tlkit.run_setup; no training) for the checks that
     need them; the recipe's probe runs too, so its decisions are shown."""
     import tlkit.run_setup as run_setup
 
-    setup = run_setup.build(cfg, spec, recipe)
+    setup = run_setup.build(cfg, spec, recipe, data_scan=data_scan)
     doctor.data_and_model(setup.cfg, spec, setup.data, setup.model, setup.probe)
 
 
@@ -114,7 +114,7 @@ def lr_find_command(items: list[str], config_dir: Path) -> int:
     from tlkit.config import as_train_config
     from tlkit.errors import TlkitError
     from tlkit.lr_find import run_command
-    from tlkit.preflight import check_config
+    from tlkit.preflight import check_run
 
     options = {}
     for item in items:
@@ -130,8 +130,8 @@ def lr_find_command(items: list[str], config_dir: Path) -> int:
     logging.getLogger("tlkit").setLevel(logging.INFO)
     try:
         cfg = as_train_config(compose_config(overrides, config_dir))
-        spec = check_config(cfg)
-        result = run_command(cfg, spec, output, **options)
+        spec, data_scan = check_run(cfg)
+        result = run_command(cfg, spec, output, data_scan=data_scan, **options)
     except TlkitError as error:
         print(f"tlkit lr-find: error: {error}", file=sys.stderr)
         return 2

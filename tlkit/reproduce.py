@@ -203,14 +203,9 @@ def _run(cfg, composed, overrides: List[str], recipe: str, run_dir: Path, comman
 
 def _train(cfg, run_dir: Path):
     """What tlkit.train does (the package's facade is not imported from inside it): check, then train."""
-    from tlkit.config.store import as_train_config
-    from tlkit.preflight import check_config
+    from tlkit.runner import train
 
-    cfg = as_train_config(cfg)
-    spec = check_config(cfg)
-    from tlkit.trainer import train
-
-    return train(cfg, run_dir, spec=spec)
+    return train(cfg, run_dir)
 
 
 def _write_hydra_files(run_dir: Path, composed, overrides: List[str]) -> None:
