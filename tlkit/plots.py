@@ -216,12 +216,3 @@ def confidently_wrong_figure(images: Sequence[np.ndarray], true_names: Sequence[
         )
     figure.suptitle(title, fontsize=12)
     return figure
-
-
-def figure_to_png_bytes(figure, dpi: int = 100) -> bytes:
-    import io
-
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
-    _pyplot().close(figure)
-    return buffer.getvalue()

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import csv
 import glob
-import io
 import json
 import os
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ from typing import List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 import tlkit.rundir as rundir
+from tlkit.fileio import read_json
 from tlkit.data.decode import HEAD_BYTES, decode_rgb_pillow, decode_rgb_tf, tf_decodes
 
 
@@ -167,7 +167,7 @@ def _load(run_or_model):
     names = rundir.read_metrics(run_dir).get("class_names")
     if not names:
         card = run_dir / "model_card.json"
-        names = json.loads(card.read_text()).get("class_names") if card.is_file() else None
+        names = read_json(card).get("class_names")
     return model, list(names or [str(i) for i in range(int(model.output_shape[-1]))])
 
 
@@ -272,13 +272,4 @@ def write_predictions(rows: Sequence[dict], failures: Sequence[Failure], output:
         writer.writerow(header)
         writer.writerows(table)
     return path
-
-
-def encode_png(image: np.ndarray) -> bytes:
-    """PNG bytes of a uint8 RGB array (lossless): handy for the serve_bytes signature."""
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.fromarray(np.asarray(image, dtype=np.uint8)).save(buffer, format="PNG")
-    return buffer.getvalue()
 
