@@ -134,7 +134,8 @@ POST_TRAINING = ["tlkit.evaluate", "tlkit.predict", "tlkit.export", "tlkit.repro
      ["tlkit.run_setup", "tlkit.trainer", "tlkit.lr_find", "tlkit.runner", "tlkit.cli", *POST_TRAINING]),
     # training knows nothing of the tools that read its run directory: tlkit.runner hands them in
     (["tlkit.run_setup", "tlkit.trainer", "tlkit.feature_cache", "tlkit.callbacks", "tlkit.checkpoint",
-      "tlkit.metrics_record", "tlkit.rundir", "tlkit.lr_find"], ["tlkit.runner", "tlkit.cli", *POST_TRAINING]),
+      "tlkit.metrics_record", "tlkit.run_results", "tlkit.rundir", "tlkit.lr_find"],
+     ["tlkit.runner", "tlkit.cli", *POST_TRAINING]),
 ])
 def test_layers_point_down(lower, higher):
     assert _violations(lower, higher) == []

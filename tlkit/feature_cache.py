@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import logging
 
+import time
+
 import keras
 import numpy as np
 
@@ -130,3 +132,33 @@ def describe(num_train: int, num_val: int, features: int, views: int) -> str:
     size = feature_cache_bytes(num_train, num_val, features, views)
     return f"{views} view(s) x {num_train} train + {num_val} val images x {features} features = {size / 2**20:.1f} MiB"
 
+
+def for_stage(cfg, plan, model: keras.Model, data, built: "FeatureCache | None") -> "FeatureCache | None":
+    """The cache a stage trains on: `built` (the run's, while still valid) or a new one; None to train through the
+    backbone (eligibility says no, or the cache would not fit trainer.memory_budget_gb). Logs why.
+
+    cfg: the run's TrainConfig; plan: the stage's StagePlan; model: the run's model; data: its DataBundle.
+    """
+    eligible, why_not = eligibility(cfg, plan, model)
+    if not eligible:
+        if why_not:
+            log.info("%s", why_not)
+        return None
+    if built is not None:
+        return built
+    augmenting = bool(cfg.augment.flip) or (cfg.augment.crop_area or 1.0) < 1.0 or cfg.augment.color > 0.0
+    views = auto_views(augmenting, plan.epochs, cfg.trainer.feature_cache_views)
+    width = model.get_layer("pool").output.shape[-1]
+    need = feature_cache_bytes(data.num_train, data.num_val, width, views)
+    budget = cfg.trainer.memory_budget_gb * 2**30
+    if need > budget:
+        (log.warning if FeatureCacheMode(cfg.trainer.feature_cache) == FeatureCacheMode.on else log.info)(
+            "feature cache: %s is over trainer.memory_budget_gb=%g; training the head through the frozen "
+            "backbone instead", describe(data.num_train, data.num_val, width, views), cfg.trainer.memory_budget_gb)
+        return None
+    started = time.time()
+    with distribute.model_scope(model):  # the head model it trains must be compiled under the same strategy
+        cache = FeatureCache(model, data, views)
+    log.info("feature cache: %s, built in %.1fs", describe(data.num_train, data.num_val, width, views),
+             time.time() - started)
+    return cache

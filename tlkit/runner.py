@@ -14,7 +14,8 @@ from tlkit.config.store import as_train_config
 from tlkit.preflight import check_run
 
 if TYPE_CHECKING:
-    from tlkit.trainer import AfterTraining, TrainResult
+    from tlkit.run_results import AfterTraining
+    from tlkit.trainer import TrainResult
 
 
 def after_training() -> "AfterTraining":
@@ -22,7 +23,7 @@ def after_training() -> "AfterTraining":
     (tlkit.evaluate), the HParams for TensorBoard (tlkit.sweep)."""
     from tlkit.evaluate import evaluate_bundle, report_after_training
     from tlkit.sweep import log_hparams
-    from tlkit.trainer import AfterTraining
+    from tlkit.run_results import AfterTraining
 
     return AfterTraining(evaluate=evaluate_bundle, write_report=report_after_training, log_hparams=log_hparams)
 
