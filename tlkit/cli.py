@@ -200,13 +200,13 @@ def evaluate_command(items: list[str]) -> int:
 
 
 def predict_command(items: list[str]) -> int:
-    from tlkit.predict import _load, predict, write_predictions
+    from tlkit.predict import load_model_and_classes, predict, write_predictions
 
     args = parse_key_values(items, {"run": str, "inputs": str, "top_k": int, "batch_size": int, "output": _optional,
                                     "progress": lambda v: v.lower() in ("1", "true", "yes")}, "predict")
     run_dir = _required(args, "run", "predict")
     inputs = _required(args, "inputs", "predict")
-    model, names = _load(run_dir)
+    model, names = load_model_and_classes(run_dir)
     top_k = min(args.get("top_k", 5), len(names))
     rows, failures = predict(model, inputs, top_k=top_k, batch_size=args.get("batch_size", 32), class_names=names,
                              progress=args.get("progress", sys.stderr.isatty()))

@@ -272,9 +272,9 @@ def write_outputs(result: LRFinderResult, directory) -> tuple[Path, Path | None]
 def figure(result: LRFinderResult):
     """The matplotlib figure of `result`: smoothed loss against LR (log axis), raw losses faint, the suggestion and
     the divergence marked."""
-    from tlkit.plots import _pyplot
+    from tlkit.plots import pyplot
 
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(figsize=(7.5, 4.5))
     lrs, smoothed = np.asarray(result.lrs), np.asarray(result.smoothed)
     axes.plot(lrs, result.losses, color="0.75", linewidth=0.8, label="loss per step")

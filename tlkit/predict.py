@@ -152,8 +152,9 @@ def model_probabilities(model, images) -> np.ndarray:
                       dtype=np.float64)
 
 
-def _load(run_or_model):
-    """(model, class_names) from a run directory, a .keras file or a loaded model."""
+def load_model_and_classes(run_or_model):
+    """(model, class_names) from `run_or_model`: a run directory, a .keras file or a loaded model (its classes then
+    named 0..N-1)."""
     from tlkit.model_io import load_model
 
     if not isinstance(run_or_model, (str, Path)):
@@ -178,7 +179,7 @@ def predict(run_or_model, inputs, top_k: int = 5, batch_size: int = 32, class_na
     Returns (rows, failures): a row is {"path", "predictions": [{"label", "index",
     "probability"}, ...] (k, most likely first), "probabilities": [...] (every class)}.
     """
-    model, names = _load(run_or_model)
+    model, names = load_model_and_classes(run_or_model)
     names = list(class_names) if class_names is not None else names
     if len(names) != int(model.output_shape[-1]):
         raise ValueError(f"{len(names)} class names for a model with {model.output_shape[-1]} outputs")
