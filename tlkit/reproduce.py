@@ -134,7 +134,7 @@ def _fail(message: str) -> int:
 def reproduce_command(overrides: Sequence[str], config_dir: Path, compose: Callable) -> int:
     """`tlkit reproduce recipe=NAME [overrides]`; `compose(overrides, config_dir)` is cli.compose_config."""
     from tlkit.config import as_train_config
-    from tlkit.preflight import check_config
+    from tlkit.preflight import check_run
 
     command = "tlkit reproduce " + " ".join(overrides)
     overrides, recipe, run_dir = split_overrides(overrides)
@@ -143,7 +143,7 @@ def reproduce_command(overrides: Sequence[str], config_dir: Path, compose: Calla
     try:
         composed = compose(overrides, config_dir)
         cfg = as_train_config(composed)
-        check_config(cfg)  # includes check_reference; _run checks again, cheaply, before TensorFlow
+        checked = check_run(cfg)  # includes check_reference; its data scan is handed on to training
     except TlkitError as error:
         return _fail(f"config-invalid: {error}")
     except Exception as error:  # noqa: BLE001 - Hydra composition: unknown key, bad value, unknown recipe
@@ -154,7 +154,7 @@ def reproduce_command(overrides: Sequence[str], config_dir: Path, compose: Calla
                      f"{_recipe_list(config_dir)}")
     if not run_dir:
         run_dir = str(Path(DEFAULT_RUN_ROOT) / recipe / time.strftime("%Y-%m-%d_%H-%M-%S"))
-    return _run(cfg, composed, overrides, recipe, Path(_resolve(run_dir)), command)
+    return _run(cfg, composed, overrides, recipe, Path(_resolve(run_dir)), command, checked)
 
 
 def _resolve(path: str) -> str:
@@ -167,7 +167,7 @@ def _resolve(path: str) -> str:
         return path
 
 
-def _run(cfg, composed, overrides: List[str], recipe: str, run_dir: Path, command: str) -> int:
+def _run(cfg, composed, overrides: List[str], recipe: str, run_dir: Path, command: str, checked=None) -> int:
     import tlkit.rundir as rundir
 
     try:
@@ -180,7 +180,7 @@ def _run(cfg, composed, overrides: List[str], recipe: str, run_dir: Path, comman
     print(f"tlkit reproduce: recipe={recipe} -> {run_dir}\nreference: {cfg.reference.source}", flush=True)
     started = time.time()
     try:
-        result = _train(cfg, run_dir)
+        result = _train(cfg, run_dir, checked)
     except TlkitError as error:  # data not downloadable, weights not cached, a doctor error
         return _fail(str(error))
     rows = compare(cfg.reference, result.metrics)
@@ -201,11 +201,12 @@ def _run(cfg, composed, overrides: List[str], recipe: str, run_dir: Path, comman
     return 0 if report["passed"] else 1
 
 
-def _train(cfg, run_dir: Path):
-    """What tlkit.train does (the package's facade is not imported from inside it): check, then train."""
+def _train(cfg, run_dir: Path, checked=None):
+    """What tlkit.train does (the package's facade is not imported from inside it): check, then train; `checked`:
+    tlkit.preflight.check_run(cfg) when already run."""
     from tlkit.runner import train
 
-    return train(cfg, run_dir)
+    return train(cfg, run_dir, checked)
 
 
 def _write_hydra_files(run_dir: Path, composed, overrides: List[str]) -> None:

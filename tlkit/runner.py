@@ -28,14 +28,15 @@ def after_training() -> "AfterTraining":
     return AfterTraining(evaluate=evaluate_bundle, write_report=report_after_training, log_hparams=log_hparams)
 
 
-def train(cfg, run_dir=None) -> "TrainResult":
+def train(cfg, run_dir=None, checked=None) -> "TrainResult":
     """Check `cfg` before TensorFlow starts (tlkit.preflight.check_run), then train it (tlkit.trainer.train).
 
     cfg: a TrainConfig, or anything tlkit.config.as_train_config takes (a dict, a DictConfig); run_dir: the run
     directory (None: a dated folder, or cfg.resume's). cfg.resume = RUN_DIR continues an interrupted run.
+    checked: what check_run(cfg) returned, when the caller already ran it (the data is then not scanned again).
     """
     cfg = as_train_config(cfg)
-    spec, data_scan = check_run(cfg)  # a bad value fails here, in a second, before any model is built
+    spec, data_scan = checked or check_run(cfg)  # a bad value fails here, in a second, before any model is built
     from tlkit.trainer import train as train_stages
 
     return train_stages(cfg, run_dir, spec=spec, data_scan=data_scan, after_training=after_training())
