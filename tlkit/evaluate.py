@@ -5,8 +5,8 @@
     SPLIT_confidently_wrong.png and training_curves.png; the same pictures go to
     TensorBoard (RUN_DIR/tensorboard/eval).
 
-The trainer calls `report_after_training` once model.keras is saved (val, and test when
-there is one); `tlkit evaluate run=RUN_DIR [data.xxx=...]` does the same for a finished
+The trainer calls `evaluate_bundle` for its final metrics and `report_after_training` once model.keras is
+saved (val, and test when there is one), both handed to it by tlkit.runner (it imports no tool above it); `tlkit evaluate run=RUN_DIR [data.xxx=...]` does the same for a finished
 run, optionally on other data (the overrides merge onto the run's saved config).
 """
 from __future__ import annotations
