@@ -11,8 +11,8 @@ KEYS = ["status", "backbone", "weights", "preprocess", "image_size", "class_name
 
 def _record(**changes) -> RunMetrics:
     values = {f.name: f.name for f in fields(RunMetrics)}
-    values.update(final={"val_loss": 0.5, "val_accuracy": 0.9, "test_loss": 0.6, "test_accuracy": 0.8},
-                  scratch=None, **changes)
+    values.update({"final": {"val_loss": 0.5, "val_accuracy": 0.9, "test_loss": 0.6, "test_accuracy": 0.8},
+                   "scratch": None, **changes})
     return RunMetrics(**values)
 
 
