@@ -135,3 +135,33 @@ def test_a_fine_tune_the_monitor_stops_is_retried_once_gentler(tmp_path, vgg, ca
     assert "retrying it once from where it started, at 0.3 x the LR" in caplog.text
     assert metrics["status"] == "stopped_by_doctor" and metrics["best"]["stage"] == "head"
     assert metrics["val_accuracy"] == pytest.approx(head["val_accuracy"], abs=1e-6)
+
+
+def test_one_pretrained_pass_gives_the_features_and_the_batchnorm_variances_of_each_batch():
+    """The pass the recipe shares between the BatchNorm measurement and the probe: per batch (a short last batch
+    included, run padded) the variance of each BatchNorm layer's input over the batch and spatial axes, and the
+    pooled features, equal what the model computes on that batch directly."""
+    from keras import ops
+
+    from tlkit.backbones.build import batch_norm_layers
+    from tlkit.frozen_pass import frozen_pass
+
+    keras.utils.set_random_seed(0)
+    model = build_model(get_spec("mobilenet_v2"), BackboneConfig(name="mobilenet_v2", weights=None), HeadConfig(), 2,
+                        SIZE)
+    images, labels = stripes([0.0, np.pi / 2], 7, seed=3)  # 14 images: batches of 8 and 6
+    measured = frozen_pass(model, batches(images, labels, size=8), batch_norm=True, mirror=True)
+
+    backbone = model.get_layer("backbone")
+    layers = [batch_norm_layers(backbone)[i] for i in (0, 10, -1)]
+    direct = keras.Model(backbone.input, [ops.var(layer.input, axis=(0, 1, 2)) for layer in layers])
+    preprocess = model.get_layer("preprocess")
+    per_batch = [[np.asarray(v) for v in direct(preprocess(images[i:i + 8]), training=False)] for i in (0, 8)]
+    expected = [(first + second) / 2 for first, second in zip(*per_batch)]
+    got = [measured.bn_variances[i] for i in (0, 10, -1)]
+    for e, g in zip(expected, got):
+        np.testing.assert_allclose(g, e, rtol=1e-3, atol=1e-6)
+    pooled = keras.Model(model.input, model.get_layer("pool").output)
+    np.testing.assert_allclose(measured.features, np.asarray(pooled(images)), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(measured.mirrored, np.asarray(pooled(images[:, :, ::-1])), rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(measured.labels, labels)

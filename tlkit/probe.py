@@ -10,7 +10,7 @@ The probe is scikit-learn's LogisticRegression (L2) on standardised features, th
 from PROBE_C: the `linear_probe` contender of scripts/bench_recipes.py (which keeps C=1), so its
 accuracy is what the frozen features allow. A linear head can be set to it
 (`head_weights`): a stage with `probe: true` is this fit, to convergence, in seconds. It costs one
-forward pass over (a sample of) the training set and two over the validation set. Keras and NumPy
+forward pass over (a sample of) the training set and two over the validation set (tlkit.frozen_pass). Keras and NumPy
 only: the image batches come from the data pipeline.
 """
 from __future__ import annotations
@@ -20,6 +20,8 @@ from dataclasses import asdict, dataclass, field
 
 import keras
 import numpy as np
+
+from tlkit.frozen_pass import frozen_pass
 
 log = logging.getLogger("tlkit.train")
 MAX_PROBE_TRAIN = 5000  # a random sample is enough to judge the features; bounds the cost on big data sets
@@ -46,16 +48,18 @@ class ProbeResult:
         return {k: v for k, v in asdict(self).items() if k not in ("kernel", "bias")}
 
 
-def run_probe(model: keras.Model, train_batches, val_batches) -> ProbeResult:
+def run_probe(model: keras.Model, train_batches, val_batches, train_pass=None) -> ProbeResult:
     """Fit the probe on `model`'s pooled features of `train_batches` and score it on `val_batches`.
 
-    Both are iterables of (images float32 [B, H, W, 3] in 0..255, labels) batches, unaugmented.
+    Both are iterables of (images float32 [B, H, W, 3] in 0..255, labels) batches, unaugmented. `train_pass`: the
+    training images' tlkit.frozen_pass.FrozenPass through this same model, when it was already run (train_batches
+    is then not read).
     """
     from sklearn.linear_model import LogisticRegression
 
-    extractor = keras.Model(model.input, model.get_layer("pool").output)
-    train_x, train_y = _features(extractor, train_batches)
-    val_x, val_y, flipped_x = _features(extractor, val_batches, with_mirror=True)
+    train = train_pass if train_pass is not None else frozen_pass(model, train_batches)
+    val = frozen_pass(model, val_batches, mirror=True, reuse=train)
+    train_x, train_y, val_x, val_y = train.features, train.labels, val.features, val.labels
     classes = int(max(train_y.max(), val_y.max())) + 1
     mean, std = train_x.mean(axis=0), train_x.std(axis=0) + 1e-6
     fits = []
@@ -65,7 +69,7 @@ def run_probe(model: keras.Model, train_batches, val_batches) -> ProbeResult:
         accuracy, loss = _score(val_x, val_y, kernel, bias)
         fits.append((accuracy, -loss, -PROBE_C.index(c), c, kernel, bias, loss))
     accuracy, _, _, c, kernel, bias, loss = max(fits, key=lambda f: f[:3])
-    flipped, _ = _score(flipped_x, val_y, kernel, bias)
+    flipped, _ = _score(val.mirrored, val_y, kernel, bias)
     return ProbeResult(val_accuracy=accuracy, val_loss=loss, flipped_val_accuracy=flipped, chance=1.0 / classes,
                        num_train=len(train_y), num_val=len(val_y), c=c, kernel=kernel, bias=bias)
 
@@ -87,17 +91,3 @@ def _score(features, labels, kernel, bias) -> tuple[float, float]:
     logits -= logits.max(axis=1, keepdims=True)
     log_probs = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
     return float((logits.argmax(axis=1) == labels).mean()), float(-log_probs[np.arange(len(labels)), labels].mean())
-
-
-def _features(extractor: keras.Model, batches, with_mirror: bool = False):
-    features, labels, mirrored = [], [], []
-    for images, batch_labels in batches:
-        images = np.asarray(images, dtype="float32")
-        features.append(np.asarray(extractor.predict_on_batch(images), dtype="float64"))
-        labels.append(np.asarray(batch_labels).reshape(-1))
-        if with_mirror:
-            mirrored.append(np.asarray(extractor.predict_on_batch(images[:, :, ::-1, :]), dtype="float64"))
-    out = [np.concatenate(features), np.concatenate(labels).astype(np.int64)]
-    if with_mirror:
-        out.append(np.concatenate(mirrored))
-    return tuple(out)

@@ -40,6 +40,9 @@ class RunSetup:
     lr_factor: float  # trainer.lr_scaling over the replicas (1 unless set)
     probe: object = None  # tlkit.probe.ProbeResult on the pretrained features, when the recipe needed it
     data_scan: object = None  # tlkit.data.scan.DataScan the data was loaded from (None: the loader scanned it)
+    # The training images through the pretrained model (tlkit.frozen_pass), from the BatchNorm measurement, for the
+    # probe: one pass for both (only while the two sample the same images, and the statistics stay as stored).
+    pretrained_pass: object = None
 
     def plans(self, peak_lr: float | None = None):
         """The stages as tlkit.stages.StagePlan: at the current optimizer.lr scaled for the replicas, or, with
@@ -103,6 +106,7 @@ BN_SAMPLE = 1024  # training images the BatchNorm statistics are measured on
 def batch_norm_statistics(setup: RunSetup) -> None:
     """schedule.bn=adapt: re-estimate the backbone's BatchNorm statistics on the training images (AdaBN); null (the
     recipe's): first measure how far the images are from the stored statistics (decide_bn)."""
+    from tlkit.frozen_pass import frozen_pass
     from tlkit.stages import batchnorm_shift, reestimate_batchnorm
 
     cfg = setup.cfg
@@ -112,13 +116,19 @@ def batch_norm_statistics(setup: RunSetup) -> None:
             setup.cfg = replace(cfg, schedule=replace(cfg.schedule, bn=BNPolicy.frozen))
             return
         started = time.time()
-        shift = batchnorm_shift(setup.model, setup.data.train_epochs.plain(BN_SAMPLE))
+        sample = setup.data.train_epochs.plain(BN_SAMPLE)
+        if setup.data.num_train <= BN_SAMPLE:  # the probe's sample too: its features come from this pass
+            setup.pretrained_pass = frozen_pass(setup.model, sample, batch_norm=True)
+            shift = batchnorm_shift(setup.model, variances=setup.pretrained_pass.bn_variances)
+        else:
+            shift = batchnorm_shift(setup.model, sample)
         log.info("BatchNorm statistics measured on %d training images in %.1fs: median |log variance ratio| %.2f",
                  min(BN_SAMPLE, setup.data.num_train), time.time() - started, shift)
         if setup.recipe is not None:
             setup.recipe.bn_shift = shift
         setup.cfg = cfg = auto_recipe.apply_bn(cfg, setup.recipe, shift)
     if BNPolicy(cfg.schedule.bn) == BNPolicy.adapt and has_batch_norm:
+        setup.pretrained_pass = None  # the features change with the statistics
         started = time.time()
         with distribute.model_scope(setup.model):
             reestimate_batchnorm(setup.model, setup.data.train_epochs.plain(BN_SAMPLE))
@@ -132,7 +142,9 @@ def run_probe(setup: RunSetup) -> None:
 
     started = time.time()
     data, cfg = setup.data, setup.cfg
-    setup.probe = result = fit_probe(setup.model, data.train_epochs.plain(MAX_PROBE_TRAIN), data.val)
+    setup.probe = result = fit_probe(setup.model, data.train_epochs.plain(MAX_PROBE_TRAIN), data.val,
+                                     train_pass=setup.pretrained_pass)
+    setup.pretrained_pass = None
     log.info("probe: a logistic regression on the frozen %d-d features of %d training images (C=%g) classifies "
              "%.1f%% of the %d validation images (chance %.1f%%) and %.1f%% of their mirror images (%.1fs)",
              result.kernel.shape[0], result.num_train, result.c, 100 * result.val_accuracy, result.num_val,

@@ -71,28 +71,23 @@ class Freezer:
                 layer.trainable = trains
         head_of(self.model).trainable = True
 
-def batchnorm_shift(model: keras.Model, batches) -> float:
+def batchnorm_shift(model: keras.Model, batches=None, variances: list | None = None) -> float:
     """How far images are from what the backbone's BatchNorm statistics describe: the median over BatchNorm layers of
     mean |log(variance of the layer's input on these images / its stored moving variance)|, in inference mode (each
-    layer sees its input as the stored statistics of the layers below shape it). Batches: (images 0..255, labels)."""
+    layer sees its input as the stored statistics of the layers below shape it). Batches: (images 0..255, labels);
+    or `variances`, the tlkit.frozen_pass.FrozenPass.bn_variances of such a pass, already measured."""
     import numpy as np
-    from keras import ops
 
-    backbone = backbone_of(model)
-    layers = batch_norm_layers(backbone)
+    from tlkit.frozen_pass import frozen_pass
+
+    layers = batch_norm_layers(backbone_of(model))
     if not layers:
         return 0.0
-    # Per-channel variances as the outputs: the activations themselves are never gathered.
-    variances = keras.Model(backbone.input, [ops.var(layer.input, axis=tuple(range(len(layer.input.shape) - 1)))
-                                             for layer in layers])
-    preprocess, totals, count = model.get_layer("preprocess"), None, 0
-    for images, _ in batches:
-        batch = [np.asarray(v, dtype=np.float64) for v in variances(preprocess(images), training=False)]
-        totals = batch if totals is None else [t + b for t, b in zip(totals, batch)]
-        count += 1
-    shifts = [float(np.mean(np.abs(np.log((total / count + layer.epsilon)
+    if variances is None:
+        variances = frozen_pass(model, batches, batch_norm=True).bn_variances
+    shifts = [float(np.mean(np.abs(np.log((variance + layer.epsilon)
                                            / (np.asarray(layer.moving_variance) + layer.epsilon)))))
-              for layer, total in zip(layers, totals)]
+              for layer, variance in zip(layers, variances)]
     return float(np.median(shifts))
 
 
