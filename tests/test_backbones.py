@@ -26,7 +26,7 @@ import pytest
 from keras.src.utils import file_utils, naming
 
 from tlkit.backbones import Block, all_specs, get_spec
-from tlkit.backbones.blocks import BlockError, LayerGraph, assign_blocks, block_summary, weight_bearing
+from tlkit.backbones.blocks import BlockError, LayerGraph, assign_blocks, parameter_count
 from tlkit.backbones.build import batch_norm_layers, build_backbone
 from tlkit.backbones.weights import CACHE_SUBDIR, imagenet_weights_cached, imagenet_weights_path
 from tlkit.errors import ConfigError, WeightsError
@@ -159,6 +159,17 @@ def test_blocks_do_not_depend_on_automatic_names(built):
         # Explicitly named layers stay in the same block.
         stable = [layer.name for layer in blocks[name] if not looks_auto_named(layer)]
         assert [layer.name for layer in blocks_again[name] if not looks_auto_named(layer)] == stable
+
+
+def weight_bearing(layer) -> bool:
+    """True when the layer has weights, trainable or not (BatchNorm statistics count)."""
+    return bool(layer.weights)
+
+
+def block_summary(backbone, spec) -> list:
+    """(block name, number of layers, number of parameters) per block, stem first."""
+    return [(name, len(layers), sum(parameter_count(layer) for layer in layers))
+            for name, layers in assign_blocks(backbone, spec).items()]
 
 
 def test_block_summary_adds_up(built):

@@ -260,6 +260,31 @@ def test_folder_path_form_loads_every_format_with_a_stable_split(image_root):
     np.testing.assert_array_equal(_images(data.val), _images(again.val))  # same files in val every run
 
 
+def test_a_run_walks_its_image_folders_once(split_roots, monkeypatch):
+    """The pre-flight's scan is handed on: the recipe's facts and the loader reuse it, with the same result."""
+    import tlkit
+    import tlkit.auto_recipe as auto_recipe
+    import tlkit.data.scan as scan
+    from tlkit.data import load_data
+    from tlkit.preflight import check_run
+
+    walked = []
+    real = scan.scan_classes
+    monkeypatch.setattr(scan, "scan_classes", lambda key, root: walked.append(key) or real(key, root))
+    folders = {f"{split}_dir": str(split_roots[split]) for split in ("train", "val", "test")}
+    cfg = tlkit.as_train_config({"backbone": {"name": "vgg16", "weights": None},
+                                 "data": {"source": "folder", "image_size": SIZE, **folders}})
+    spec, data_scan = check_run(cfg)
+    assert walked == ["data.train_dir", "data.val_dir", "data.test_dir"]
+    cfg, recipe = auto_recipe.apply(cfg, spec, data_scan)
+    data = load_data(cfg.data, cfg.augment, SIZE, cfg.seed, data_scan=data_scan)
+    assert walked == ["data.train_dir", "data.val_dir", "data.test_dir"], "walked again after the pre-flight"
+    assert recipe.facts.num_train == data.num_train == 8
+    assert data.prescan["splits"]["data.train_dir"]["root"] == folders["train_dir"]
+    fresh = load_data(cfg.data, cfg.augment, SIZE, cfg.seed)  # without the scan: walks, and loads the same
+    assert len(walked) == 6 and fresh.prescan == data.prescan and fresh.train_files == data.train_files
+
+
 def test_folder_train_val_test_dirs(split_roots):
     from tlkit.data import class_weights, load_data
 

@@ -269,7 +269,7 @@ def test_saved_model_signatures_match_keras(run_dir, model, real_images):
     import tensorflow as tf
 
     from tlkit.export import export
-    from tlkit.predict import encode_png, predict
+    from tlkit.predict import predict
 
     path = export(run_dir, "saved_model")
     card = _card(path)
@@ -282,7 +282,7 @@ def test_saved_model_signatures_match_keras(run_dir, model, real_images):
     got = loaded.signatures["serving_default"](image=tf.constant(images))["probabilities"].numpy()
     np.testing.assert_allclose(got, expected, atol=TOL)
     # PNG is lossless: the bytes of the resized images give the float path's probabilities.
-    png = [encode_png(image.astype(np.uint8)) for image in images]
+    png = [_encode_png(image.astype(np.uint8)) for image in images]
     from_bytes = loaded.signatures["serve_bytes"](image_bytes=tf.constant(png))["probabilities"].numpy()
     np.testing.assert_allclose(from_bytes, expected, atol=TOL)
     assert (from_bytes.argmax(1) == expected.argmax(1)).all()
@@ -363,3 +363,10 @@ def test_onnx_runtime_matches_keras(run_dir, model, real_images):
     _check_card(_card(path), "onnx")
     images, _ = real_images
     np.testing.assert_allclose(onnx_runner(path)(images), _probabilities(model, images), atol=TOL)
+
+
+def _encode_png(image: np.ndarray) -> bytes:
+    """PNG bytes of a uint8 RGB array (lossless): what a client sends to the serve_bytes signature."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.asarray(image, dtype=np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()

@@ -125,15 +125,19 @@ ENTRY = ["tlkit.cli", "tlkit.cli_train", "tlkit.cli_config"]  # the top: command
     # the bottom: errors, util, config schema and checks, backbones
     (["tlkit.errors", "tlkit.fileio", "tlkit.version", "tlkit.config", "tlkit.backbones"],
      ["tlkit.data", "tlkit.auto_recipe", "tlkit.recipe_facts", "tlkit.preflight", "tlkit.stages", "tlkit.doctor",
-      "tlkit.run_setup", "tlkit.trainer", "tlkit.rundir", "tlkit.lr_find", *ENTRY, *POST_TRAINING]),
+      "tlkit.run_setup", "tlkit.trainer", "tlkit.rundir", "tlkit.lr_find", "tlkit.runner", *ENTRY, *POST_TRAINING]),
     # the data layer knows nothing of training, the run directory or the tools
     (["tlkit.data"], ["tlkit.preflight", "tlkit.doctor", "tlkit.run_setup", "tlkit.trainer", "tlkit.rundir",
-                      "tlkit.lr_find", *ENTRY, *POST_TRAINING]),
+                      "tlkit.lr_find", "tlkit.runner", *ENTRY, *POST_TRAINING]),
     # the recipe and the doctor run before training
     (["tlkit.auto_recipe", "tlkit.recipe_facts", "tlkit.doctor", "tlkit.preflight"],
-     ["tlkit.run_setup", "tlkit.trainer", "tlkit.lr_find", *ENTRY, *POST_TRAINING]),
+     ["tlkit.run_setup", "tlkit.trainer", "tlkit.lr_find", "tlkit.runner", *ENTRY, *POST_TRAINING]),
+    # training knows nothing of the tools that read its run directory: tlkit.runner hands them in
+    (["tlkit.run_setup", "tlkit.trainer", "tlkit.feature_cache", "tlkit.callbacks", "tlkit.checkpoint",
+      "tlkit.metrics_record", "tlkit.run_results", "tlkit.rundir", "tlkit.lr_find"],
+     ["tlkit.runner", *ENTRY, *POST_TRAINING]),
     # nothing below the command lines imports them (the tools get composing passed in)
-    (["tlkit.trainer", "tlkit.run_setup", "tlkit.lr_find", *POST_TRAINING], ENTRY),
+    (["tlkit.trainer", "tlkit.run_setup", "tlkit.lr_find", "tlkit.runner", *POST_TRAINING], ENTRY),
 ])
 def test_layers_point_down(lower, higher):
     assert _violations(lower, higher) == []

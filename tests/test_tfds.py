@@ -191,6 +191,22 @@ def test_a_failing_download_becomes_one_error(tmp_path, monkeypatch):
         load(tfds_config(tmp_path, name="cats_vs_dogs"))
 
 
+def test_the_default_recipe_reads_a_tfds_dataset_from_its_metadata(data_dir):
+    """recipe=auto with data=tfds: the facts come from the dataset's metadata, no folder is walked (there is no
+    data.train_dir), and the recipe sizes the batch for 30 training images."""
+    import tlkit.auto_recipe as auto_recipe
+    from tlkit.preflight import check_run
+
+    cfg = tfds_config(data_dir, image_size=None, batch_size=None)
+    assert cfg.data.train_dir is None and cfg.data.path is None and cfg.auto.enabled
+    spec, data_scan = check_run(cfg)
+    assert data_scan.folders == {}
+    resolved, recipe = auto_recipe.apply(cfg, spec, data_scan)
+    facts = recipe.facts
+    assert (facts.source, facts.num_train, facts.num_classes, facts.smallest_class) == ("tfds", 30, 2, 15)
+    assert resolved.data.batch_size == 16 and resolved.data.image_size is not None
+
+
 def test_checks_run_before_tensorflow_starts(data_dir):
     """A prepared dataset needs no builder code: a fresh process reads data_dir, without TensorFlow."""
     code = (

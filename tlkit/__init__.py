@@ -21,16 +21,13 @@ from tlkit.version import __version__  # noqa: E402
 def train(cfg, run_dir=None):
     """Run a staged fine-tuning (see tlkit.trainer.train).
 
-    The config is checked first (tlkit.preflight), so a bad value fails before TensorFlow is imported.
+    The config is checked first (tlkit.preflight), so a bad value fails before TensorFlow is imported; the
+    post-training tools (eval/ report, TensorBoard HParams) run after it (tlkit.runner).
     cfg.resume = RUN_DIR continues an interrupted run from its last completed epoch.
     """
-    from tlkit.preflight import check_config
+    from tlkit.runner import train as _train
 
-    cfg = as_train_config(cfg)
-    spec = check_config(cfg)
-    from tlkit.trainer import train as _train
-
-    return _train(cfg, run_dir, spec=spec)
+    return _train(cfg, run_dir)
 
 
 __all__ = ["as_train_config", "load_model", "train"]

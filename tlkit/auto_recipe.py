@@ -238,14 +238,16 @@ def _open_fields(cfg: TrainConfig) -> list[str]:
     return opened
 
 
-def apply(cfg: TrainConfig, spec: BackboneSpec) -> tuple[TrainConfig, AutoRecipe | None]:
+def apply(cfg: TrainConfig, spec: BackboneSpec, data_scan=None) -> tuple[TrainConfig, AutoRecipe | None]:
     """`cfg` with every null the recipe may fill filled in; (cfg, None) when nothing is open.
 
-    The flip stays null when the probe is to decide it (tlkit.trainer runs the probe; decide_flip).
+    spec: cfg's BackboneSpec; data_scan: the pre-flight's tlkit.data.scan.DataScan of cfg.data (None: an image
+    folder is walked here). The flip stays null when the probe is to decide it (tlkit.trainer runs the probe;
+    decide_flip).
     """
     if not is_active(cfg):
         return cfg, None
-    facts = describe_dataset(cfg, pretrained_size(cfg, spec))
+    facts = describe_dataset(cfg, pretrained_size(cfg, spec), data_scan)
     recipe = AutoRecipe(facts, regime_of(facts.num_train))
     deciding = cfg.auto.enabled
     keep = set(cfg.auto.keep)

@@ -49,12 +49,12 @@ def doctor_command(overrides: list[str], config_dir: Path | None, config_only: b
     from tlkit.config import as_train_config
     from tlkit.doctor import Doctor, format_findings, has_errors
     from tlkit.errors import TlkitError
-    from tlkit.preflight import check_config
+    from tlkit.preflight import check_run
 
     try:
         cfg = as_train_config(compose_config(overrides, config_dir))
-        spec = check_config(cfg)
-        cfg, recipe = auto_recipe.apply(cfg, spec)  # recipe=auto: the values training would use
+        spec, data_scan = check_run(cfg)
+        cfg, recipe = auto_recipe.apply(cfg, spec, data_scan)  # recipe=auto: the values training would use
     except TlkitError as error:
         print(f"[error] config-invalid: {error}", file=sys.stderr)
         return 2
@@ -67,7 +67,7 @@ def doctor_command(overrides: list[str], config_dir: Path | None, config_only: b
     doctor.config(cfg, spec)
     if not config_only:
         try:
-            _data_and_model_checks(doctor, cfg, spec, recipe)
+            _data_and_model_checks(doctor, cfg, spec, recipe, data_scan)
         except TlkitError as error:  # e.g. ImageNet weights neither cached nor downloadable
             print(f"[error] cannot build the data or the model: {error}", file=sys.stderr)
             return 2
@@ -76,12 +76,12 @@ def doctor_command(overrides: list[str], config_dir: Path | None, config_only: b
     return 1 if has_errors(doctor.findings) else 0
 
 
-def _data_and_model_checks(doctor, cfg, spec, recipe) -> None:
+def _data_and_model_checks(doctor, cfg, spec, recipe, data_scan) -> None:
     """Builds the data pipeline and the model as training would (tlkit.run_setup; no training) for the checks that
     need them; the recipe's probe runs too, so its decisions are shown."""
     import tlkit.run_setup as run_setup
 
-    setup = run_setup.build(cfg, spec, recipe)
+    setup = run_setup.build(cfg, spec, recipe, data_scan=data_scan)
     doctor.data_and_model(setup.cfg, spec, setup.data, setup.model, setup.probe)
 
 
@@ -95,7 +95,7 @@ def lr_find_command(items: list[str], config_dir: Path | None) -> int:
     from tlkit.config import as_train_config
     from tlkit.errors import TlkitError
     from tlkit.lr_find import run_command
-    from tlkit.preflight import check_config
+    from tlkit.preflight import check_run
 
     options = {}
     for item in items:
@@ -111,8 +111,8 @@ def lr_find_command(items: list[str], config_dir: Path | None) -> int:
     logging.getLogger("tlkit").setLevel(logging.INFO)
     try:
         cfg = as_train_config(compose_config(overrides, config_dir))
-        spec = check_config(cfg)
-        result = run_command(cfg, spec, output, **options)
+        spec, data_scan = check_run(cfg)
+        result = run_command(cfg, spec, output, data_scan=data_scan, **options)
     except TlkitError as error:
         print(f"tlkit lr-find: error: {error}", file=sys.stderr)
         return 2
@@ -181,13 +181,13 @@ def evaluate_command(items: list[str]) -> int:
 
 
 def predict_command(items: list[str]) -> int:
-    from tlkit.predict import _load, predict, write_predictions
+    from tlkit.predict import load_model_and_classes, predict, write_predictions
 
     args = parse_key_values(items, {"run": str, "inputs": str, "top_k": int, "batch_size": int, "output": _optional,
                                     "progress": lambda v: v.lower() in ("1", "true", "yes")}, "predict")
     run_dir = _required(args, "run", "predict")
     inputs = _required(args, "inputs", "predict")
-    model, names = _load(run_dir)
+    model, names = load_model_and_classes(run_dir)
     top_k = min(args.get("top_k", 5), len(names))
     rows, failures = predict(model, inputs, top_k=top_k, batch_size=args.get("batch_size", 32), class_names=names,
                              progress=args.get("progress", sys.stderr.isatty()))

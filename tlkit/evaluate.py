@@ -5,8 +5,8 @@
     SPLIT_confidently_wrong.png and training_curves.png; the same pictures go to
     TensorBoard (RUN_DIR/tensorboard/eval).
 
-The trainer calls `report_after_training` once model.keras is saved (val, and test when
-there is one); `tlkit evaluate run=RUN_DIR [data.xxx=...]` does the same for a finished
+The trainer calls `evaluate_bundle` for its final metrics and `report_after_training` once model.keras is
+saved (val, and test when there is one), both handed to it by tlkit.runner (it imports no tool above it); `tlkit evaluate run=RUN_DIR [data.xxx=...]` does the same for a finished
 run, optionally on other data (the overrides merge onto the run's saved config).
 """
 from __future__ import annotations
@@ -22,6 +22,7 @@ from typing import Mapping, Optional, Sequence
 import numpy as np
 
 import tlkit.rundir as rundir
+from tlkit.fileio import read_json
 
 log = logging.getLogger("tlkit.evaluate")
 
@@ -218,7 +219,7 @@ def write_report(run_dir: str | Path, evaluations: Mapping[str, SplitEvaluation]
         pictures["training_curves"] = plots.save(plots.training_curves_figure(history, stage_names), out / CURVES_FILE)
 
     path = out / REPORT_FILE
-    document = _read_json(path)
+    document = read_json(path, unreadable_ok=True)
     class_names = metrics.get("class_names")
     if document.get("class_names") != class_names:
         document = {}  # a report from another model: start afresh
@@ -252,13 +253,6 @@ def _read_history(path: Path) -> list:
         return []
     with open(path, newline="") as f:
         return [row for row in csv.DictReader(f) if row.get("epoch") not in (None, "")]
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
 
 
 def evaluate_bundle(model, data) -> dict:

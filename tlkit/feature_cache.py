@@ -12,13 +12,37 @@ from __future__ import annotations
 
 import logging
 
+import time
+
 import keras
 import numpy as np
 
+import tlkit.distribute as distribute
+from tlkit.config.schema import FeatureCacheMode
+from tlkit.data.mixing import mixing_enabled
 from tlkit.model import head_of
 
 log = logging.getLogger("tlkit.train")
 MAX_AUTO_VIEWS = 4  # with augmentation: each view costs one forward pass over the training set
+
+
+def eligibility(cfg, plan, model: keras.Model) -> tuple[bool, str]:
+    """Whether a stage may train on cached features: the one rule the trainer and the LR finder share.
+
+    cfg: the run's TrainConfig (trainer.feature_cache, augment's MixUp/CutMix); plan: the stage's
+    tlkit.stages.StagePlan; model: the built tlkit model (its strategy decides multi-worker).
+    Returns (True, "") or (False, why): `why` is "" when nothing needs saying (a stage that trains backbone
+    blocks, trainer.feature_cache=off), else a sentence for the log. The memory budget is the trainer's own check:
+    it depends on how many views the cache holds.
+    """
+    if plan.blocks or FeatureCacheMode(cfg.trainer.feature_cache) == FeatureCacheMode.off:
+        return False, ""
+    if mixing_enabled(cfg.augment):  # a mix of pooled features is not a mix of images (tlkit/data/mixing.py)
+        return False, (f"feature cache: off for stage '{plan.name}' while MixUp/CutMix mixes images: it trains "
+                       "through the frozen backbone")
+    if not distribute.feature_cache_supported(model):
+        return False, "feature cache: off under a multi-worker strategy; training the head through the frozen backbone"
+    return True, ""
 
 
 def feature_cache_bytes(num_train: int, num_val: int, features: int, views: int) -> int:
@@ -44,7 +68,7 @@ class FeatureCache:
         self.train_features = [f for f, _ in train]
         self.train_labels = [y for _, y in train]
         self.val_features, self.val_labels = _extract(extractor, data.val)
-        self.head_model = _head_model(model, self.val_features.shape[-1])
+        self.head_model = head_on_features(model, self.val_features.shape[-1])
 
     def training_batches(self, batch_size: int, seed: int, first_epoch: int) -> "FeatureBatches":
         return FeatureBatches(self.train_features, self.train_labels, batch_size, seed, first_epoch)
@@ -57,13 +81,19 @@ def _extractor_with_labels(model: keras.Model) -> keras.Model:
     return keras.Model([model.input, label_in], [features, keras.layers.Identity()(label_in)])
 
 
+def features_of(model: keras.Model, dataset) -> tuple[np.ndarray, np.ndarray]:
+    """(pooled backbone features float32 [N, width], labels int32 [N]) of a batched (images, labels) `dataset`."""
+    return _extract(_extractor_with_labels(model), dataset)
+
+
 def _extract(extractor: keras.Model, dataset) -> tuple[np.ndarray, np.ndarray]:
     paired = dataset.map(lambda images, labels: ((images, labels),))
     features, labels = extractor.predict(paired, verbose=0)
     return np.asarray(features, dtype="float32"), np.asarray(labels, dtype="int32")
 
 
-def _head_model(model: keras.Model, width: int) -> keras.Model:
+def head_on_features(model: keras.Model, width: int) -> keras.Model:
+    """A Model from pooled features ([B, width]) to logits through `model`'s own head: training it trains `model`."""
     features_in = keras.Input(shape=(width,), name="features")
     return keras.Model(features_in, head_of(model)(features_in), name="head_on_features")
 
@@ -102,3 +132,33 @@ def describe(num_train: int, num_val: int, features: int, views: int) -> str:
     size = feature_cache_bytes(num_train, num_val, features, views)
     return f"{views} view(s) x {num_train} train + {num_val} val images x {features} features = {size / 2**20:.1f} MiB"
 
+
+def for_stage(cfg, plan, model: keras.Model, data, built: "FeatureCache | None") -> "FeatureCache | None":
+    """The cache a stage trains on: `built` (the run's, while still valid) or a new one; None to train through the
+    backbone (eligibility says no, or the cache would not fit trainer.memory_budget_gb). Logs why.
+
+    cfg: the run's TrainConfig; plan: the stage's StagePlan; model: the run's model; data: its DataBundle.
+    """
+    eligible, why_not = eligibility(cfg, plan, model)
+    if not eligible:
+        if why_not:
+            log.info("%s", why_not)
+        return None
+    if built is not None:
+        return built
+    augmenting = bool(cfg.augment.flip) or (cfg.augment.crop_area or 1.0) < 1.0 or cfg.augment.color > 0.0
+    views = auto_views(augmenting, plan.epochs, cfg.trainer.feature_cache_views)
+    width = model.get_layer("pool").output.shape[-1]
+    need = feature_cache_bytes(data.num_train, data.num_val, width, views)
+    budget = cfg.trainer.memory_budget_gb * 2**30
+    if need > budget:
+        (log.warning if FeatureCacheMode(cfg.trainer.feature_cache) == FeatureCacheMode.on else log.info)(
+            "feature cache: %s is over trainer.memory_budget_gb=%g; training the head through the frozen "
+            "backbone instead", describe(data.num_train, data.num_val, width, views), cfg.trainer.memory_budget_gb)
+        return None
+    started = time.time()
+    with distribute.model_scope(model):  # the head model it trains must be compiled under the same strategy
+        cache = FeatureCache(model, data, views)
+    log.info("feature cache: %s, built in %.1fs", describe(data.num_train, data.num_val, width, views),
+             time.time() - started)
+    return cache

@@ -8,6 +8,7 @@ importing the run directory's module, which loads configs.
 from __future__ import annotations
 
 import errno
+import json
 import os
 import shutil
 import uuid
@@ -70,6 +71,18 @@ def atomic_write(path, writer: Callable[[str], object], fsync: bool = True) -> P
         remove_quietly(tmp)
         raise
     return path
+
+
+def read_json(path, unreadable_ok: bool = False) -> dict:
+    """The JSON document in the file `path`; {} when there is no such file. unreadable_ok: {} too when the file
+    cannot be read or is not JSON (a summary that must not fail on one broken trial); else that error is raised."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, ValueError):
+        if unreadable_ok:
+            return {}
+        raise
 
 
 def remove_quietly(path) -> None:

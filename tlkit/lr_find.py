@@ -166,18 +166,16 @@ def find_lr(cfg, data, model, freezer, plan, stage_index: int, compile_options: 
     rule: the suggestion rule, a key of RULES.
     Returns the filled LRFinderResult; raises ConfigError for an invalid sweep (check_sweep).
     """
-    import tlkit.distribute as distribute
-    from tlkit.config.schema import ClassWeight, FeatureCacheMode, OptimizerName
+    from tlkit.config.schema import ClassWeight, OptimizerName
     from tlkit.data import class_weights
-    from tlkit.data.mixing import mixing_enabled
+    from tlkit.feature_cache import eligibility
 
     check_sweep(start_lr, end_lr, steps, rule)
     result = LRFinderResult(plan.name, stage_index, cfg.schedule.stages[stage_index].lr_scale,
                             OptimizerName(cfg.optimizer.name).value, float(start_lr), float(end_lr), int(steps), rule)
     freezer.apply(plan)
     saved = model.get_weights()
-    use_cache = (not plan.blocks and FeatureCacheMode(cfg.trainer.feature_cache) != FeatureCacheMode.off
-                 and not mixing_enabled(cfg.augment) and distribute.feature_cache_supported(model))
+    use_cache, _ = eligibility(cfg, plan, model)  # the trainer's rule: the sweep trains what the stage would
     target, batches = _compiled_target(cfg, data, model, freezer, plan, use_cache, steps, start_lr, compile_options)
     result.feature_cache = use_cache
     weights = class_weights(data.train_counts) if ClassWeight(cfg.data.class_weight) == ClassWeight.auto else None
@@ -209,9 +207,8 @@ def _compiled_target(cfg, data, model, freezer, plan, use_cache: bool, steps: in
     per_epoch = data.steps_per_epoch
     with distribute.model_scope(model):
         if use_cache:  # the frozen backbone's features of the batches the sweep needs, computed once
-            extractor = fc._extractor_with_labels(model)
-            features, labels = fc._extract(extractor, data.train_epochs.epoch(0).take(min(steps, per_epoch)))
-            target = fc._head_model(model, features.shape[-1])
+            features, labels = fc.features_of(model, data.train_epochs.epoch(0).take(min(steps, per_epoch)))
+            target = fc.head_on_features(model, features.shape[-1])
             size = min(cfg.data.batch_size, len(labels))
             batches = [(features[i:i + size], labels[i:i + size]) for i in range(0, len(labels) - size + 1, size)]
         else:  # a second Model on the same layers: `model` itself stays uncompiled for the trainer
@@ -275,9 +272,9 @@ def write_outputs(result: LRFinderResult, directory) -> tuple[Path, Path | None]
 def figure(result: LRFinderResult):
     """The matplotlib figure of `result`: smoothed loss against LR (log axis), raw losses faint, the suggestion and
     the divergence marked."""
-    from tlkit.plots import _pyplot
+    from tlkit.plots import pyplot
 
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(figsize=(7.5, 4.5))
     lrs, smoothed = np.asarray(result.lrs), np.asarray(result.smoothed)
     axes.plot(lrs, result.losses, color="0.75", linewidth=0.8, label="loss per step")
@@ -365,31 +362,31 @@ LR_FINDINGS = ("lr-too-high", "lr-too-low")  # the pre-flight checks that need a
 
 
 def run_command(cfg, spec, output, stage: str | None = None, start_lr: float = START_LR, end_lr: float = END_LR,
-                steps: int = STEPS, rule: str = DEFAULT_RULE) -> LRFinderResult:
+                steps: int = STEPS, rule: str = DEFAULT_RULE, data_scan=None) -> LRFinderResult:
     """`tlkit lr-find`: data, model and freezing as train.py would build them, the sweep, the files in `output`.
 
     cfg, spec: the checked TrainConfig and its BackboneSpec (tlkit.preflight.check_config); the default recipe is
     applied here. output: the folder for lr_find.json and lr_find.png. stage: the name of the stage to sweep, one the
     optimizer trains (None: the first such stage). start_lr, end_lr, steps, rule: the sweep, as in find_lr.
+    data_scan: the pre-flight's tlkit.data.scan.DataScan (tlkit.preflight.check_run), so the data is walked once.
     Returns the LRFinderResult; raises ConfigError for an unknown stage or an invalid sweep.
     """
     import tlkit.auto_recipe as auto_recipe
     import tlkit.run_setup as run_setup
     from tlkit.errors import ConfigError
-    from tlkit.stages import plan_stages
 
     check_sweep(start_lr, end_lr, steps, rule)
-    cfg, recipe = auto_recipe.apply(cfg, spec)  # first: the recipe may turn a probe stage into a trained one
+    cfg, recipe = auto_recipe.apply(cfg, spec, data_scan)  # first: the recipe may turn a probe stage into a trained one
     names = [s.name for s in cfg.schedule.stages]
     trained = [s.name for s in cfg.schedule.stages if not s.probe]  # a probe stage has no learning rate
     index = names.index(trained[0]) if stage is None and trained else names.index(stage) if stage in trained else -1
     if index < 0:
         raise ConfigError("stage", stage, f"a stage of this schedule the optimizer trains: {', '.join(trained)}")
     auto_recipe.log_recipe(recipe)
-    setup = run_setup.build(cfg, spec, recipe)  # data, model and the recipe's probe, as train.py builds them
-    cfg, data, model, freezer = setup.cfg, setup.data, setup.model, setup.freezer
-    plan = plan_stages(cfg.schedule.stages, spec, 1.0)[index]
+    setup = run_setup.build(cfg, spec, recipe, data_scan=data_scan)  # data, model, the probe: as train.py builds them
+    plan = setup.plans(peak_lr=1.0)[index]  # the finder looks for the peak LR: lr is the stage's lr_scale
     options = {"jit_compile": setup.compile_options["jit_compile"]}
-    result = find_lr(cfg, data, model, freezer, plan, index, options, start_lr, end_lr, steps, rule)
+    result = find_lr(setup.cfg, setup.data, setup.model, setup.freezer, plan, index, options, start_lr, end_lr,
+                     steps, rule)
     write_outputs(result, output)
     return result

@@ -15,7 +15,8 @@ MAX_LABEL_CHARS = 24  # longer class names are shortened on the axes (the report
 ANNOTATE_UP_TO = 20  # write the value in each cell for at most this many classes
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib.pyplot on the Agg backend (no display needed): figures render to files."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)  # no display: render to files
@@ -28,7 +29,7 @@ def save(figure, path: str | Path, dpi: int = 100) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=dpi, bbox_inches="tight")
-    _pyplot().close(figure)
+    pyplot().close(figure)
     return path
 
 
@@ -61,7 +62,7 @@ def confusion_matrix_figure(matrix: np.ndarray, class_names: Sequence[str], titl
     `matrix` holds counts; each row is divided by its total, so a cell reads "the share of
     class r predicted as c" and the diagonal is per-class recall. Empty rows stay 0.
     """
-    plt = _pyplot()
+    plt = pyplot()
     counts = np.asarray(matrix, dtype=np.float64)
     normalized = normalize_rows(counts)
     n = len(class_names)
@@ -119,7 +120,7 @@ def training_curves_figure(history: Sequence[dict], stage_names: Sequence[str] =
     `history` is history.csv as dicts (epoch is 0-based and runs on across stages; `stage`
     is the stage index). Boundaries are dashed lines; each stage's name sits above its span.
     """
-    plt = _pyplot()
+    plt = pyplot()
     from matplotlib.ticker import ScalarFormatter
 
     rows = sorted(history, key=lambda r: float(r["epoch"]))
@@ -192,7 +193,7 @@ def _pad_flat_range(axes, series) -> None:
 def confidently_wrong_figure(images: Sequence[np.ndarray], true_names: Sequence[str], predicted_names: Sequence[str],
                              confidences: Sequence[float], title: str = "Most confidently wrong"):
     """A grid of misclassified images, most confident first, each titled true / predicted (p)."""
-    plt = _pyplot()
+    plt = pyplot()
     count = len(images)
     if count == 0:
         figure, axes = plt.subplots(figsize=(6, 2))
@@ -216,12 +217,3 @@ def confidently_wrong_figure(images: Sequence[np.ndarray], true_names: Sequence[
         )
     figure.suptitle(title, fontsize=12)
     return figure
-
-
-def figure_to_png_bytes(figure, dpi: int = 100) -> bytes:
-    import io
-
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
-    _pyplot().close(figure)
-    return buffer.getvalue()

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import csv
 import glob
-import io
 import json
 import os
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ from typing import List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 import tlkit.rundir as rundir
+from tlkit.fileio import read_json
 from tlkit.data.decode import HEAD_BYTES, decode_rgb_pillow, decode_rgb_tf, tf_decodes
 
 
@@ -152,8 +152,9 @@ def model_probabilities(model, images) -> np.ndarray:
                       dtype=np.float64)
 
 
-def _load(run_or_model):
-    """(model, class_names) from a run directory, a .keras file or a loaded model."""
+def load_model_and_classes(run_or_model):
+    """(model, class_names) from `run_or_model`: a run directory, a .keras file or a loaded model (its classes then
+    named 0..N-1)."""
     from tlkit.model_io import load_model
 
     if not isinstance(run_or_model, (str, Path)):
@@ -167,7 +168,7 @@ def _load(run_or_model):
     names = rundir.read_metrics(run_dir).get("class_names")
     if not names:
         card = run_dir / "model_card.json"
-        names = json.loads(card.read_text()).get("class_names") if card.is_file() else None
+        names = read_json(card).get("class_names")
     return model, list(names or [str(i) for i in range(int(model.output_shape[-1]))])
 
 
@@ -178,7 +179,7 @@ def predict(run_or_model, inputs, top_k: int = 5, batch_size: int = 32, class_na
     Returns (rows, failures): a row is {"path", "predictions": [{"label", "index",
     "probability"}, ...] (k, most likely first), "probabilities": [...] (every class)}.
     """
-    model, names = _load(run_or_model)
+    model, names = load_model_and_classes(run_or_model)
     names = list(class_names) if class_names is not None else names
     if len(names) != int(model.output_shape[-1]):
         raise ValueError(f"{len(names)} class names for a model with {model.output_shape[-1]} outputs")
@@ -272,13 +273,4 @@ def write_predictions(rows: Sequence[dict], failures: Sequence[Failure], output:
         writer.writerow(header)
         writer.writerows(table)
     return path
-
-
-def encode_png(image: np.ndarray) -> bytes:
-    """PNG bytes of a uint8 RGB array (lossless): handy for the serve_bytes signature."""
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.fromarray(np.asarray(image, dtype=np.uint8)).save(buffer, format="PNG")
-    return buffer.getvalue()
 

@@ -19,7 +19,7 @@ from tlkit.auto_recipe import check_auto_config
 from tlkit.backbones.spec import BackboneSpec
 from tlkit.config.schema import TrainConfig
 from tlkit.config.validate import resolved_image_size, validate
-from tlkit.data.scan import check_data_config
+from tlkit.data.scan import DataScan, check_data_config
 from tlkit.errors import ConfigError
 
 log = logging.getLogger("tlkit.config.validate")  # the name this warning has always been logged under
@@ -30,11 +30,17 @@ _WARNED_UNCACHED: set = set()
 
 def check_config(cfg: TrainConfig) -> BackboneSpec:
     """Check everything that can be checked without TensorFlow; return the backbone spec."""
+    return check_run(cfg)[0]
+
+
+def check_run(cfg: TrainConfig) -> tuple[BackboneSpec, DataScan]:
+    """check_config, also returning what the data checks scanned: (the backbone spec, the DataScan), to hand on to
+    the recipe (tlkit.auto_recipe.apply) and the loader (tlkit.run_setup.build) so the data is walked once."""
     spec = validate(cfg)
     check_auto_config(cfg)  # pure Python
-    check_data_config(cfg.data)  # pure Python: no TensorFlow
+    data_scan = check_data_config(cfg.data)  # pure Python: no TensorFlow
     check_weights(cfg, spec)  # last: it may warn, and a warning before an error is noise
-    return spec
+    return spec, data_scan
 
 
 def check_weights(cfg: TrainConfig, spec: BackboneSpec) -> None:

@@ -64,9 +64,13 @@ def pretrained_size(cfg: TrainConfig, spec: BackboneSpec) -> int | None:
     return None
 
 
-def describe_dataset(cfg: TrainConfig, pretrained: int | None = None) -> DatasetFacts:
-    """Counts the training images as the pipeline will (the split and data.max_images applied)."""
-    from tlkit.data.scan import DIGITS_NUM_CLASSES, scan_classes, source_name
+def describe_dataset(cfg: TrainConfig, pretrained: int | None = None, data_scan=None) -> DatasetFacts:
+    """Counts the training images as the pipeline will (the split and data.max_images applied).
+
+    cfg: the run's TrainConfig; pretrained: the weights' pretrained input size (pretrained_size), None if unknown;
+    data_scan: the pre-flight's tlkit.data.scan.DataScan of cfg.data, None to walk an image folder here.
+    """
+    from tlkit.data.scan import DIGITS_NUM_CLASSES, scanned_folder, source_name
 
     data = cfg.data
     source = source_name(data)
@@ -88,7 +92,8 @@ def describe_dataset(cfg: TrainConfig, pretrained: int | None = None) -> Dataset
         num_train, num_classes, side = tfds_facts(data)
         counts, side = [num_train // max(num_classes, 1)] * num_classes, side or UNKNOWN_SIDE
     else:
-        scan = scan_classes("data.path" if data.path is not None else "data.train_dir", data.path or data.train_dir)
+        key = "data.path" if data.path is not None else "data.train_dir"
+        scan = scanned_folder(key, data.path if data.path is not None else data.train_dir, data_scan)
         sizes = [len(files) for name, files in scan.classes.items() if wanted is None or name in wanted]
         counts = [_train_count(n, data.val_split) for n in sizes] if data.path is not None else sizes
         side = _median_side(scan)

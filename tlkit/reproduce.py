@@ -140,7 +140,7 @@ def reproduce_command(overrides: Sequence[str], config_dir: Optional[Path], comp
     """`tlkit reproduce recipe=NAME [overrides]`; `compose(overrides, config_dir)` is cli_config.compose_config,
     config_dir the user's --config-dir or None."""
     from tlkit.config import as_train_config
-    from tlkit.preflight import check_config
+    from tlkit.preflight import check_run
 
     command = "tlkit reproduce " + " ".join(overrides)
     overrides, recipe, run_dir = split_overrides(overrides)
@@ -149,7 +149,7 @@ def reproduce_command(overrides: Sequence[str], config_dir: Optional[Path], comp
     try:
         composed = compose(overrides, config_dir)
         cfg = as_train_config(composed)
-        check_config(cfg)  # includes check_reference; _run checks again, cheaply, before TensorFlow
+        checked = check_run(cfg)  # includes check_reference; its data scan is handed on to training
     except TlkitError as error:
         return _fail(f"config-invalid: {error}")
     except Exception as error:  # noqa: BLE001 - Hydra composition: unknown key, bad value, unknown recipe
@@ -160,7 +160,7 @@ def reproduce_command(overrides: Sequence[str], config_dir: Optional[Path], comp
                      f"{_recipe_list(config_dir)}")
     if not run_dir:
         run_dir = str(Path(DEFAULT_RUN_ROOT) / recipe / time.strftime("%Y-%m-%d_%H-%M-%S"))
-    return _run(cfg, composed, overrides, recipe, Path(_resolve(run_dir)), command)
+    return _run(cfg, composed, overrides, recipe, Path(_resolve(run_dir)), command, checked)
 
 
 def _resolve(path: str) -> str:
@@ -173,7 +173,7 @@ def _resolve(path: str) -> str:
         return path
 
 
-def _run(cfg, composed, overrides: List[str], recipe: str, run_dir: Path, command: str) -> int:
+def _run(cfg, composed, overrides: List[str], recipe: str, run_dir: Path, command: str, checked=None) -> int:
     import tlkit.rundir as rundir
 
     try:
@@ -186,7 +186,7 @@ def _run(cfg, composed, overrides: List[str], recipe: str, run_dir: Path, comman
     print(f"tlkit reproduce: recipe={recipe} -> {run_dir}\nreference: {cfg.reference.source}", flush=True)
     started = time.time()
     try:
-        result = _train(cfg, run_dir)
+        result = _train(cfg, run_dir, checked)
     except TlkitError as error:  # data not downloadable, weights not cached, a doctor error
         return _fail(str(error))
     rows = compare(cfg.reference, result.metrics)
@@ -207,16 +207,12 @@ def _run(cfg, composed, overrides: List[str], recipe: str, run_dir: Path, comman
     return 0 if report["passed"] else 1
 
 
-def _train(cfg, run_dir: Path):
-    """What tlkit.train does (the package's facade is not imported from inside it): check, then train."""
-    from tlkit.config.store import as_train_config
-    from tlkit.preflight import check_config
+def _train(cfg, run_dir: Path, checked=None):
+    """What tlkit.train does (the package's facade is not imported from inside it): check, then train; `checked`:
+    tlkit.preflight.check_run(cfg) when already run."""
+    from tlkit.runner import train
 
-    cfg = as_train_config(cfg)
-    spec = check_config(cfg)
-    from tlkit.trainer import train
-
-    return train(cfg, run_dir, spec=spec)
+    return train(cfg, run_dir, checked)
 
 
 def _write_hydra_files(run_dir: Path, composed, overrides: List[str]) -> None:

@@ -39,21 +39,27 @@ class RunSetup:
     freezer: Freezer | None  # set once schedule.bn is known
     lr_factor: float  # trainer.lr_scaling over the replicas (1 unless set)
     probe: object = None  # tlkit.probe.ProbeResult on the pretrained features, when the recipe needed it
+    data_scan: object = None  # tlkit.data.scan.DataScan the data was loaded from (None: the loader scanned it)
     # The training images through the pretrained model (tlkit.frozen_pass), from the BatchNorm measurement, for the
     # probe: one pass for both (only while the two sample the same images, and the statistics stay as stored).
     pretrained_pass: object = None
 
-    def plans(self):
-        """The stages as tlkit.stages.StagePlan, at the current optimizer.lr (scaled for the replicas)."""
-        lr = self.cfg.optimizer.lr
-        return plan_stages(self.cfg.schedule.stages, self.spec, (lr if isinstance(lr, float) else 1.0) * self.lr_factor)
+    def plans(self, peak_lr: float | None = None):
+        """The stages as tlkit.stages.StagePlan: at the current optimizer.lr scaled for the replicas, or, with
+        `peak_lr`, at that LR as it is (the LR finder plans at 1.0: each stage's lr is then its lr_scale)."""
+        if peak_lr is None:
+            lr = self.cfg.optimizer.lr
+            peak_lr = (lr if isinstance(lr, float) else 1.0) * self.lr_factor
+        return plan_stages(self.cfg.schedule.stages, self.spec, peak_lr)
 
 
-def build(cfg: TrainConfig, spec: BackboneSpec, recipe, *, first_stage: int = 0) -> RunSetup:
+def build(cfg: TrainConfig, spec: BackboneSpec, recipe, *, first_stage: int = 0, data_scan=None) -> RunSetup:
     """Data, model and the recipe's probe for `cfg` (already through auto_recipe.apply).
 
+    spec: cfg's BackboneSpec; recipe: what auto_recipe.apply returned with cfg (None: no recipe).
     `first_stage`: the stage training starts at (a resumed run): the probe runs only when a probe stage is still
-    ahead or the flip is still open.
+    ahead or the flip is still open. `data_scan`: the pre-flight's tlkit.data.scan.DataScan of cfg.data
+    (tlkit.preflight.check_run), so the loader neither checks nor walks the data again; None: it does.
     """
     strategy = distribute.make_strategy(cfg.trainer)  # before any TensorFlow op: multi-worker collectives need it
     from tlkit.pretrain import resolve_weights
@@ -68,7 +74,7 @@ def build(cfg: TrainConfig, spec: BackboneSpec, recipe, *, first_stage: int = 0)
     from tlkit.data import load_data  # tf.data: imported only now
 
     image_size = resolved_image_size(cfg, spec)
-    data = load_data(cfg.data, cfg.augment, image_size, cfg.seed, cfg.trainer.memory_budget_gb)
+    data = load_data(cfg.data, cfg.augment, image_size, cfg.seed, cfg.trainer.memory_budget_gb, data_scan)
     log.info("data: %d train / %d val / %d test images, %d classes, %d px, %d steps per epoch", data.num_train,
              data.num_val, data.num_test, len(data.class_names), image_size, data.steps_per_epoch)
     device = runtime.detect_device()
@@ -84,7 +90,7 @@ def build(cfg: TrainConfig, spec: BackboneSpec, recipe, *, first_stage: int = 0)
     log.info("%s", runtime.describe(cfg.trainer, device, precision, compile_options["steps_per_execution"]))
     log.info("%s", distribute.describe(strategy, cfg.trainer, cfg.data.batch_size))
     setup = RunSetup(cfg, spec, recipe, strategy, data, image_size, precision, model, compile_options, None,
-                     distribute.lr_factor(cfg.trainer.lr_scaling, distribute.replicas(strategy)))
+                     distribute.lr_factor(cfg.trainer.lr_scaling, distribute.replicas(strategy)), data_scan=data_scan)
     if first_stage == 0:  # a resumed run restores the statistics with the model's variables
         batch_norm_statistics(setup)
     distribute.check_batch(strategy, cfg.data.batch_size, setup.cfg.schedule.bn)

@@ -25,8 +25,9 @@ import os
 import uuid
 from pathlib import Path
 
-from tlkit.fileio import RunDirError, atomic_write  # noqa: F401  (re-exported: tlkit.rundir.atomic_write)
+from tlkit.fileio import RunDirError, atomic_write, read_json  # noqa: F401  (re-exported: tlkit.rundir.atomic_write)
 from tlkit.fileio import describe_os_error as _describe_os_error
+from tlkit.text_table import text_table
 
 LOG_FILE = "train.log"
 METRICS_FILE = "metrics.json"
@@ -113,24 +114,17 @@ def load_config(run_dir: Path, **overrides):
 
 
 def read_metrics(run_dir: Path) -> dict:
-    path = Path(run_dir) / METRICS_FILE
-    return json.loads(path.read_text()) if path.is_file() else {}
+    """RUN_DIR/metrics.json, or {} when the run has none (yet)."""
+    return read_json(Path(run_dir) / METRICS_FILE)
 
 
 def summary_table(stages: list[dict]) -> str:
-    """A fixed-width table of the stages, for the console and train.log."""
+    """A fixed-width table of the stage records (tlkit.trainer), for the console and train.log."""
     header = ("stage", "trains", "epochs", "best", "val_loss", "val_acc", "peak lr", "trainable", "time")
-    rows = [header]
-    for s in stages:
-        rows.append((
-            s["name"], s["train"], str(s["epochs_run"]), str(s["best_epoch"]),
-            _fmt(s.get("val_loss")), _fmt(s.get("val_accuracy")), _fmt(s.get("lr"), ".2g"),
-            f"{s['trainable_params']:,}", f"{s['wall_time_s']:.0f}s",
-        ))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    rows = [(s["name"], s["train"], str(s["epochs_run"]), str(s["best_epoch"]), _fmt(s.get("val_loss")),
+             _fmt(s.get("val_accuracy")), _fmt(s.get("lr"), ".2g"), f"{s['trainable_params']:,}",
+             f"{s['wall_time_s']:.0f}s") for s in stages]
+    return text_table(header, rows)
 
 
 def _fmt(value, spec: str = ".4f") -> str:

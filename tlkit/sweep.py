@@ -18,6 +18,8 @@ import math
 import traceback
 from pathlib import Path
 
+from tlkit.fileio import read_json
+
 log = logging.getLogger(__name__)
 
 FAILURE_FILE = "failure.json"
@@ -48,13 +50,6 @@ def write_failure(run_dir, error: BaseException, wall_time_s: float | None = Non
 
 
 # --------------------------------------------------------------------------- summary
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text()) if path.is_file() else {}
-    except (OSError, ValueError):
-        return {}
 
 
 def _read_overrides(trial_dir: Path) -> list[str]:
@@ -94,9 +89,9 @@ def summarize(multirun_dir) -> list[dict]:
         raise FileNotFoundError(f"no multirun folder at {multirun_dir}")
     rows = []
     for trial_dir in _trial_dirs(multirun_dir):
-        metrics = _read_json(trial_dir / "metrics.json")
-        failure = _read_json(trial_dir / FAILURE_FILE)
-        timings = _read_json(trial_dir / "timings.json")
+        metrics = read_json(trial_dir / "metrics.json", unreadable_ok=True)
+        failure = read_json(trial_dir / FAILURE_FILE, unreadable_ok=True)
+        timings = read_json(trial_dir / "timings.json", unreadable_ok=True)
         overrides = _read_overrides(trial_dir)
         if failure:
             status = "failed"

@@ -1,15 +1,17 @@
 """Fine-tuning from a TrainConfig to a run directory.
 
-    config -> the recipe's choices + doctor(config) (no TensorFlow yet) -> run set-up (data, model, the
-    recipe's probe; tlkit.run_setup) -> doctor(data, model) -> for each stage: freeze/unfreeze blocks,
-    recompile, fit under the runtime monitor, restore the stage's best epoch -> the run's best epoch ->
-    evaluate -> model.keras + metrics.json + eval/
+    set-up:   config -> the recipe's choices + doctor(config) (no TensorFlow yet) -> run set-up (data, model,
+              the recipe's probe; tlkit.run_setup) -> doctor(data, model)
+    stages:   for each stage: freeze/unfreeze blocks, recompile, fit under the runtime monitor, restore the
+              stage's best epoch (a stage the monitor stopped is retried once, gentler)
+    finalize: the run's best epoch -> evaluate -> model.keras + metrics.json + eval/ (tlkit.run_results, with the
+              post-training tools the caller passes in)
 """
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import keras
@@ -22,16 +24,17 @@ import tlkit.run_setup as run_setup
 import tlkit.rundir as rundir
 from tlkit.backbones.spec import BackboneSpec
 from tlkit.callbacks import BestWeights, EpochLog, RunBest, StageContext
-from tlkit.config.schema import BNPolicy, ClassWeight, FeatureCacheMode, Monitor, TrainConfig
+from tlkit.config.schema import BNPolicy, ClassWeight, Monitor, TrainConfig
 from tlkit.config.store import as_train_config
 from tlkit.config.validate import lr_is_auto
-from tlkit.data.mixing import mixing_enabled
 from tlkit.doctor import Doctor, Severity
 from tlkit.methods.fine_tuning import FineTuning
 from tlkit.methods.optimizer import lr_groups_of
-from tlkit.model import LOGITS_LAYER, head_of, preprocess_mode, with_probabilities
+from tlkit.model import LOGITS_LAYER, head_of
 from tlkit.optim import compile_for_stage
-from tlkit.preflight import check_config
+from tlkit.preflight import check_run
+from tlkit.run_results import AfterTraining, RunState, restore_run_best, write_results  # noqa: F401  (AfterTraining:
+#   re-exported, the type of train()'s after_training)
 from tlkit.stages import StagePlan, count_params
 
 log = logging.getLogger("tlkit.train")
@@ -40,51 +43,38 @@ log = logging.getLogger("tlkit.train")
 @dataclass
 class TrainResult:
     run_dir: Path
-    metrics: dict
+    metrics: dict  # metrics.json's content (tlkit.metrics_record.RunMetrics.to_dict)
     model: keras.Model  # the training model (logits out); model.keras holds the probabilities version
 
 
-@dataclass
-class _Run:
-    """What the stages share."""
+def train(cfg: TrainConfig, run_dir: str | Path | None = None, spec: BackboneSpec | None = None, *,
+          after_training: AfterTraining, data_scan=None) -> TrainResult:
+    """Run every stage of `cfg.schedule` and write the run directory: set-up -> stage loop -> finalize.
 
-    setup: run_setup.RunSetup
-    run_dir: Path
-    callbacks: list  # shared across stages: one CSV log, one TensorBoard run
-    records: list = field(default_factory=list)
-    runtime: list = field(default_factory=list)  # the runtime monitor's diagnoses
-    epoch: int = 0
-    features: fc.FeatureCache | None = None  # valid until a stage trains backbone blocks
-    methods: FineTuning | None = None  # discriminative LRs, L2-SP, EMA, label smoothing (tlkit/methods)
-    checkpoint_s: dict = field(default_factory=lambda: {"snapshot": 0.0, "write": 0.0, "waited": 0.0})
-    run_best: RunBest | None = None  # the best epoch over all stages: what model.keras holds
-
-    @property
-    def cfg(self) -> TrainConfig:
-        return self.setup.cfg
-
-    @property
-    def model(self) -> keras.Model:
-        return self.setup.model
-
-    @property
-    def data(self):
-        return self.setup.data
-
-
-def train(cfg: TrainConfig, run_dir: str | Path | None = None, spec: BackboneSpec | None = None) -> TrainResult:
-    """Run every stage of `cfg.schedule` and write the run directory.
-
-    `spec`: the result of tlkit.preflight.check_config(cfg) when the caller already ran it (tlkit.train does, before
-    TensorFlow is imported); validating again would walk and pre-scan an image folder twice.
-    With `cfg.resume` set, continues that run directory from its last checkpoint (a finished
-    run is returned as it is, with model=None).
+    cfg: the TrainConfig (or anything tlkit.config.as_train_config takes); run_dir: where the run's files go (None:
+    a dated folder, or cfg.resume's). With `cfg.resume` set, continues that run directory from its last checkpoint
+    (a finished run is returned as it is, with model=None).
+    spec, data_scan: the result of tlkit.preflight.check_run(cfg) when the caller already ran it (tlkit.train does,
+    before TensorFlow is imported): the backbone spec and the data's scan, handed on to the recipe and the loader
+    so that an image folder is walked once per run.
+    after_training: the post-training tools (tlkit.runner.after_training(); see AfterTraining).
     """
     started = time.time()
-    cfg = as_train_config(cfg)
-    spec = spec or check_config(cfg)
+    run = _set_up(as_train_config(cfg), run_dir, spec, data_scan)
+    if isinstance(run, TrainResult):  # resume= of a run that already finished
+        return run
+    status = _run_stages(run, run.setup.plans(), run.resumed)
+    metrics = _finalize(run, status, after_training, started)
+    return TrainResult(run_dir=run.run_dir, metrics=metrics, model=run.model)
+
+
+def _set_up(cfg: TrainConfig, run_dir, spec, data_scan) -> RunState | TrainResult:
+    """Config checks, the recipe, the run directory (resume), the pre-flight doctor, data and model (tlkit.run_setup),
+    the LR finder: everything before the first stage trains. A finished run (resume=) comes back as its result."""
+    if spec is None:
+        spec, data_scan = check_run(cfg)
     as_configured = cfg  # trainer.compare_scratch: the same config from random weights, for the recipe to decide anew
-    cfg, recipe = auto_recipe.apply(cfg, spec)  # the default recipe: chosen from the data, before resume compares configs
+    cfg, recipe = auto_recipe.apply(cfg, spec, data_scan)  # chosen from the data, before resume compares configs
     cfg, run_dir, resumed, finished = _open_run_dir(cfg, run_dir)
     if finished is not None:
         return TrainResult(run_dir=run_dir, metrics=finished, model=None)
@@ -93,75 +83,45 @@ def train(cfg: TrainConfig, run_dir: str | Path | None = None, spec: BackboneSpe
     doctor = Doctor(cfg.doctor.strict, cfg.doctor.silence)
     if cfg.doctor.enabled:
         _preflight(doctor, doctor.config(cfg, spec))
-    setup = run_setup.build(cfg, spec, recipe, first_stage=resumed.progress.index if resumed else 0)
+    setup = run_setup.build(cfg, spec, recipe, first_stage=resumed.progress.index if resumed else 0,
+                            data_scan=data_scan)
     lr_finder = _auto_lr(setup, run_dir, doctor) if lr_is_auto(cfg.optimizer.lr) else None
     rundir.write_config(run_dir, setup.cfg)  # now with the probe's (and the LR finder's) choices
     if cfg.doctor.enabled:
         _preflight(doctor, doctor.data_and_model(setup.cfg, spec, setup.data, setup.model, setup.probe))
-
     run = _start(setup, run_dir, resumed)
-    status = _run_stages(run, setup.plans(), resumed)
-    _restore_run_best(run)
-    metrics = _write_results(run, status, doctor, lr_finder, started)
-    if setup.cfg.trainer.compare_scratch and setup.cfg.backbone.weights is not None:
-        metrics["scratch"] = _compare_scratch(as_configured, spec, run_dir, metrics)
-        rundir.write_metrics(run_dir, metrics)
-    log.info("run directory: %s", run_dir.resolve())
-    return TrainResult(run_dir=run_dir, metrics=metrics, model=setup.model)
+    run.doctor, run.lr_finder, run.as_configured = doctor, lr_finder, as_configured
+    return run
 
 
-def _restore_run_best(run: _Run) -> None:
-    """The model back to the run's best epoch, saying so when later stages ended worse."""
-    monitor = run.run_best.monitor
-    if run.run_best.restore_into(run.model, last_index=len(run.records) - 1):
-        log.warning("the saved model is stage '%s' epoch %s (%s %.4f), the best of the run: the stages after it "
-                    "ended worse (%s %s in '%s')", run.run_best.stage, run.run_best.epoch, monitor,
-                    run.run_best.logs[monitor], monitor, run.records[-1].get(monitor), run.records[-1]["name"])
-
-
-def _write_results(run: _Run, status: str, doctor: Doctor, lr_finder, started: float) -> dict:
-    """Evaluate the (restored) model and write model.keras, metrics.json, the HParams, timings.json and eval/ into
-    the run directory; returns the metrics."""
-    from tlkit.evaluate import evaluate_bundle, report_after_training
-
-    setup, run_dir = run.setup, run.run_dir
-    # One pass over val (and test) with the saved model's probabilities: the final metrics and eval/ both come from it.
-    evaluations = evaluate_bundle(with_probabilities(setup.model), setup.data)
-    final = {f"{split}_{name}": float(e.report[name]) for split, e in evaluations.items() for name in ("loss", "accuracy")}
-    # model.keras is written atomically (a full disk leaves the previous file intact) and never
-    # replaced by a model with NaN/Inf weights (e.g. NaN pixels stopped the run).
-    model_saved = setup.cfg.trainer.save_model and _weights_finite(setup.model, status)
-    if model_saved:
-        rundir.atomic_write(run_dir / rundir.MODEL_FILE, lambda tmp: with_probabilities(setup.model).save(tmp))
-    metrics = _metrics(run, status, final, doctor, model_saved, lr_finder)
-    rundir.write_metrics(run_dir, metrics)
-    ckpt.remove(run_dir)  # the run is complete: resume= now finds metrics.json
-    _log_hparams(run_dir, setup.cfg, metrics)
-    wall_time = round(time.time() - started, 2)
-    rundir.write_timings(run_dir, {"wall_time_s": wall_time,
-                                   "stages": {r["name"]: r["wall_time_s"] for r in run.records},
-                                   # snapshot and waited block training; write runs beside the next epoch
-                                   "checkpoint_s": {k: round(v, 2) for k, v in run.checkpoint_s.items()}})
-    if setup.cfg.trainer.save_model:  # RUN_DIR/eval/: logs a warning on failure, never raises
-        report_after_training(run_dir, evaluations)
-    log.info("finished in %.0fs: val_accuracy %.4f, val_loss %.4f\n%s",
-             wall_time, final["val_accuracy"], final["val_loss"], rundir.summary_table(run.records))
-    return metrics
+def _finalize(run: RunState, status: str, after_training: AfterTraining, started: float) -> dict:
+    """The run's best epoch restored, the results written (model.keras, metrics.json, eval/ ...), and
+    trainer.compare_scratch's run from random weights; returns metrics.json's content."""
+    restore_run_best(run)
+    record = write_results(run, status, after_training, started)
+    cfg = run.cfg
+    if cfg.trainer.compare_scratch and cfg.backbone.weights is not None:
+        record.scratch = _compare_scratch(run, record.to_dict(), after_training)
+        rundir.write_metrics(run.run_dir, record.to_dict())
+    log.info("run directory: %s", run.run_dir.resolve())
+    return record.to_dict()
 
 
 SCRATCH_DIR = "scratch"
 
 
-def _compare_scratch(cfg: TrainConfig, spec: BackboneSpec, run_dir: Path, metrics: dict) -> dict:
+def _compare_scratch(run: RunState, metrics: dict, after_training: AfterTraining) -> dict:
     """trainer.compare_scratch: the same config from random weights in RUN_DIR/scratch/, the recipe deciding afresh
     (BatchNorm trains there); returns its final metrics and logs them beside the run's."""
     from dataclasses import replace
 
+    cfg, run_dir = run.as_configured, run.run_dir
     log.info("trainer.compare_scratch: the same recipe from random weights (%s/%s/)", run_dir, SCRATCH_DIR)
     scratch_cfg = replace(cfg, backbone=replace(cfg.backbone, weights=None), resume=None,
                           trainer=replace(cfg.trainer, compare_scratch=False, save_model=False),
                           doctor=replace(cfg.doctor, silence=[*cfg.doctor.silence, "no-pretrained-weights"]))
-    scratch = train(scratch_cfg, run_dir / SCRATCH_DIR, spec=spec).metrics
+    scratch = train(scratch_cfg, run_dir / SCRATCH_DIR, spec=run.setup.spec, data_scan=run.setup.data_scan,
+                    after_training=after_training).metrics
     splits = [s for s in ("val", "test") if f"{s}_accuracy" in scratch]
     log.info("transfer: %s", "; ".join(
         f"{split} accuracy {metrics[f'{split}_accuracy']:.4f} fine-tuned from {cfg.backbone.weights} vs "
@@ -204,8 +164,8 @@ def _auto_lr(setup: run_setup.RunSetup, run_dir: Path, doctor: Doctor) -> dict:
     return entry
 
 
-def _start(setup: run_setup.RunSetup, run_dir: Path, resumed) -> _Run:
-    run = _Run(setup, run_dir, callbacks=[
+def _start(setup: run_setup.RunSetup, run_dir: Path, resumed) -> RunState:
+    run = RunState(setup, run_dir, resumed=resumed, callbacks=[
         keras.callbacks.CSVLogger(str(run_dir / rundir.HISTORY_FILE), append=True),
         keras.callbacks.TensorBoard(str(run_dir / rundir.TENSORBOARD_DIR), write_graph=False),
     ])
@@ -218,7 +178,7 @@ def _start(setup: run_setup.RunSetup, run_dir: Path, resumed) -> _Run:
     return run
 
 
-def _run_stages(run: _Run, plans: list[StagePlan], resumed) -> str:
+def _run_stages(run: RunState, plans: list[StagePlan], resumed) -> str:
     """Every stage from where the run stands; the run's status."""
     from tlkit.data import class_weights
 
@@ -244,7 +204,7 @@ def _run_stages(run: _Run, plans: list[StagePlan], resumed) -> str:
 RETRY_LR_FACTOR = 0.3  # a stage the monitor stopped is retried once at this times its LR, BatchNorm re-estimated
 
 
-def _retry_point(run: _Run, plan: StagePlan):
+def _retry_point(run: RunState, plan: StagePlan):
     """What a retry of `plan` starts from, when the recipe may retry it: a fine-tuning stage under the recipe."""
     if not plan.blocks or not run.cfg.auto.enabled or not run.cfg.doctor.monitor:
         return None
@@ -257,7 +217,7 @@ def _retry_plan(plan: StagePlan) -> StagePlan:
     return replace(plan, lr=plan.lr * RETRY_LR_FACTOR)
 
 
-def _retry_stage(run: _Run, index: int, count: int, plan: StagePlan, class_weight, start) -> bool:
+def _retry_stage(run: RunState, index: int, count: int, plan: StagePlan, class_weight, start) -> bool:
     """A fine-tuning stage the runtime monitor stopped (diverged, collapsed), once more from where it started: at a
     lower LR, with BatchNorm statistics re-estimated on the training images (AdaBN) if they were kept frozen."""
     from dataclasses import replace
@@ -284,42 +244,12 @@ def _retry_stage(run: _Run, index: int, count: int, plan: StagePlan, class_weigh
     return ok
 
 
-def _metrics(run: _Run, status: str, final: dict, doctor: Doctor, model_saved: bool, lr_finder) -> dict:
-    setup, cfg = run.setup, run.cfg
-    data, spec = setup.data, setup.spec
-    return {
-        "status": status,
-        "backbone": spec.name,
-        "weights": cfg.backbone.weights,
-        "preprocess": preprocess_mode(spec, cfg.backbone),
-        "image_size": setup.image_size,
-        "class_names": list(data.class_names),
-        "num_train": data.num_train,
-        "num_val": data.num_val,
-        "num_test": data.num_test,
-        "schedule": cfg.schedule.name,
-        "bn": cfg.schedule.bn.value,
-        "monitor": run.run_best.monitor,
-        "precision": setup.precision,
-        "stages": [{k: v for k, v in r.items() if k != "wall_time_s"} for r in run.records],
-        "best": run.run_best.to_dict(),  # the stage and epoch model.keras comes from
-        **final,
-        "epochs": run.epoch,
-        "doctor": {"findings": doctor.to_dict(), "runtime": run.runtime},
-        "versions": {"keras": keras.__version__, "backend": keras.backend.backend()},
-        "data": {"bad_files": data.bad_files, "prescan": data.prescan},  # what the pre-scan left out
-        "model_saved": bool(model_saved),
-        "auto_recipe": setup.recipe.to_dict() if setup.recipe else None,  # what the recipe chose, and why
-        "lr_finder": lr_finder,  # optimizer.lr=auto: the LR it picked
-    }
-
-
 def _preflight(doctor: Doctor, findings: list) -> None:
     doctor.log_findings(findings)
     doctor.raise_on_errors(findings)
 
 
-def _run_stage(run: _Run, index: int, count: int, plan: StagePlan, class_weight,
+def _run_stage(run: RunState, index: int, count: int, plan: StagePlan, class_weight,
                resumed: ckpt.Checkpoint | None = None, attempt: int = 0) -> bool:
     """Train one stage (from `resumed`'s epoch when given); False when the runtime monitor stopped it for an error.
     `attempt` 1: the recipe's retry of a stopped stage (its plan already gentler)."""
@@ -330,7 +260,7 @@ def _run_stage(run: _Run, index: int, count: int, plan: StagePlan, class_weight,
     if resumed:  # before the feature cache: a head-only stage after fine-tuning needs the tuned backbone
         ckpt.restore_variables(model.variables, resumed.model_variables, "model variables")
     trainable = count_params(model.trainable_weights)
-    cache = _feature_cache(run, plan)
+    cache = run.features = fc.for_stage(cfg, plan, model, run.data, run.features)
     target = cache.head_model if cache else model  # the head is shared: training one trains the other
     compile_for_stage(target, cfg.optimizer, plan, run.data.steps_per_epoch, run.setup.compile_options,
                       methods=run.methods)
@@ -364,7 +294,7 @@ def _run_stage(run: _Run, index: int, count: int, plan: StagePlan, class_weight,
     return not (doctor_monitor.stopped and any(d.severity == Severity.error for d in doctor_monitor.diagnoses))
 
 
-def _stage_callbacks(run: _Run, index: int, plan: StagePlan, target, progress, resumed):
+def _stage_callbacks(run: RunState, index: int, plan: StagePlan, target, progress, resumed):
     """(best-epoch tracker, runtime monitor or None, checkpoint writer, every callback in order) for one stage."""
     from tlkit.doctor.monitor import RuntimeMonitor
 
@@ -394,7 +324,7 @@ def _stage_callbacks(run: _Run, index: int, plan: StagePlan, target, progress, r
     return best, doctor_monitor, writer, [*callbacks, writer, *ckpt.fault_injection()]
 
 
-def _fit(run: _Run, plan: StagePlan, target, cache, first: int, progress, callbacks, class_weight) -> None:
+def _fit(run: RunState, plan: StagePlan, target, cache, first: int, progress, callbacks, class_weight) -> None:
     cfg = run.cfg
     if cache:
         train_data = cache.training_batches(cfg.data.batch_size, cfg.seed, first_epoch=first)
@@ -417,7 +347,7 @@ def _fit(run: _Run, plan: StagePlan, target, cache, first: int, progress, callba
     )
 
 
-def _fit_head_by_probe(run: _Run, index: int, count: int, plan: StagePlan) -> bool:
+def _fit_head_by_probe(run: RunState, index: int, count: int, plan: StagePlan) -> bool:
     """A `probe: true` head stage: the linear head set to the probe's logistic regression (tlkit.probe)."""
     from tlkit.probe import MAX_PROBE_TRAIN, run_probe
 
@@ -440,56 +370,3 @@ def _fit_head_by_probe(run: _Run, index: int, count: int, plan: StagePlan) -> bo
     return True
 
 
-def _feature_cache(run: _Run, plan: StagePlan) -> fc.FeatureCache | None:
-    """The cache for a head-only stage, built on first use, or None to train through the backbone."""
-    cfg, data = run.cfg, run.data
-    mode = FeatureCacheMode(cfg.trainer.feature_cache)
-    if plan.blocks or mode == FeatureCacheMode.off:
-        return None
-    if mixing_enabled(cfg.augment):  # a mix of pooled features is not a mix of images (tlkit/data/mixing.py)
-        log.info("feature cache: off for stage '%s' while MixUp/CutMix mixes images: it trains through the frozen "
-                 "backbone", plan.name)
-        return None
-    if not distribute.feature_cache_supported(run.model):
-        log.info("feature cache: off under a multi-worker strategy; training the head through the frozen backbone")
-        return None
-    if run.features is not None:
-        return run.features
-    augmenting = bool(cfg.augment.flip) or (cfg.augment.crop_area or 1.0) < 1.0 or cfg.augment.color > 0.0
-    views = fc.auto_views(augmenting, plan.epochs, cfg.trainer.feature_cache_views)
-    width = run.model.get_layer("pool").output.shape[-1]
-    need = fc.feature_cache_bytes(data.num_train, data.num_val, width, views)
-    budget = cfg.trainer.memory_budget_gb * 2**30
-    if need > budget:
-        (log.warning if mode == FeatureCacheMode.on else log.info)(
-            "feature cache: %s is over trainer.memory_budget_gb=%g; training the head through the frozen "
-            "backbone instead", fc.describe(data.num_train, data.num_val, width, views), cfg.trainer.memory_budget_gb)
-        return None
-    started = time.time()
-    with distribute.model_scope(run.model):  # the head model it trains must be compiled under the same strategy
-        run.features = fc.FeatureCache(run.model, data, views)
-    log.info("feature cache: %s, built in %.1fs", fc.describe(data.num_train, data.num_val, width, views),
-             time.time() - started)
-    return run.features
-
-
-def _log_hparams(run_dir: Path, cfg: TrainConfig, metrics: dict) -> None:
-    """TensorBoard's HParams tab compares the runs of a sweep; this never fails a finished run."""
-    try:
-        from tlkit.sweep import log_hparams
-
-        log_hparams(run_dir, cfg, metrics)
-    except Exception as error:  # noqa: BLE001
-        log.warning("could not write the TensorBoard hparams: %s", error)
-
-
-def _weights_finite(model: keras.Model, status: str) -> bool:
-    """False (and an error in the log) when any weight is NaN/Inf: such a model must not replace model.keras."""
-    import numpy as np
-
-    if all(np.isfinite(np.asarray(w, dtype=np.float64)).all() for w in model.get_weights()):
-        return True
-    log.error("the model's weights are NaN or infinite (status %s): %s was not written; a previous %s in the run "
-              "directory is left as it was. Check the images for NaN/Inf and the learning rate.",
-              status, rundir.MODEL_FILE, rundir.MODEL_FILE)
-    return False

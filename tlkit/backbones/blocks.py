@@ -130,11 +130,6 @@ def assign_blocks(backbone: keras.Model, spec: BackboneSpec) -> dict[str, list[k
     return blocks
 
 
-def weight_bearing(layer: keras.layers.Layer) -> bool:
-    """True when the layer has weights, trainable or not (BatchNorm statistics count)."""
-    return bool(layer.weights)
-
-
 def parameter_count(layer: keras.layers.Layer) -> int:
     total = 0
     for weight in layer.weights:
@@ -143,11 +138,3 @@ def parameter_count(layer: keras.layers.Layer) -> int:
             size *= int(dim)
         total += size
     return total
-
-
-def block_summary(backbone: keras.Model, spec: BackboneSpec) -> list[tuple[str, int, int]]:
-    """(block name, number of layers, number of parameters) per block, stem first."""
-    return [
-        (name, len(layers), sum(parameter_count(layer) for layer in layers))
-        for name, layers in assign_blocks(backbone, spec).items()
-    ]

@@ -19,7 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from tlkit.data.augment import build_augmenter
-from tlkit.data.scan import check_data_config, on_bad_file_policy, source_name
+from tlkit.data.scan import DataScan, check_data_config, on_bad_file_policy, source_name
 from tlkit.data.tf_images import read_image as _read_image  # noqa: F401  (tests read images as training does)
 from tlkit.data.tf_images import resizer as _resizer
 from tlkit.data.sources import (  # noqa: F401  (stratified_split, synthetic_images: imported from here too)
@@ -242,26 +242,23 @@ def _cache_folder() -> str:
     return folder
 
 
-def load_data(cfg, augment, image_size: int, seed: int, memory_budget_gb: float = 4.0) -> DataBundle:
-    """Build the train/val(/test) datasets described by `cfg` (a DataConfig) at `image_size`."""
-    check_data_config(cfg)
+def load_data(cfg, augment, image_size: int, seed: int, memory_budget_gb: float = 4.0,
+              data_scan: DataScan | None = None) -> DataBundle:
+    """Build the train/val(/test) datasets described by `cfg` (a DataConfig) at `image_size`.
+
+    augment: the AugmentConfig (None: no augmentation); seed: the run's seed (splits, shuffles, augmentation);
+    memory_budget_gb: what the image cache and tfds decoding may hold in memory; data_scan: what
+    check_data_config(cfg) returned, when the caller ran it (the pre-flight): the config is not checked, nor its
+    folders walked, again.
+    """
+    if data_scan is None:
+        data_scan = check_data_config(cfg)
     if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
         raise ConfigError("image_size", image_size, "an integer >= 1 (the backbone's input size)")
-    source = source_name(cfg)
-    from_files = source == "folder"
-    bad_files = prescan = None
-    if from_files:
-        class_names, train_split, val_split, test_split, scans = _folder(cfg, seed)
-        bad_files, prescan = _report_prescan(scans, on_bad_file_policy(cfg))
-    elif source == "tfds":  # decoded once into uint8 arrays at image_size, then handled like digits
-        from tlkit.data.tfds import tfds_splits
-
-        class_names, train_split, val_split, test_split = tfds_splits(cfg, image_size, seed, memory_budget_gb)
-    else:
-        class_names, train_split, val_split, test_split = {"digits": _digits, "synthetic": _synthetic}[source](cfg, seed)
-
+    from_files = source_name(cfg) == "folder"
+    class_names, splits, bad_files, prescan = _source_splits(cfg, image_size, seed, memory_budget_gb, data_scan)
     class_names, (train_split, val_split, test_split) = select_classes(
-        class_names, (train_split, val_split, test_split), getattr(cfg, "classes", None))
+        class_names, splits, getattr(cfg, "classes", None))
     keep = cap_per_class(train_split[1], cfg.max_images, seed)
     train_split = (train_split[0][keep], train_split[1][keep])
     train_counts = np.bincount(train_split[1], minlength=len(class_names)).tolist()
@@ -299,6 +296,23 @@ def load_data(cfg, augment, image_size: int, seed: int, memory_budget_gb: float 
         bad_files=bad_files,
         prescan=prescan,
     )
+
+
+def _source_splits(cfg, image_size: int, seed: int, memory_budget_gb: float, data_scan: DataScan):
+    """(class names, (train, val, test) splits, bad_files, prescan) from the data source; the last two are None
+    except for folders (what the pre-scan left out, for metrics.json)."""
+    source = source_name(cfg)
+    bad_files = prescan = None
+    if source == "folder":
+        class_names, train_split, val_split, test_split, scans = _folder(cfg, seed, data_scan)
+        bad_files, prescan = _report_prescan(scans, on_bad_file_policy(cfg))
+    elif source == "tfds":  # decoded once into uint8 arrays at image_size, then handled like digits
+        from tlkit.data.tfds import tfds_splits
+
+        class_names, train_split, val_split, test_split = tfds_splits(cfg, image_size, seed, memory_budget_gb)
+    else:
+        class_names, train_split, val_split, test_split = {"digits": _digits, "synthetic": _synthetic}[source](cfg, seed)
+    return class_names, (train_split, val_split, test_split), bad_files, prescan
 
 
 def _paths(split) -> List[str]:

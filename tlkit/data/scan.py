@@ -116,6 +116,33 @@ class FolderScan:
     ignored: Dict[str, int]
 
 
+@dataclass
+class DataScan:
+    """What check_data_config found, handed on so that a run walks its image folders once: to the default recipe
+    (tlkit.recipe_facts.describe_dataset) and to the loader (tlkit.data.load_data).
+
+    folders: for the folder source, "data.path" / "data.train_dir" / "data.val_dir" / "data.test_dir" -> that
+    folder's FolderScan (walked and pre-scanned); empty for the other sources.
+    """
+
+    folders: Dict[str, FolderScan] = field(default_factory=dict)
+
+    def folder(self, key: str, root) -> Optional[FolderScan]:
+        """The scan of `key` when it was made of the folder `root` (the same path, ~ expanded), else None."""
+        scan = self.folders.get(key)
+        if scan is None or os.path.expanduser(str(scan.root)) != os.path.expanduser(str(root)):
+            return None
+        return scan
+
+
+def scanned_folder(key: str, root, data_scan: Optional[DataScan] = None) -> FolderScan:
+    """`data_scan`'s scan of folder `root` under `key` (its root as given), else a fresh walk and pre-scan."""
+    from dataclasses import replace
+
+    scan = data_scan.folder(key, root) if data_scan is not None else None
+    return replace(scan, root=str(root)) if scan is not None else scan_classes(key, root)
+
+
 def on_bad_file_policy(cfg) -> str:
     value = getattr(cfg, "on_bad_file", "skip")
     value = str(getattr(value, "value", value))
@@ -172,8 +199,8 @@ def _check_directory(key: str, path) -> str:
     return expanded
 
 
-def _check_classes(key: str, path: str, on_bad_file: str = "skip") -> Dict[str, List[str]]:
-    """Scan and pre-scan `path`; insist on >= 2 classes, none of them empty; apply data.on_bad_file."""
+def _check_classes(key: str, path: str, on_bad_file: str = "skip") -> FolderScan:
+    """Scan and pre-scan `path`; insist on >= 2 classes, none of them empty; apply data.on_bad_file; the scan."""
     scan = scan_classes(key, path)
     bad = scan.report.bad
     if bad and on_bad_file == "error":
@@ -218,7 +245,7 @@ def _check_classes(key: str, path: str, on_bad_file: str = "skip") -> Dict[str, 
             f"{key}={path!r} has {unusable_details()}; classes with usable images: {with_images}. "
             f"Fix the files or remove the folders."
         )
-    return classes
+    return scan
 
 
 def _check_same_classes(reference_key: str, reference: List[str], key: str, other: List[str],
@@ -238,8 +265,8 @@ def _check_same_classes(reference_key: str, reference: List[str], key: str, othe
         )
 
 
-def _check_folder_source(cfg) -> Dict[str, List[str]]:
-    """Checks the folder form; returns the training class -> files mapping (path or train_dir)."""
+def _check_folder_source(cfg) -> Dict[str, FolderScan]:
+    """Checks the folder form; returns each folder's scan by key (data.path or data.train_dir first)."""
     path, train_dir, val_dir = cfg.path, cfg.train_dir, cfg.val_dir
     policy = on_bad_file_policy(cfg)
     split_form = "data.path=/images (split by data.val_split) or data.train_dir=/train data.val_dir=/val"
@@ -256,7 +283,8 @@ def _check_folder_source(cfg) -> Dict[str, List[str]]:
         )
     if path is not None:
         _check_fraction("data.val_split", cfg.val_split, hint="the fraction of data.path held out for validation")
-        classes = _check_classes("data.path", _check_directory("data.path", path), policy)
+        scans = {"data.path": _check_classes("data.path", _check_directory("data.path", path), policy)}
+        classes = scans["data.path"].classes
         too_small = [name for name, files in classes.items() if len(files) < 2]
         if too_small:
             raise DataError(
@@ -268,19 +296,23 @@ def _check_folder_source(cfg) -> Dict[str, List[str]]:
             if value is None:
                 raise ConfigError(key, None, "a folder with one subfolder per class (data.train_dir and "
                                   "data.val_dir go together)", hint=f"set {split_form}")
-        classes = _check_classes("data.train_dir", _check_directory("data.train_dir", train_dir), policy)
-        val_classes = _check_classes("data.val_dir", _check_directory("data.val_dir", val_dir), policy)
-        _check_same_classes("data.train_dir", list(classes), "data.val_dir", list(val_classes), train_dir, val_dir)
+        scans = {key: _check_classes(key, _check_directory(key, value), policy)
+                 for key, value in (("data.train_dir", train_dir), ("data.val_dir", val_dir))}
+        classes = scans["data.train_dir"].classes
+        _check_same_classes("data.train_dir", list(classes), "data.val_dir", list(scans["data.val_dir"].classes),
+                            train_dir, val_dir)
     if cfg.test_dir is not None:
-        test_classes = _check_classes("data.test_dir", _check_directory("data.test_dir", cfg.test_dir), policy)
+        scans["data.test_dir"] = _check_classes("data.test_dir", _check_directory("data.test_dir", cfg.test_dir), policy)
+        test_classes = scans["data.test_dir"].classes
         reference_key = "data.path" if path is not None else "data.train_dir"
         _check_same_classes(reference_key, list(classes), "data.test_dir", list(test_classes),
                             path if path is not None else train_dir, cfg.test_dir)
-    return classes
+    return scans
 
 
-def check_data_config(cfg: "DataConfig") -> None:
-    """Raise ConfigError / DataError if `cfg` cannot produce a data set; returns None when it can.
+def check_data_config(cfg: "DataConfig") -> DataScan:
+    """Raise ConfigError / DataError if `cfg` (a DataConfig) cannot produce a data set; else return what the checks
+    scanned (DataScan: the folder source's walked and pre-scanned folders), for the loader and the recipe.
 
     Checks values, paths and class folders (the backbone's minimum image size is checked
     with the backbone, in tlkit.config.validate).
@@ -297,11 +329,13 @@ def check_data_config(cfg: "DataConfig") -> None:
 
     if source != "tfds":
         tfds_source.refuse_tfds_keys(cfg, source)
+    folders: Dict[str, FolderScan] = {}
     if source == "tfds":
         num_classes = tfds_source.check_tfds_config(cfg)
         names = None
     elif source == "folder":
-        names = sorted(_check_folder_source(cfg))
+        folders = _check_folder_source(cfg)
+        names = sorted(next(iter(folders.values())).classes)
         num_classes = len(names)
     elif source == "synthetic":
         _check_int("data.num_classes", cfg.num_classes, 2)
@@ -321,6 +355,7 @@ def check_data_config(cfg: "DataConfig") -> None:
             "data.max_images", cfg.max_images, f"null or at least the number of classes ({num_classes})",
             hint="a smaller cap would leave some classes without training images",
         )
+    return DataScan(folders)
 
 
 def _check_class_subset(wanted, names, num_classes: int) -> int:

@@ -12,7 +12,7 @@ from typing import Dict, List, Tuple
 import numpy as np
 
 from tlkit.data.sampling import cap_per_class, stratified_split  # noqa: F401  (cap_per_class: imported from here too)
-from tlkit.data.scan import IMAGE_EXTENSIONS, scan_classes
+from tlkit.data.scan import IMAGE_EXTENSIONS, DataScan, scanned_folder
 
 BAD_FILES_LISTED = 20  # bad files named in DataBundle.bad_files (and metrics.json); the count is always exact
 data_log = logging.getLogger("tlkit.data")
@@ -96,23 +96,25 @@ def _files_and_labels(classes: Dict[str, List[str]], class_names: List[str]):
     return np.array(files, dtype=str), np.array(labels, dtype=np.int32)
 
 
-def _folder(cfg, seed: int):
-    """Class names and splits from the folders, with the files that failed the pre-scan left out."""
+def _folder(cfg, seed: int, data_scan: DataScan | None = None):
+    """Class names and splits from the folders, with the files that failed the pre-scan left out; `data_scan`: the
+    pre-flight's scans of these folders (tlkit.data.scan.check_data_config), None to walk them here."""
     if cfg.path is not None:
-        scans = [scan_classes("data.path", cfg.path)]
+        scans = [scanned_folder("data.path", cfg.path, data_scan)]
         classes = scans[0].classes
         names = sorted(classes)
         files, labels = _files_and_labels(classes, names)
         train, val = stratified_split(labels, cfg.val_split, seed)
         train_split, val_split = (files[train], labels[train]), (files[val], labels[val])
     else:
-        scans = [scan_classes("data.train_dir", cfg.train_dir), scan_classes("data.val_dir", cfg.val_dir)]
+        scans = [scanned_folder("data.train_dir", cfg.train_dir, data_scan),
+                 scanned_folder("data.val_dir", cfg.val_dir, data_scan)]
         names = sorted(scans[0].classes)
         train_split = _files_and_labels(scans[0].classes, names)
         val_split = _files_and_labels(scans[1].classes, names)
     test_split = None
     if cfg.test_dir is not None:
-        scans.append(scan_classes("data.test_dir", cfg.test_dir))
+        scans.append(scanned_folder("data.test_dir", cfg.test_dir, data_scan))
         test_split = _files_and_labels(scans[-1].classes, names)
     return names, train_split, val_split, test_split, scans
 
