@@ -49,7 +49,7 @@ def hydra_main(cfg: DictConfig) -> float:
 
 
 def run(cfg: DictConfig, run_dir: str) -> float:
-    from tlkit.preflight import check_config
+    from tlkit.preflight import check_run
 
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
@@ -60,10 +60,10 @@ def run(cfg: DictConfig, run_dir: str) -> float:
             (Path(run_dir) / FAILURE_FILE).unlink(missing_ok=True)
             if has_progress(run_dir):
                 config.resume = run_dir
-        spec = check_config(config)  # before TensorFlow is imported: a bad value costs a second, not a model build
-        from tlkit.trainer import train
+        checked = check_run(config)  # before TensorFlow is imported: a bad value costs a second, not a model build
+        from tlkit.runner import train
 
-        result = train(config, run_dir, spec=spec)
+        result = train(config, run_dir, checked=checked)
     except TlkitError as error:
         if multirun:
             raise
