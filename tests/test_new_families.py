@@ -13,6 +13,7 @@ import os
 import keras
 import numpy as np
 import pytest
+from block_checks import trainable_blocks
 
 from tlkit.backbones import get_spec
 from tlkit.config import BackboneConfig, HeadConfig
@@ -39,7 +40,7 @@ def test_model_takes_0_255_freezes_by_blocks_and_reloads(name, top_block, tmp_pa
     stage = plan_stages([StageConfig(name="top", train="top:1")], spec, 1e-3)[0]
     freezer = Freezer(model, spec, BNPolicy.frozen)
     freezer.apply(stage)
-    assert freezer.trainable_blocks() == [top_block]
+    assert trainable_blocks(freezer) == [top_block]
     backbone = backbone_of(model)
     assert not any(isinstance(layer, keras.layers.BatchNormalization) and layer.trainable for layer in backbone.layers)
 

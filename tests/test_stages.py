@@ -2,6 +2,7 @@
 import keras
 import numpy as np
 import pytest
+from block_checks import trainable_blocks
 
 from tlkit.backbones import get_spec
 from tlkit.config import BackboneConfig, HeadConfig, OptimizerConfig, StageConfig
@@ -48,12 +49,6 @@ def fit_one_stage(bn: BNPolicy, train: str):
 @pytest.fixture(scope="module")
 def top1_frozen_bn():
     return fit_one_stage(BNPolicy.frozen, "top:1")
-
-
-def trainable_blocks(freezer) -> list:
-    """The blocks with a trainable weight-bearing layer."""
-    return [name for name, layers in freezer.blocks.items()
-            if any(layer.trainable and layer.weights for layer in layers)]
 
 
 def test_only_the_unfrozen_block_and_head_change(top1_frozen_bn):

@@ -80,9 +80,11 @@ def restore_run_best(run: RunState) -> None:
     """`run`'s model back to the run's best epoch, saying so when later stages ended worse."""
     monitor = run.run_best.monitor
     if run.run_best.restore_into(run.model, last_index=len(run.records) - 1):
+        last = run.records[-1].get(monitor)
         log.warning("the saved model is stage '%s' epoch %s (%s %.4f), the best of the run: the stages after it "
-                    "ended worse (%s %s in '%s')", run.run_best.stage, run.run_best.epoch, monitor,
-                    run.run_best.logs[monitor], monitor, run.records[-1].get(monitor), run.records[-1]["name"])
+                    "did not beat it (%s %s in '%s')", run.run_best.stage, run.run_best.epoch, monitor,
+                    run.run_best.logs[monitor], monitor, "n/a" if last is None else f"{last:.4f}",
+                    run.records[-1]["name"])
 
 
 def write_results(run: RunState, status: str, after_training: AfterTraining, started: float) -> RunMetrics:

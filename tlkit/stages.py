@@ -71,6 +71,7 @@ class Freezer:
                 layer.trainable = trains
         head_of(self.model).trainable = True
 
+
 def batchnorm_shift(model: keras.Model, batches=None, variances: list | None = None) -> float:
     """How far images are from what the backbone's BatchNorm statistics describe: the median over BatchNorm layers of
     mean |log(variance of the layer's input on these images / its stored moving variance)|, in inference mode (each

@@ -10,6 +10,12 @@ from tlkit.backbones.spec import BackboneSpec, fixed_file, stages
 
 _FILE = "{}_weights_tf_dim_ordering_tf_kernels_notop.h5"
 
+
+def _conv_stages(first_layer: str):
+    """stem, conv2 .. conv5: Keras's stage names in ResNet and DenseNet, each stage opening at its first unit's
+    `convN_block1_<first_layer>`."""
+    return stages(("stem", None), *((f"conv{n}", f"conv{n}_block1_{first_layer}") for n in range(2, 6)))
+
 # (depth, parameters of the v1 backbone, of the v2 backbone), counted from the built models.
 _RESNETS = ((50, 23587712, 23564800), (101, 42658176, 42626560), (152, 58370944, 58331648))
 
@@ -22,13 +28,7 @@ for _depth, _v1_params, _v2_params in _RESNETS:
         weights_file=fixed_file(_FILE.format(f"resnet{_depth}")),
         # The shortcut conv of each stage's first unit (convN_block1_0_conv) runs beside the
         # main path and lands in that stage.
-        blocks=stages(
-            ("stem", None),
-            ("conv2", "conv2_block1_1_conv"),
-            ("conv3", "conv3_block1_1_conv"),
-            ("conv4", "conv4_block1_1_conv"),
-            ("conv5", "conv5_block1_1_conv"),
-        ),
+        blocks=_conv_stages("1_conv"),
     ))
     register(BackboneSpec(
         name=f"resnet{_depth}_v2", constructor=f"ResNet{_depth}V2", family="resnet_v2", preprocess="tf",
@@ -37,13 +37,7 @@ for _depth, _v1_params, _v2_params in _RESNETS:
         # Pre-activation units: each stage opens with a BatchNorm. The stride-2 shortcut of each
         # stage's last unit is an auto-named max_pooling2d (graph-assigned). conv5 keeps the
         # final post_bn/post_relu: a block of one BatchNorm would be a useless fine-tuning unit.
-        blocks=stages(
-            ("stem", None),
-            ("conv2", "conv2_block1_preact_bn"),
-            ("conv3", "conv3_block1_preact_bn"),
-            ("conv4", "conv4_block1_preact_bn"),
-            ("conv5", "conv5_block1_preact_bn"),
-        ),
+        blocks=_conv_stages("preact_bn"),
     ))
 
 for _depth, _params in ((16, 14714688), (19, 20024384)):
@@ -61,11 +55,5 @@ for _depth, _features, _params in ((121, 1024, 7037504), (169, 1664, 12642880), 
         weights_file=fixed_file(_FILE.format(f"densenet{_depth}")),
         # As Keras names them: convN is dense block N followed by its transition poolN (which
         # normalises and compresses that block's output); conv5 ends with the final bn/relu.
-        blocks=stages(
-            ("stem", None),  # conv1 + pool1 (its zero_padding2d layers are auto-named)
-            ("conv2", "conv2_block1_0_bn"),
-            ("conv3", "conv3_block1_0_bn"),
-            ("conv4", "conv4_block1_0_bn"),
-            ("conv5", "conv5_block1_0_bn"),
-        ),
+        blocks=_conv_stages("0_bn"),  # the stem: conv1 + pool1 (its zero_padding2d layers are auto-named)
     ))
