@@ -257,6 +257,7 @@ def apply(cfg: TrainConfig, spec: BackboneSpec, data_scan=None) -> tuple[TrainCo
 
     data, augment, loss = cfg.data, cfg.augment, cfg.loss
     size, reason = choose_image_size(facts, spec)
+    size = max(spec.min_size, size - size % spec.size_step)  # a transformer takes multiples of its patch size
     data, note = _fill(data, "image_size", size if decide("image_size") else spec.default_size, reason, recipe,
                        decide("image_size"), "data.image_size", "image_size")
     bn, reason = choose_bn(facts)

@@ -29,8 +29,7 @@ import os
 import sys
 from pathlib import Path
 
-from tlkit.backbones.listing import backbones_table, parse_count, select
-from tlkit.backbones.zoo import all_specs
+from tlkit.backbones.listing import backbones_table, listed_specs, parse_count, select
 from tlkit.cli_config import compose_config, user_config_dir
 from tlkit.errors import error_chain
 
@@ -41,7 +40,7 @@ def backbones_command(args) -> int:
     except ValueError as error:
         print(f"tlkit backbones: error: --max-params {error}", file=sys.stderr)
         return 2
-    return _print_listing(backbones_table(select(all_specs(), args.filter, args.family, max_params)))
+    return _print_listing(backbones_table(select(listed_specs(), args.filter, args.family, max_params)))
 
 
 def doctor_command(overrides: list[str], config_dir: Path | None, config_only: bool) -> int:

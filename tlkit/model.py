@@ -12,6 +12,8 @@ from __future__ import annotations
 import keras
 
 from tlkit.backbones.build import build_backbone
+from tlkit.backbones.hub import HubSpec
+from tlkit.backbones.hub_build import build_hub_backbone, hub_pooling
 from tlkit.backbones.spec import BackboneSpec
 from tlkit.config.schema import BackboneConfig, HeadConfig, Pooling, Preprocess
 from tlkit.errors import ConfigError
@@ -45,12 +47,17 @@ def build_model(
     # float32 whatever the policy: 0-255 values lose precision in bfloat16 before the mean subtraction.
     # Core Keras only, so model.keras loads with plain keras.models.load_model (no tlkit needed).
     x = preprocessing_model(preprocess_mode(spec, backbone_cfg), name=PREPROCESS_LAYER)(inputs)
-    from tlkit.pretrain import resolve_weights  # tlkit:TASK weights are made on first use
+    if isinstance(spec, HubSpec):  # a KerasHub preset: its converter is the preprocess layer above
+        backbone = build_hub_backbone(spec, image_size, backbone_cfg.weights)
+        pooling = hub_pooling(backbone)  # the preset's: its class token, or the mean over tokens
+    else:
+        from tlkit.pretrain import resolve_weights  # tlkit:TASK weights are made on first use
 
-    backbone = build_backbone(spec, image_size, resolve_weights(spec, backbone_cfg.weights))
+        backbone = build_backbone(spec, image_size, resolve_weights(spec, backbone_cfg.weights))
+        pooling = _pooling(head_cfg)
     backbone.name = BACKBONE_LAYER  # one stable name, whatever the Keras constructor called it
     x = backbone(x)
-    x = _pooling(head_cfg)(x)
+    x = pooling(x)
     logits = _head(head_cfg, num_classes)(x)
     return keras.Model(inputs, logits, name=f"tlkit_{spec.name}")
 

@@ -15,6 +15,9 @@ def load_model(path):
 
     import tlkit.preprocessing as preprocessing  # registers ImagePreprocessing (older model.keras files)
 
+    from tlkit.backbones.hub_build import import_keras_hub_for
+
+    import_keras_hub_for(path)  # a KerasHub backbone inside: keras_hub registers its classes
     model = keras.saving.load_model(path)
     preprocessing.label_preprocess_mode(model)
     return model

@@ -16,6 +16,7 @@ import logging
 import os
 
 from tlkit.auto_recipe import check_auto_config
+from tlkit.backbones.hub import is_hub
 from tlkit.backbones.spec import BackboneSpec
 from tlkit.config.schema import TrainConfig
 from tlkit.config.validate import resolved_image_size, validate
@@ -45,6 +46,8 @@ def check_run(cfg: TrainConfig) -> tuple[BackboneSpec, DataScan]:
 
 def check_weights(cfg: TrainConfig, spec: BackboneSpec) -> None:
     weights = cfg.backbone.weights
+    if is_hub(cfg.backbone.name):
+        return  # the preset was found (and its weights value checked) when validate read its spec
     if weights is None or weights == "imagenet":
         if weights == "imagenet":
             from tlkit.backbones.weights import imagenet_weights_cached, imagenet_weights_path

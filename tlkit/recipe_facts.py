@@ -10,6 +10,7 @@ import os
 import statistics
 from dataclasses import dataclass
 
+from tlkit.backbones.hub import PRESET_WEIGHTS
 from tlkit.backbones.spec import BackboneSpec
 from tlkit.config.schema import TrainConfig
 from tlkit.data.sources import SYNTHETIC_BASE_SIZE  # no TensorFlow there
@@ -25,7 +26,7 @@ class DatasetFacts:
     num_classes: int
     image_side: int  # median shorter side of the source images, px
     source: str = "folder"
-    weights: str = "imagenet"  # imagenet | file | tlkit | random
+    weights: str = "imagenet"  # imagenet | preset (a KerasHub preset's) | file | tlkit | random
     pretrained_size: int | None = None  # the input size the weights were trained at; None: unknown
     smallest_class: int | None = None  # training images of the smallest class
 
@@ -37,6 +38,8 @@ def weights_kind(cfg: TrainConfig) -> str:
     weights = cfg.backbone.weights
     if weights is None:
         return "random"
+    if weights == PRESET_WEIGHTS:
+        return "preset"  # a KerasHub preset's own weights (tlkit.backbones.hub), pretrained at its size
     return "imagenet" if weights == "imagenet" else "tlkit" if weights.startswith(TLKIT_WEIGHTS) else "file"
 
 
@@ -46,7 +49,7 @@ def pretrained_size(cfg: TrainConfig, spec: BackboneSpec) -> int | None:
     if cfg.backbone.pretrained_size is not None:
         return int(cfg.backbone.pretrained_size)
     kind = weights_kind(cfg)
-    if kind == "imagenet":
+    if kind in ("imagenet", "preset"):
         return spec.default_size
     if kind == "random":
         return None

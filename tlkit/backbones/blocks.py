@@ -13,6 +13,8 @@ from collections import OrderedDict
 
 import keras
 
+from tlkit.backbones.hub import HubSpec
+from tlkit.backbones.hub_build import hub_blocks
 from tlkit.backbones.spec import BackboneSpec, Block
 from tlkit.errors import TlkitError
 
@@ -118,6 +120,8 @@ def assign_blocks(backbone: keras.Model, spec: BackboneSpec) -> dict[str, list[k
 
     Ordered like spec.blocks, layers in the model's (topological) order within each block.
     """
+    if isinstance(spec, HubSpec):  # transformer layers are sub-layers of one keras_hub layer, not graph nodes
+        return hub_blocks(backbone, spec)
     boundaries = block_boundaries(backbone, spec)
     blocks: dict[str, list[keras.layers.Layer]] = OrderedDict((name, []) for name in spec.block_names)
     last = len(spec.blocks) - 1

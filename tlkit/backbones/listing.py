@@ -8,6 +8,7 @@ import fnmatch
 import re
 from typing import Iterable
 
+from tlkit.backbones.hub import HubSpec, catalogue_specs, kagglehub_cache
 from tlkit.backbones.registry import all_specs
 from tlkit.backbones.spec import BackboneSpec
 from tlkit.text_table import text_table
@@ -43,10 +44,21 @@ def select(specs: Iterable[BackboneSpec], name: str | None = None, family: str |
             and (max_params is None or (s.params is not None and s.params <= max_params))]
 
 
+def listed_specs() -> list[BackboneSpec]:
+    """What `tlkit backbones` lists: the keras.applications registry, then the named KerasHub backbones."""
+    return all_specs() + catalogue_specs()
+
+
+def _weights_of(s: BackboneSpec) -> str:
+    if isinstance(s, HubSpec):  # the preset, and the Kaggle handle its weights come from
+        return f"{s.weights_source} ({s.weights_file(s.default_size)})"
+    return s.weights_source
+
+
 def _row(s: BackboneSpec) -> tuple[str, ...]:
     preprocess = f"{s.preprocess} (in model)" if s.builtin_preprocess else s.preprocess
     return (s.name, s.constructor, s.family, format_count(s.params), str(s.default_size), str(s.min_size), preprocess,
-            str(s.features), s.weights_source, f"{len(s.blocks)}: " + " ".join(s.block_names))
+            str(s.features), _weights_of(s), f"{len(s.blocks)}: " + " ".join(s.block_names))
 
 
 def backbones_table(specs: list[BackboneSpec] | None = None) -> str:
@@ -60,6 +72,11 @@ def backbones_table(specs: list[BackboneSpec] | None = None) -> str:
                   *(f"  {family}: {does}" for family, does in inside)]
     notes += ["weights: backbone.weights=imagenet loads that file from the Keras cache ($KERAS_HOME/models, else "
               "~/.keras/models; downloaded there when online).",
+              *([f"hub:PRESET (pip install 'tlkit[hub]'): the KerasHub preset, from the kagglehub cache "
+                 f"({kagglehub_cache()}, $KAGGLEHUB_CACHE) or a local folder (backbone.preset=FOLDER); the preset's "
+                 "image converter is the preprocessing above, in the model; pooling: the class token (vit, dinov2) "
+                 "or the mean (swin). Any other preset: backbone=hub backbone.preset=NAME|PATH"]
+                if any(isinstance(s, HubSpec) for s in specs) else []),
               "Freeze by blocks: schedule.stages.N.train=head | all | top:N | from:BLOCK"]
     return text_table(HEADER, [_row(s) for s in specs]) + "\n" + "\n".join(notes)
 
@@ -73,4 +90,17 @@ def markdown_table(specs: list[BackboneSpec] | None = None) -> str:
         contract = f"`{s.preprocess}`" + (f"; the backbone's own: {s.builtin_preprocess}" if s.builtin_preprocess else "")
         lines.append(f"| `{s.name}` | {s.constructor} | {format_count(s.params)} | {s.default_size} ({s.min_size}) | "
                      f"{contract} | {len(s.blocks)} | `{s.weights_file(s.default_size)}` |")
+    return "\n".join(lines)
+
+
+def hub_markdown_table(specs: list[HubSpec] | None = None) -> str:
+    """README's table of the named KerasHub backbones (tests/test_hub.py checks README.md holds exactly this)."""
+    specs = catalogue_specs() if specs is None else specs
+    lines = ["| backbone | keras_hub | params | size (patch) | input contract: RGB 0-255, then | pooling | blocks | "
+             "weights (KerasHub preset, Kaggle handle) |", "|---|---|---|---|---|---|---|---|"]
+    for s in specs:
+        pooling = "class token" if s.pooling == "cls" else "mean over tokens"
+        lines.append(f"| `{s.name}` | {s.constructor.rsplit('.', 1)[-1]} | {format_count(s.params)} | "
+                     f"{s.default_size} ({s.patch_size}) | `{s.preprocess}`: the preset's image converter, in the model "
+                     f"| {pooling} | {len(s.blocks)} | `{s.preset}` (`{s.weights_file(s.default_size)}`) |")
     return "\n".join(lines)

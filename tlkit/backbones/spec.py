@@ -58,6 +58,8 @@ class BackboneSpec:
     # or the Rescaling/Normalization the family always has), so its in-model preprocessing is stated and is never
     # applied twice. Empty for the others: tlkit's preprocess layer does it all.
     builtin_preprocess: str = ""
+    # Input sizes must be multiples of this (a vision transformer's patch size; tlkit.backbones.hub): 1 for CNNs.
+    size_step: int = 1
 
     def __post_init__(self):
         if self.preprocess not in PREPROCESS_MODES:

@@ -118,6 +118,10 @@ class BackboneConfig:
     # The input size the weights were trained at; null: ImageNet's size for weights=imagenet, what a weights
     # file records (tlkit.backbones.weights.pretrained_size_of), else unknown (the images' own size is used).
     pretrained_size: Optional[int] = None
+    # backbone=hub: a KerasHub preset (a local folder saved with save_to_preset, a kaggle:// handle in the
+    # kagglehub cache, or a KerasHub preset name); named hub backbones (vit_base, ...) set their own. weights=preset
+    # loads the preset's weights (tlkit/backbones/hub.py).
+    preset: Optional[str] = None
 
 
 @dataclass

@@ -8,10 +8,11 @@ from __future__ import annotations
 import difflib
 import math
 
+from tlkit.backbones.hub import check_hub_size, hub_spec, is_hub
 from tlkit.backbones.spec import BackboneSpec
 from tlkit.backbones.zoo import get_spec
 from tlkit.config.reference import check_reference
-from tlkit.config.schema import AugmentConfig, DoctorConfig, HeadKind, RegularizerName, TrainConfig
+from tlkit.config.schema import AugmentConfig, DoctorConfig, HeadKind, Pooling, RegularizerName, TrainConfig
 from tlkit.doctor_catalogue import FINDING_IDS
 from tlkit.errors import ConfigError
 
@@ -49,7 +50,7 @@ def validate(cfg: TrainConfig) -> BackboneSpec:
     tlkit.preflight.check_config runs this, then the checks that need other layers (the recipe's
     options, the data, the weights): call that one before training.
     """
-    spec = get_spec(cfg.backbone.name)
+    spec = backbone_spec(cfg)
     _check_image_size(cfg, spec)
     _check_head(cfg)
     _check_schedule(cfg, spec)
@@ -61,6 +62,22 @@ def validate(cfg: TrainConfig) -> BackboneSpec:
     check_augment_config(cfg.augment)
     _check_mixing(cfg)
     check_doctor_config(cfg.doctor)
+    return spec
+
+
+def backbone_spec(cfg: TrainConfig) -> BackboneSpec:
+    """The spec of cfg.backbone: a registered one, or a KerasHub preset's read from its files (no keras_hub)."""
+    if not is_hub(cfg.backbone.name):
+        if cfg.backbone.preset is not None:
+            raise ConfigError("backbone.preset", cfg.backbone.preset, "null: only backbone=hub (and the named hub "
+                              "backbones) take a preset")
+        return get_spec(cfg.backbone.name)
+    spec = hub_spec(cfg.backbone.name, cfg.backbone.preset, cfg.backbone.weights)
+    if cfg.data.image_size is not None:
+        check_hub_size(spec, cfg.data.image_size)
+    if Pooling(cfg.head.pooling) != Pooling.avg:
+        raise ConfigError("head.pooling", Pooling(cfg.head.pooling).value, f"avg for {spec.name}: a KerasHub backbone "
+                          f"pools as its preset does ({'the class token' if spec.pooling == 'cls' else 'the mean'})")
     return spec
 
 
