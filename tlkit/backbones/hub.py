@@ -137,6 +137,9 @@ def _builtin_handle(name: str) -> str | None:
     TensorFlow): every keras_hub/src/models/*/*_presets.py is a literal dict `backbone_presets`."""
     import importlib.util
 
+    named = [entry.handle for entry in CATALOGUE.values() if entry.preset == name]
+    if named:
+        return named[0]
     found = importlib.util.find_spec("keras_hub")
     if found is None or not found.submodule_search_locations:
         return None

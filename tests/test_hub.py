@@ -1,0 +1,174 @@
+"""KerasHub presets as backbones (backbone=hub backbone.preset=NAME|PATH, and the named ones such as vit_base).
+
+The preset is a tiny, randomly initialised ViT (2 transformer layers, 32 px, patch 8) that the test saves to a local
+folder with save_to_preset, as a user without internet access would. One staged run on it is shared by the tests that
+need a trained model. Tests that need keras_hub skip with the reason when it is not installed; the offline refusal,
+the converter matching and the listing need only the preset files, not keras_hub.
+"""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import tlkit
+from conftest import ROOT
+from tlkit.backbones.hub import CATALOGUE, converter_mode
+from tlkit.backbones.listing import hub_markdown_table
+from tlkit.errors import ConfigError, WeightsError
+from tlkit.preflight import check_config
+
+SIZE, PATCH = 32, 8
+STAGES = [{"name": "head", "train": "head", "epochs": 1},
+          {"name": "top", "train": "top:2", "epochs": 1, "lr_scale": 0.3},
+          {"name": "all", "train": "all", "epochs": 1, "lr_scale": 0.1}]
+
+
+def _keras_hub():
+    return pytest.importorskip("keras_hub", reason="keras-hub is not installed: pip install -e '.[hub]'")
+
+
+@pytest.fixture(scope="session")
+def vit_preset(tmp_path_factory):
+    """A local preset folder: a tiny random ViT and its image converter (0.5 / 0.5 normalisation, as ViT's)."""
+    keras_hub = _keras_hub()
+    folder = tmp_path_factory.mktemp("hub") / "tiny_vit"
+    backbone = keras_hub.models.ViTBackbone(image_shape=(SIZE, SIZE, 3), patch_size=PATCH, num_layers=2, num_heads=2,
+                                            hidden_dim=16, mlp_dim=32)
+    backbone.save_to_preset(str(folder))
+    keras_hub.layers.ViTImageConverter(image_size=(SIZE, SIZE), scale=1 / 127.5, offset=-1.0).save_to_preset(str(folder))
+    return folder
+
+
+def _config(preset, weights="preset", **sections):
+    base = {"backbone": {"name": "hub", "preset": str(preset), "weights": weights},
+            "data": {"source": "synthetic", "image_size": SIZE, "num_images": 48, "num_classes": 3, "batch_size": 16},
+            "augment": {"name": "none"}, "optimizer": {"name": "adamw", "lr": 1e-3},
+            "schedule": {"name": "staged", "stages": STAGES}, "trainer": {"verbose": 0}}
+    for key, value in sections.items():
+        base[key] = {**base.get(key, {}), **value}
+    return tlkit.as_train_config(base)
+
+
+@pytest.fixture(scope="session")
+def hub_run(vit_preset, tmp_path_factory):
+    run = tmp_path_factory.mktemp("hub_run")
+    tlkit.train(_config(vit_preset), run)
+    return run
+
+
+def test_a_preset_neither_cached_nor_local_fails_before_training(monkeypatch, tmp_path):
+    monkeypatch.setenv("KAGGLEHUB_CACHE", str(tmp_path / "cache"))
+    named = tlkit.as_train_config({"backbone": {"name": "vit_base", "weights": "preset"}, "data": {"source": "digits"}})
+    with pytest.raises(WeightsError) as error:
+        check_config(named)
+    message = str(error.value)
+    for part in (CATALOGUE["vit_base"].handle, str(tmp_path / "cache"), "KAGGLEHUB_CACHE", "save_to_preset"):
+        assert part in message, part
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(WeightsError, match="has no config.json"):
+        check_config(_config(tmp_path / "empty"))
+    with pytest.raises(ConfigError, match="backbone.preset=None"):
+        check_config(tlkit.as_train_config({"backbone": {"name": "hub", "weights": "preset"},
+                                            "data": {"source": "digits"}}))
+
+
+def test_the_converter_is_recognised_as_a_tlkit_mode_or_refused():
+    assert converter_mode(1 / 127.5, -1.0) == "tf"
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    assert converter_mode([1 / (255 * s) for s in std], [-m / s for m, s in zip(mean, std)]) == "torch"
+    assert converter_mode(None, None) == "none"
+    assert converter_mode(1 / 255, 0.0) is None  # 0..1 is no backbone contract of tlkit's table
+
+
+def test_the_spec_comes_from_the_preset_and_sizes_are_checked(vit_preset):
+    spec = check_config(_config(vit_preset))
+    assert spec.block_names == ("stem", "layer1", "layer2", "top") and spec.preprocess == "tf"
+    assert (spec.features, spec.patch_size, spec.pooling, spec.has_batch_norm) == (16, PATCH, "cls", False)
+    with pytest.raises(ConfigError, match=r"data.image_size=64.*32 px inputs only"):
+        check_config(_config(vit_preset, data={"image_size": 64}))  # fixed position embeddings
+    assert check_config(_config(vit_preset, weights=None, data={"image_size": 48})).min_size == PATCH
+    with pytest.raises(ConfigError, match="a multiple of 8"):
+        check_config(_config(vit_preset, weights=None, data={"image_size": 44}))
+    with pytest.raises(ConfigError, match="head.pooling"):
+        check_config(_config(vit_preset, head={"pooling": "max"}))
+    with pytest.raises(ConfigError, match="backbone.weights='imagenet'"):
+        check_config(_config(vit_preset, weights="imagenet"))
+
+
+def test_a_cached_kaggle_handle_resolves_to_its_newest_version(vit_preset, monkeypatch, tmp_path):
+    for version in ("2", "10"):
+        shutil.copytree(vit_preset, tmp_path / "models" / "keras" / "vit" / "keras" / "tiny" / version)
+    monkeypatch.setenv("KAGGLEHUB_CACHE", str(tmp_path))
+    spec = check_config(_config("kaggle://keras/vit/keras/tiny"))
+    assert spec.preset_dir == str(tmp_path / "models" / "keras" / "vit" / "keras" / "tiny" / "10")
+
+
+def test_preset_converter_runs_once_inside_the_model_and_blocks_freeze(vit_preset):
+    import keras
+    from block_checks import trainable_blocks
+
+    keras_hub = _keras_hub()
+    from tlkit.config.schema import BNPolicy, StageConfig
+    from tlkit.model import build_model
+    from tlkit.stages import Freezer, plan_stages
+
+    cfg = _config(vit_preset)
+    spec = check_config(cfg)
+    model = build_model(spec, cfg.backbone, cfg.head, num_classes=3, image_size=SIZE)
+    images = np.random.default_rng(0).uniform(0, 255, (2, SIZE, SIZE, 3)).astype("float32")
+    pooled = keras.Model(model.input, model.get_layer("pool").output)(images)
+    converter = keras_hub.layers.ImageConverter.from_preset(str(vit_preset))
+    reference = keras_hub.models.Backbone.from_preset(str(vit_preset))(converter(images))[:, 0, :]  # class token
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(pooled), keras.ops.convert_to_numpy(reference), atol=1e-5)
+    freezer = Freezer(model, spec, BNPolicy.frozen)
+    for target, expected in (("top:1", ["top"]), ("from:layer2", ["layer2", "top"]), ("head", [])):
+        freezer.apply(plan_stages([StageConfig(name="s", train=target)], spec, 1e-3)[0])
+        assert trainable_blocks(freezer) == expected, target
+        trainable = {id(w) for w in model.get_layer("backbone").trainable_weights}
+        assert trainable == {id(w) for name in expected for layer in freezer.blocks[name] for w in layer.weights}
+
+
+def test_a_hub_vit_trains_staged_and_exports_to_tflite_within_1e_4(hub_run):
+    import json
+
+    import keras
+
+    from tlkit.export import TFLiteRunner, export
+
+    stages = json.loads((hub_run / "metrics.json").read_text())["stages"]
+    assert [s["blocks"] for s in stages] == [[], ["layer2", "top"], ["stem", "layer1", "layer2", "top"]]
+    assert stages[0]["trainable_params"] < stages[1]["trainable_params"] < stages[2]["trainable_params"]
+    reloaded = keras.models.load_model(hub_run / "model.keras")  # plain Keras (keras_hub imported: its classes)
+    images = np.random.default_rng(1).uniform(0, 255, (4, SIZE, SIZE, 3)).astype("float32")
+    expected = keras.ops.convert_to_numpy(reloaded(images))
+    np.testing.assert_allclose(expected.sum(axis=1), 1.0, atol=1e-5)
+    tflite = TFLiteRunner(export(hub_run, "tflite"))
+    np.testing.assert_allclose(tflite(images), expected, atol=1e-4)
+
+
+def _tlkit(*args):
+    code = ("import sys; from tlkit.cli import main; rc = main(sys.argv[1:]); "
+            "print('HEAVY', sorted(m for m in ('tensorflow', 'keras', 'keras_hub') if m in sys.modules)); sys.exit(rc)")
+    return subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "KAGGLEHUB_CACHE": "/nowhere/kh"})
+
+
+def test_backbones_lists_the_hub_entries_and_where_their_weights_come_from():
+    result = _tlkit("backbones", "--filter", "vit*")
+    assert result.returncode == 0, result.stderr
+    assert "HEAVY []" in result.stdout
+    row = next(line for line in result.stdout.splitlines() if line.startswith("vit_base "))
+    for cell in ("keras_hub.models.ViTBackbone", "85.8M", "tf", "hub:vit_base_patch16_224_imagenet",
+                 CATALOGUE["vit_base"].handle, "14: stem layer1"):
+        assert cell in row, cell
+    assert "kagglehub cache (/nowhere/kh" in result.stdout
+
+
+def test_readme_hub_table_is_the_catalogue():
+    text = (ROOT / "README.md").read_text()
+    table = text.split("<!-- hub-backbones:begin -->\n", 1)[1].split("\n<!-- hub-backbones:end -->", 1)[0]
+    assert table == hub_markdown_table(), "README's hub table differs: paste tlkit.backbones.listing.hub_markdown_table()"
