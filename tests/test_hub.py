@@ -172,3 +172,18 @@ def test_readme_hub_table_is_the_catalogue():
     text = (ROOT / "README.md").read_text()
     table = text.split("<!-- hub-backbones:begin -->\n", 1)[1].split("\n<!-- hub-backbones:end -->", 1)[0]
     assert table == hub_markdown_table(), "README's hub table differs: paste tlkit.backbones.listing.hub_markdown_table()"
+
+
+def test_the_doctor_states_transformer_facts(vit_preset):
+    from tlkit.doctor.config_checks import diagnose_config
+
+    cfg = _config(vit_preset, optimizer={"name": "adam"}, schedule={"bn": "train"})
+    found = {f.id: f for f in diagnose_config(cfg, check_config(cfg))}
+    assert "no BatchNorm" in found["transformer-backbone"].message and "4 x 4 grid" in found["transformer-backbone"].message
+    assert "bn-train-no-effect" in found  # schedule.bn=train on a backbone without BatchNorm
+    assert "schedule.lr_decay=0.75" in found["transformer-finetune-recipe"].fix
+    assert "transformer-few-patches" not in found
+    tuned = _config(vit_preset, optimizer={"name": "adamw"}, schedule={"lr_decay": 0.75})
+    assert "transformer-finetune-recipe" not in {f.id for f in diagnose_config(tuned, check_config(tuned))}
+    coarse = _config(vit_preset, weights=None, data={"image_size": 24})
+    assert "transformer-few-patches" in {f.id for f in diagnose_config(coarse, check_config(coarse))}

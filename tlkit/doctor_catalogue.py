@@ -101,6 +101,14 @@ _KINDS = (
                 "the backbone's pooled features are NaN/Inf, ~0, alike across images or huge"),
     FindingKind("step0-loss", (_E, _W), ("model",),
                 "the loss before training is NaN/Inf, or far above log(N) with a random head"),
+    # ---- config: tlkit/doctor/hub_checks.py (KerasHub transformers)
+    FindingKind("transformer-backbone", (_I,), ("config",),
+                "a KerasHub transformer: LayerNorm and no BatchNorm (schedule.bn does not apply), its patch grid, "
+                "its pooling"),
+    FindingKind("transformer-few-patches", (_W,), ("config",),
+                "the image is under 4 x 4 patches of the transformer: attention has almost nothing to relate"),
+    FindingKind("transformer-finetune-recipe", (_I,), ("config",),
+                "pretrained transformer blocks fine-tuned without AdamW and layer-wise LR decay (schedule.lr_decay)"),
     # ---- runtime: tlkit/doctor/monitor.py
     FindingKind("nan-loss", (_E,), ("runtime",),
                 "the training loss became NaN or Inf: the stage stops"),

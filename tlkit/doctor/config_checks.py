@@ -14,6 +14,7 @@ from tlkit.backbones.spec import BackboneSpec
 from tlkit.config.schema import BNPolicy, HeadKind, OptimizerName, Preprocess, TrainConfig
 from tlkit.config.validate import lr_is_auto, parse_train_target, resolved_image_size
 from tlkit.doctor.findings import Finding, Severity
+from tlkit.doctor.hub_checks import diagnose_hub  # KerasHub transformers' own facts
 from tlkit.preprocessing_modes import INPUT_RANGES  # what each mode turns RGB 0-255 into
 
 # Peak-LR limits, as (warning above, error at or above), by optimizer family and by what
@@ -100,7 +101,7 @@ def diagnose_config(cfg: TrainConfig, spec: BackboneSpec) -> list[Finding]:
         checks = tuple(c for c in checks if c is not _learning_rates)
     for check in checks:
         findings.extend(check(cfg, spec, stages))
-    return findings
+    return findings + diagnose_hub(cfg, spec, any(s.blocks for s in stages))
 
 
 def _stages(cfg: TrainConfig, spec: BackboneSpec) -> list[_Stage]:
