@@ -20,7 +20,7 @@ from __future__ import annotations
 import ast
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tlkit.backbones.spec import BackboneSpec, Block, fixed_file
@@ -51,7 +51,8 @@ class HubSpec(BackboneSpec):
 
     preset: str = ""  # as configured: a folder, a kaggle:// handle or a KerasHub preset name
     preset_dir: str | None = None  # the local folder it resolved to; None in the catalogue (nothing read)
-    hub_config: dict | None = None  # the backbone's config.json "config" (what keras_hub rebuilds it from)
+    # The backbone's config.json "config" (what keras_hub rebuilds it from); a dict, so out of hash and equality.
+    hub_config: dict | None = field(default=None, hash=False, compare=False)
     patch_size: int = 16
     pooling: str = "cls"  # cls: the class token (index 0); avg: the mean over tokens / positions
     fixed_size: bool = True  # pretrained position embeddings hold only the preset's own input size
