@@ -28,6 +28,7 @@ class DataSource(str, Enum):
     folder = "folder"
     synthetic = "synthetic"
     tfds = "tfds"  # TensorFlow Datasets (tlkit/data/tfds.py): data.name, data.splits.train/val/test
+    csv = "csv"  # a label table (tlkit/data/table.py): data.path is a CSV/TSV file of image paths and labels
 
 
 class ImageCache(str, Enum):
@@ -132,7 +133,7 @@ class SplitsConfig:
 @dataclass
 class DataConfig:
     source: DataSource = DataSource.digits
-    path: Optional[str] = None  # folder: one subfolder per class, split by val_split
+    path: Optional[str] = None  # folder: one subfolder per class, split by val_split; csv: the table file
     train_dir: Optional[str] = None  # folder: explicit splits instead of path
     val_dir: Optional[str] = None
     test_dir: Optional[str] = None
@@ -150,6 +151,10 @@ class DataConfig:
     splits: SplitsConfig = field(default_factory=SplitsConfig)  # tfds only (not val_split, a fraction)
     data_dir: Optional[str] = None  # tfds only: where prepared datasets are; null: $TFDS_DATA_DIR or ~/tensorflow_datasets
     download: bool = True  # tfds only: download and prepare a dataset missing from data_dir (needs the internet)
+    image_column: str = "image"  # csv only: the column of image paths (absolute, or relative to root)
+    label_column: str = "label"  # csv only: the column of class names
+    root: Optional[str] = None  # csv only: what relative image paths are relative to; null: the table's folder
+    split_column: Optional[str] = None  # csv only: a column of train/val/test; null: split by val_split
 
 
 @dataclass
