@@ -271,6 +271,9 @@ class TrainerConfig:
     # After the run, train the same recipe from random weights (RUN_DIR/scratch/) and log both: what transfer gave.
     compare_scratch: bool = False
     lr_scaling: LRScaling = LRScaling.none  # how the LR follows the number of replicas
+    # After training: temperature scaling fitted on val (tlkit/calibration.py), folded into model.keras's softmax;
+    # metrics.json "calibration" has ECE / NLL before and after, RUN_DIR/eval/reliability.png the diagram.
+    calibrate: bool = True
 
 
 @dataclass
