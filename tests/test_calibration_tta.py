@@ -75,7 +75,8 @@ def test_the_run_is_calibrated_and_model_keras_holds_the_temperature(run):
     metrics = json.loads((run_dir / "metrics.json").read_text())
     calibration = metrics["calibration"]
     assert list(metrics)[-1] == "calibration" and calibration["fitted_on"] == "val"
-    assert calibration["val"]["num_images"] == metrics["num_val"] and calibration["test"]["num_images"] == metrics["num_test"]
+    assert calibration["val"]["num_images"] == metrics["num_val"]
+    assert calibration["test"]["num_images"] == metrics["num_test"]
     assert calibration["val"]["nll_after"] <= calibration["val"]["nll_before"] + 1e-9
     assert calibration["temperature"] == (calibration["fitted_temperature"] if calibration["applied"] else 1.0)
     assert abs(metrics["val_loss"] - calibration["val"]["nll_after"]) < 1e-4  # the saved model is the calibrated one
@@ -128,7 +129,8 @@ def test_tta_views_leave_mirror_images_out_unless_flips_are_safe():
     every = plan_tta("12", flip_safe=False)
     assert len(every.views) == 6 and not any("flip" in view for view in every.views)
     assert plan_tta("2", flip_safe=True).views == ["identity", "flip"]
-    assert plan_tta("crops", flip_safe=True).views[0] == "identity" and len(plan_tta("crops", flip_safe=True).views) == 6
+    assert plan_tta("crops", flip_safe=True).views == ["identity", "center_crop", "crop_top_left", "crop_top_right",
+                                                       "crop_bottom_left", "crop_bottom_right"]
     assert plan_tta("none") is None
     with pytest.raises(ConfigError, match="tta='wide'.*flip, crops, a number of views"):
         plan_tta("wide", flip_safe=True)
@@ -160,7 +162,8 @@ def test_tta_never_flips_when_the_run_judged_flips_unsafe(run, tmp_path):
     assert safe["tta"]["views"] == ["identity", "flip"] and safe["loss"] != unsafe["loss"]  # mirrors did count here
     summary = safe["tta"]
     assert summary["accuracy_with"] == safe["accuracy"] and summary["accuracy_without"] == unsafe["accuracy"]
-    assert summary["loss_without"] == pytest.approx(unsafe["loss"]) and summary["loss_with"] == pytest.approx(safe["loss"])
+    assert summary["loss_without"] == pytest.approx(unsafe["loss"])
+    assert summary["loss_with"] == pytest.approx(safe["loss"])
 
 
 def test_predict_with_tta_says_what_it_left_out(run, tmp_path, capsys):
@@ -172,7 +175,8 @@ def test_predict_with_tta_says_what_it_left_out(run, tmp_path, capsys):
     folder = tmp_path / "inputs"
     folder.mkdir()
     for i in range(3):
-        Image.fromarray(np.random.default_rng(i).integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+        pixels = np.random.default_rng(i).integers(0, 256, (40, 40, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(folder / f"{i}.png")
     assert cli_main(["predict", f"run={run_dir}", f"inputs={folder}", "tta=flip", "progress=false"]) == 0
     err = capsys.readouterr().err
     assert "TTA tta=flip: 1 view(s) (identity); 0 of 3 top-1 predictions changed" in err

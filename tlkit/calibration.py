@@ -6,13 +6,13 @@
 A network fine-tuned to a low training loss is usually over-confident: its top probability is higher than its
 accuracy. One scalar T > 1 divides the logits and lowers every confidence without changing any prediction (the
 argmax of logits / T is the argmax of the logits), so accuracy stays exactly the same while the expected
-calibration error (ECE) and the log-loss (NLL) drop (Guo et al. 2017). T minimises the val NLL; a fit that
-runs into a bound of TEMPERATURE_RANGE is not applied (no optimum: a separable val split, a model at chance). The saved model.keras holds T as a core
-Keras Rescaling layer before its softmax: it still loads with plain keras.models.load_model.
+calibration error (ECE) and the log-loss (NLL) drop (Guo et al. 2017). T minimises the val NLL; a fit that runs
+into a bound of TEMPERATURE_RANGE is not applied (no optimum: a separable val split, a model at chance). The saved
+model.keras holds T as a core Keras Rescaling layer before its softmax: it still loads with plain keras.models.load_model.
 
 The numbers (metrics.json "calibration"): ECE and NLL before and after, on val (where T was fitted: optimistic)
 and, when the run has one, on test (an honest check); RUN_DIR/eval/reliability.png shows both.
-NumPy and SciPy for the fit; Keras only to run the model. Single-label only (softmax outputs).
+NumPy for the fit; Keras only to run the model. Single-label only (softmax outputs).
 """
 from __future__ import annotations
 
@@ -71,14 +71,25 @@ def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray, bi
 
 
 def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
-    """The T in TEMPERATURE_RANGE minimising the NLL of softmax(logits / T) (convex in 1/T: a bounded 1-D search
-    over log T finds it)."""
-    from scipy.optimize import minimize_scalar
+    """The T in TEMPERATURE_RANGE minimising the NLL of softmax(logits / T): the NLL is convex in 1/T, so unimodal in
+    log T, and a golden-section search over log T finds it (to 1e-5 in log T)."""
+    def loss(log_t: float) -> float:
+        return negative_log_likelihood(softmax(logits, np.exp(log_t)), labels)
 
     low, high = np.log(TEMPERATURE_RANGE)
-    result = minimize_scalar(lambda log_t: negative_log_likelihood(softmax(logits, np.exp(log_t)), labels),
-                             bounds=(low, high), method="bounded", options={"xatol": 1e-4})
-    return float(np.exp(result.x))
+    ratio = (np.sqrt(5.0) - 1.0) / 2.0
+    a, b = high - ratio * (high - low), low + ratio * (high - low)
+    loss_a, loss_b = loss(a), loss(b)
+    while high - low > 1e-5:
+        if loss_a <= loss_b:
+            high, b, loss_b = b, a, loss_a
+            a = high - ratio * (high - low)
+            loss_a = loss(a)
+        else:
+            low, a, loss_a = a, b, loss_b
+            b = low + ratio * (high - low)
+            loss_b = loss(b)
+    return float(np.exp((low + high) / 2.0))
 
 
 # --------------------------------------------------------------------------- a run's calibration

@@ -144,7 +144,8 @@ class TTAPredictor:
 
         plain = np.concatenate(self.plain) if self.plain else np.zeros_like(averaged)
         before, after = plain.argmax(axis=1), np.asarray(averaged).argmax(axis=1)
-        out = {**self.plan.to_dict(), "num_images": int(len(after)), "changed_predictions": int((before != after).sum())}
+        out = {**self.plan.to_dict(), "num_images": int(len(after)),
+               "changed_predictions": int((before != after).sum())}
         if labels is not None and len(labels):
             labels = np.asarray(labels, dtype=np.int64)
             out.update({
@@ -164,8 +165,9 @@ def summary_line(summary: dict) -> str:
     text = (f"TTA tta={summary['request']}: {len(summary['views'])} view(s) ({', '.join(summary['views'])}); "
             f"{summary['changed_predictions']} of {summary['num_images']} top-1 predictions changed")
     if "accuracy_with" in summary:
-        text += (f" ({summary['fixed']} fixed, {summary['broken']} broken): accuracy {summary['accuracy_without']:.4f}"
-                 f" -> {summary['accuracy_with']:.4f}, loss {summary['loss_without']:.4f} -> {summary['loss_with']:.4f}")
+        text += (f" ({summary['fixed']} fixed, {summary['broken']} broken): accuracy "
+                 f"{summary['accuracy_without']:.4f} -> {summary['accuracy_with']:.4f}, "
+                 f"loss {summary['loss_without']:.4f} -> {summary['loss_with']:.4f}")
     for view, why in summary["skipped"].items():
         text += f"\n  left out {view}: {why}"
     return text
