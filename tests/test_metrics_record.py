@@ -6,7 +6,7 @@ from tlkit.metrics_record import RunMetrics
 KEYS = ["status", "backbone", "weights", "preprocess", "image_size", "class_names", "num_train", "num_val",
         "num_test", "schedule", "bn", "monitor", "precision", "stages", "best", "val_loss", "val_accuracy",
         "test_loss", "test_accuracy", "epochs", "doctor", "versions", "data", "model_saved", "auto_recipe",
-        "lr_finder"]
+        "lr_finder", "calibration"]
 
 
 def _record(**changes) -> RunMetrics:

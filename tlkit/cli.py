@@ -6,8 +6,8 @@
     tlkit doctor --list                every finding id the doctor can report: severity, phase, meaning
     tlkit lr-find [overrides...] [stage=NAME steps=100 start_lr=1e-7 end_lr=10 rule=min_div_10 output=DIR]
                                        the LR range test on a stage: lr_find.png/.json, the suggested LR
-    tlkit evaluate run=RUN_DIR [split=val|test|all] [output=DIR] [data.KEY=VALUE ...]
-    tlkit predict run=RUN_DIR inputs=PATH [top_k=5] [batch_size=32] [output=FILE.csv|.json]
+    tlkit evaluate run=RUN_DIR [split=val|test|all] [output=DIR] [tta=flip|crops|N] [data.KEY=VALUE ...]
+    tlkit predict run=RUN_DIR inputs=PATH [top_k=5] [batch_size=32] [output=FILE.csv|.json] [tta=flip|crops|N]
     tlkit export run=RUN_DIR format=keras|saved_model|tflite|onnx [quantize=float16|int8] [output=DIR]
     tlkit sweep-summary MULTIRUN_DIR   every trial of a sweep: sweep_summary.md/.csv/.png in MULTIRUN_DIR
     tlkit reproduce recipe=NAME [overrides] [hydra.run.dir=DIR]
@@ -162,7 +162,8 @@ def evaluate_command(items: list[str]) -> int:
     from tlkit.evaluate import evaluate_run, summary_text
     from tlkit.rundir import EVAL_DIR, load_config
 
-    args = parse_key_values(items, {"run": str, "split": str, "output": _optional, "data.": None}, "evaluate")
+    args = parse_key_values(items, {"run": str, "split": str, "output": _optional, "tta": _optional, "data.": None},
+                            "evaluate")
     run_dir = Path(_required(args, "run", "evaluate"))
     overrides = {k: v for k, v in args.items() if k.startswith("data.")}
     split = args.get("split", "all")
@@ -173,7 +174,7 @@ def evaluate_command(items: list[str]) -> int:
     else:
         splits = [split]
     for name in splits:
-        report = evaluate_run(run_dir, name, overrides, output=args.get("output"))
+        report = evaluate_run(run_dir, name, overrides, output=args.get("output"), tta=args.get("tta"))
         print(summary_text(report, name))
     print(f"report and pictures: {Path(args.get('output') or run_dir / EVAL_DIR)}")
     return 0
@@ -181,20 +182,28 @@ def evaluate_command(items: list[str]) -> int:
 
 def predict_command(items: list[str]) -> int:
     from tlkit.predict import load_model_and_classes, predict, write_predictions
+    from tlkit.tta import plan_tta
 
     args = parse_key_values(items, {"run": str, "inputs": str, "top_k": int, "batch_size": int, "output": _optional,
-                                    "progress": lambda v: v.lower() in ("1", "true", "yes")}, "predict")
+                                    "progress": lambda v: v.lower() in ("1", "true", "yes"), "tta": _optional},
+                            "predict")
     run_dir = _required(args, "run", "predict")
     inputs = _required(args, "inputs", "predict")
+    tta = plan_tta(args.get("tta"), Path(run_dir) if Path(run_dir).is_dir() else Path(run_dir).parent)
     model, names = load_model_and_classes(run_dir)
     top_k = min(args.get("top_k", 5), len(names))
     rows, failures = predict(model, inputs, top_k=top_k, batch_size=args.get("batch_size", 32), class_names=names,
-                             progress=args.get("progress", sys.stderr.isatty()))
+                             progress=args.get("progress", sys.stderr.isatty()), tta=tta)
     path = write_predictions(rows, failures, args.get("output"), top_k, names, stream=sys.stdout)
     for failure in failures:
         print(f"not predicted: {failure.path}: {failure.error}", file=sys.stderr)
     where = f" -> {path}" if path else ""
     print(f"predicted {len(rows)} images, {len(failures)} unreadable{where}", file=sys.stderr)
+    if tta:
+        changed = sum(row["without_tta"] != row["predictions"][0]["label"] for row in rows)
+        left_out = "".join(f"; left out {view}: {why}" for view, why in tta.skipped.items())
+        print(f"TTA tta={tta.request}: {len(tta.views)} view(s) ({', '.join(tta.views)}); {changed} of {len(rows)} "
+              f"top-1 predictions changed{left_out}", file=sys.stderr)
     return 0
 
 
@@ -246,10 +255,11 @@ def sweep_summary_command(multirun_dir: str, plot: bool = True) -> int:
 # The commands that run a library function on key=value arguments: (help, usage).
 LIBRARY_COMMANDS = {
     "evaluate": ("accuracy, top-k, per-class metrics, confusion matrix and pictures into RUN_DIR/eval/",
-                 "run=RUN_DIR [split=val|test|all] [output=DIR] [data.KEY=VALUE ...] (overrides of the run's "
-                 "data)"),
+                 "run=RUN_DIR [split=val|test|all] [output=DIR] [tta=flip|crops|N] [data.KEY=VALUE ...] (overrides "
+                 "of the run's data)"),
     "predict": ("top-k classes of image files as CSV (stdout or output=*.csv) or JSON (output=*.json)",
-                "run=RUN_DIR inputs=FILE|FOLDER|GLOB [top_k=5] [batch_size=32] [output=FILE] [progress=true]"),
+                "run=RUN_DIR inputs=FILE|FOLDER|GLOB [top_k=5] [batch_size=32] [output=FILE] [progress=true] "
+                "[tta=flip|crops|N]"),
     "export": ("a serving model with its model_card.json, in RUN_DIR/export/FORMAT/",
                "run=RUN_DIR format=keras|saved_model|tflite|onnx [quantize=float16|int8] [output=DIR] "
                "[verify=true]"),

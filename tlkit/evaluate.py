@@ -15,9 +15,9 @@ import csv
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Optional, Sequence
+from typing import Callable, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -37,6 +37,8 @@ SPLITS = ("val", "test")
 class SplitEvaluation:
     report: dict  # JSON-ready
     wrong_images: np.ndarray  # uint8 [k, H, W, 3], the images of report["confidently_wrong"], same order
+    probabilities: Optional[np.ndarray] = field(default=None, repr=False)  # [N, classes], the split's order
+    labels: Optional[np.ndarray] = field(default=None, repr=False)  # [N]
 
 
 # --------------------------------------------------------------------------- metrics (numpy only)
@@ -66,6 +68,7 @@ def metrics_from_predictions(probabilities: np.ndarray, labels: np.ndarray, clas
     ]
     weights = support / support.sum() if support.sum() else np.zeros_like(support, dtype=np.float64)
     true_probability = probabilities[np.arange(n), labels] if n else np.zeros(0)
+    from tlkit.calibration import expected_calibration_error
     from tlkit.plots import normalize_rows
 
     return {
@@ -73,6 +76,7 @@ def metrics_from_predictions(probabilities: np.ndarray, labels: np.ndarray, clas
         "accuracy": top.get("1", float("nan")),
         "top_k_accuracy": top,
         "loss": float(np.mean(-np.log(np.clip(true_probability, 1e-12, 1.0)))) if n else float("nan"),
+        "ece": expected_calibration_error(probabilities, labels),  # tlkit.calibration: 0 = calibrated
         "macro_avg": {"precision": float(precision.mean()), "recall": float(recall.mean()), "f1": float(f1.mean())},
         "weighted_avg": {"precision": float((precision * weights).sum()), "recall": float((recall * weights).sum()),
                          "f1": float((f1 * weights).sum())},
@@ -100,8 +104,9 @@ EVAL_BATCH = 256  # images per model call when evaluating: few eager calls, what
 
 
 def evaluate_split(model, dataset, class_names: Sequence[str], files: Optional[Sequence[str]] = None,
-                   num_wrong: int = NUM_WRONG) -> SplitEvaluation:
-    """Run `model` (probabilities out) over a batched (images 0-255, labels) dataset."""
+                   num_wrong: int = NUM_WRONG, predict: Optional[Callable] = None) -> SplitEvaluation:
+    """Run `model` (probabilities out) over a batched (images 0-255, labels) dataset; `predict`: images ->
+    probabilities instead of the model's own call (tlkit.tta.TTAPredictor)."""
     from tlkit.predict import model_probabilities
 
     probabilities, labels = [], []
@@ -110,7 +115,7 @@ def evaluate_split(model, dataset, class_names: Sequence[str], files: Optional[S
     for images, batch_labels in dataset.unbatch().batch(EVAL_BATCH):
         images = np.asarray(images)
         batch_labels = np.asarray(batch_labels).astype(np.int64)
-        probs = model_probabilities(model, images)
+        probs = predict(images) if predict is not None else model_probabilities(model, images)
         predicted = probs.argmax(axis=1)
         for j in np.flatnonzero(predicted != batch_labels):
             wrong.append((float(probs[j, predicted[j]]), seen + int(j), int(predicted[j]), int(batch_labels[j]),
@@ -131,7 +136,7 @@ def evaluate_split(model, dataset, class_names: Sequence[str], files: Optional[S
         for confidence, index, pred, true, _ in wrong
     ]
     images = np.stack([w[4] for w in wrong]) if wrong else np.zeros((0, 1, 1, 3), dtype=np.uint8)
-    return SplitEvaluation(report=report, wrong_images=images)
+    return SplitEvaluation(report=report, wrong_images=images, probabilities=probabilities, labels=labels)
 
 
 def _normalize_overrides(data_overrides: Optional[Mapping]) -> dict:
@@ -155,13 +160,16 @@ def load_split(run_dir: Path, split: str, data_overrides: Optional[Mapping], ima
 
 
 def evaluate_run(run_dir: str | Path, split: str = "val", data_overrides: Optional[Mapping] = None,
-                 output: str | Path | None = None, write: bool = True) -> dict:
+                 output: str | Path | None = None, write: bool = True, tta: Optional[str] = None) -> dict:
     """Evaluate RUN_DIR/model.keras on `split` ("val" or "test") and write the report files.
 
     `data_overrides` (e.g. {"data.test_dir": "/new/test"}) merge onto the run's saved
-    config. Returns the split's report (JSON-ready dict).
+    config. `tta`: flip, crops or N (tlkit.tta; mirror views only where the run's flip decision allows them): the
+    report then holds TTA's metrics and, under "tta", what it changed. Returns the split's report (JSON-ready dict).
     """
     from tlkit.model_io import load_model
+    from tlkit.predict import model_probabilities
+    from tlkit.tta import TTAPredictor, plan_tta
 
     run_dir = Path(run_dir)
     model = load_model(run_dir / rundir.MODEL_FILE)
@@ -169,7 +177,11 @@ def evaluate_run(run_dir: str | Path, split: str = "val", data_overrides: Option
     dataset, data_class_names, files = load_split(run_dir, split, data_overrides, image_size)
     class_names = rundir.read_metrics(run_dir).get("class_names") or data_class_names
     _check_class_names(class_names, data_class_names, model)
-    evaluation = evaluate_split(model, dataset, class_names, files)
+    plan = plan_tta(tta, run_dir)
+    predictor = TTAPredictor(lambda images: model_probabilities(model, images), plan) if plan else None
+    evaluation = evaluate_split(model, dataset, class_names, files, predict=predictor)
+    if predictor is not None:
+        evaluation.report["tta"] = predictor.summary(evaluation.probabilities, evaluation.labels)
     evaluation.report["data_overrides"] = _normalize_overrides(data_overrides)
     if write:
         write_report(run_dir, {split: evaluation}, output=output)
@@ -290,4 +302,8 @@ def summary_text(report: dict, split: str, worst: int = 5) -> str:
     for pair in report["most_confused"][:3]:
         lines.append(f"  {pair['true']} -> {pair['predicted']}: {pair['count']} "
                      f"({pair['share_of_true']:.0%} of {pair['true']})")
+    if report.get("tta"):
+        from tlkit.tta import summary_line
+
+        lines.append("  " + summary_line(report["tta"]))
     return "\n".join(lines)

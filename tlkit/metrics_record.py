@@ -10,7 +10,7 @@ from dataclasses import dataclass
 # The keys before the final val/test numbers and after them, in metrics.json's order.
 _HEAD = ("status", "backbone", "weights", "preprocess", "image_size", "class_names", "num_train", "num_val",
          "num_test", "schedule", "bn", "monitor", "precision", "stages", "best")
-_TAIL = ("epochs", "doctor", "versions", "data", "model_saved", "auto_recipe", "lr_finder")
+_TAIL = ("epochs", "doctor", "versions", "data", "model_saved", "auto_recipe", "lr_finder", "calibration")
 
 
 @dataclass
@@ -38,6 +38,8 @@ class RunMetrics:
     model_saved: bool
     auto_recipe: dict | None  # what the default recipe chose, and why (None: auto.enabled=false)
     lr_finder: dict | None  # optimizer.lr=auto: the LR the finder picked
+    # trainer.calibrate: temperature scaling (tlkit.calibration.Calibration.to_dict): T, ECE / NLL before and after
+    calibration: dict | None = None
     scratch: dict | None = None  # trainer.compare_scratch: the same recipe from random weights
 
     def to_dict(self) -> dict:

@@ -92,7 +92,17 @@ def head_of(model: keras.Model) -> keras.Model:
     return model.get_layer("head")
 
 
-def with_probabilities(model: keras.Model) -> keras.Model:
-    """The model users save and serve: the same layers, ending in a softmax."""
-    probabilities = keras.layers.Softmax(name=PROBABILITIES_LAYER, dtype="float32")(model.outputs[0])
+TEMPERATURE_LAYER = "temperature"
+
+
+def with_probabilities(model: keras.Model, temperature: float = 1.0) -> keras.Model:
+    """The model users save and serve: the same layers, ending in a softmax.
+
+    temperature: tlkit.calibration's T; other than 1, the logits are divided by it first (a core Keras
+    Rescaling layer, so model.keras still loads with plain keras.models.load_model).
+    """
+    logits = model.outputs[0]
+    if temperature != 1.0:
+        logits = keras.layers.Rescaling(1.0 / float(temperature), name=TEMPERATURE_LAYER, dtype="float32")(logits)
+    probabilities = keras.layers.Softmax(name=PROBABILITIES_LAYER, dtype="float32")(logits)
     return keras.Model(model.inputs, probabilities, name=model.name)

@@ -173,18 +173,26 @@ def load_model_and_classes(run_or_model):
 
 
 def predict(run_or_model, inputs, top_k: int = 5, batch_size: int = 32, class_names: Optional[Sequence[str]] = None,
-            progress: bool = True) -> Tuple[List[dict], List[Failure]]:
+            progress: bool = True, tta=None) -> Tuple[List[dict], List[Failure]]:
     """Top-k classes of every readable image in `inputs`.
 
     Returns (rows, failures): a row is {"path", "predictions": [{"label", "index",
     "probability"}, ...] (k, most likely first), "probabilities": [...] (every class)}.
+    tta: flip, crops or N (tlkit.tta: mirror views only when the run's flip decision allows them; a loaded model
+    has no run, so none), or a tlkit.tta.TTAPlan: probabilities averaged over the views, and each row gains
+    "without_tta": the top-1 label of the plain image.
     """
+    from tlkit.tta import TTAPlan, TTAPredictor, plan_tta
+
     model, names = load_model_and_classes(run_or_model)
     names = list(class_names) if class_names is not None else names
     if len(names) != int(model.output_shape[-1]):
         raise ValueError(f"{len(names)} class names for a model with {model.output_shape[-1]} outputs")
     height, width = int(model.input_shape[1]), int(model.input_shape[2])
     k = max(1, min(int(top_k), len(names)))
+    if not isinstance(tta, TTAPlan):
+        tta = plan_tta(tta, _run_dir_of(run_or_model))
+    predictor = TTAPredictor(lambda images: model_probabilities(model, images), tta) if tta else None
     paths = list_inputs(inputs)
     rows, failures = [], []
     bar = _progress(len(paths), progress)
@@ -193,8 +201,8 @@ def predict(run_or_model, inputs, top_k: int = 5, batch_size: int = 32, class_na
         batch, good, failed = load_images(chunk, height, width)
         failures.extend(failed)
         if len(good):
-            probabilities = model_probabilities(model, batch)
-            for path, probs in zip(good, probabilities):
+            probabilities = predictor(batch) if predictor else model_probabilities(model, batch)
+            for j, (path, probs) in enumerate(zip(good, probabilities)):
                 order = np.argsort(-probs, kind="stable")[:k]
                 rows.append({
                     "path": path,
@@ -202,9 +210,19 @@ def predict(run_or_model, inputs, top_k: int = 5, batch_size: int = 32, class_na
                                     for i in order],
                     "probabilities": [float(p) for p in probs],
                 })
+                if predictor:
+                    rows[-1]["without_tta"] = names[int(np.argmax(predictor.plain[-1][j]))]
         bar.update(len(chunk))
     bar.close()
     return rows, failures
+
+
+def _run_dir_of(run_or_model) -> Optional[Path]:
+    """The run directory of a run directory or of a model.keras inside one; None for a loaded model."""
+    if not isinstance(run_or_model, (str, Path)):
+        return None
+    path = Path(run_or_model)
+    return path if path.is_dir() else path.parent
 
 
 class _NoBar:

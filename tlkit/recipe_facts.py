@@ -94,6 +94,14 @@ def describe_dataset(cfg: TrainConfig, pretrained: int | None = None, data_scan=
 
         num_train, num_classes, side = tfds_facts(data)
         counts, side = [num_train // max(num_classes, 1)] * num_classes, side or UNKNOWN_SIDE
+    elif source == "csv":  # the table's training rows (tlkit.data.table), split by data.val_split or by its column
+        from tlkit.data.scan import scan_table
+
+        scans = data_scan.folders if data_scan is not None and data_scan.folders else scan_table(data)
+        scan = scans.get("data.path") or scans["data.path[train]"]
+        sizes = [len(files) for name, files in scan.classes.items() if wanted is None or name in wanted]
+        counts = [_train_count(n, data.val_split) for n in sizes] if "data.path" in scans else sizes
+        side = _median_side(scan)
     else:
         key = "data.path" if data.path is not None else "data.train_dir"
         scan = scanned_folder(key, data.path if data.path is not None else data.train_dir, data_scan)

@@ -1,8 +1,9 @@
 """What a finished run writes, and the state the trainer's stages share to get there.
 
     RunState      the run's set-up, stage records, runtime diagnoses, best epoch, checkpoint timings
-    write_results evaluate the restored model (through AfterTraining, the tools the caller passes in),
-                  then model.keras, metrics.json (tlkit.metrics_record.RunMetrics), the HParams, timings.json, eval/
+    write_results calibrate the restored model (trainer.calibrate: tlkit.calibration, T folded into model.keras),
+                  evaluate it (through AfterTraining, the tools the caller passes in), then model.keras,
+                  metrics.json (tlkit.metrics_record.RunMetrics), the HParams, timings.json, eval/
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import keras
 
 import tlkit.checkpoint as ckpt
 import tlkit.rundir as rundir
+from tlkit.calibration import Calibration, calibrate, write_reliability
 from tlkit.callbacks import RunBest
 from tlkit.config.schema import TrainConfig
 from tlkit.doctor import Doctor
@@ -94,15 +96,18 @@ def write_results(run: RunState, status: str, after_training: AfterTraining, sta
     run: the finished run; status: "completed" or "stopped_by_doctor"; after_training: the tools that evaluate and
     report (AfterTraining); started: the run's start (time.time()), for timings.json."""
     setup, run_dir = run.setup, run.run_dir
+    calibration = _calibrate(run, status)
+    saved = with_probabilities(setup.model, calibration.temperature if calibration else 1.0)
     # One pass over val (and test) with the saved model's probabilities: the final metrics and eval/ both come from it.
-    evaluations = after_training.evaluate(with_probabilities(setup.model), setup.data)
+    evaluations = after_training.evaluate(saved, setup.data)
     final = {f"{split}_{name}": float(e.report[name]) for split, e in evaluations.items() for name in ("loss", "accuracy")}
     # model.keras is written atomically (a full disk leaves the previous file intact) and never
     # replaced by a model with NaN/Inf weights (e.g. NaN pixels stopped the run).
     model_saved = setup.cfg.trainer.save_model and _weights_finite(setup.model, status)
     if model_saved:
-        rundir.atomic_write(run_dir / rundir.MODEL_FILE, lambda tmp: with_probabilities(setup.model).save(tmp))
+        rundir.atomic_write(run_dir / rundir.MODEL_FILE, lambda tmp: saved.save(tmp))
     record = _metrics(run, status, final, model_saved)
+    record.calibration = calibration.to_dict() if calibration else None
     rundir.write_metrics(run_dir, record.to_dict())
     ckpt.remove(run_dir)  # the run is complete: resume= now finds metrics.json
     _log_hparams(after_training, run_dir, setup.cfg, record.to_dict())
@@ -113,9 +118,18 @@ def write_results(run: RunState, status: str, after_training: AfterTraining, sta
                                    "checkpoint_s": {k: round(v, 2) for k, v in run.checkpoint_s.items()}})
     if setup.cfg.trainer.save_model:  # RUN_DIR/eval/: logs a warning on failure, never raises
         after_training.write_report(run_dir, evaluations)
+        if calibration:
+            write_reliability(run_dir / rundir.EVAL_DIR, calibration)
     log.info("finished in %.0fs: val_accuracy %.4f, val_loss %.4f\n%s",
              wall_time, final["val_accuracy"], final["val_loss"], rundir.summary_table(run.records))
     return record
+
+
+def _calibrate(run: RunState, status: str) -> Calibration | None:
+    """trainer.calibrate: temperature scaling on val (tlkit.calibration), for a completed run."""
+    if not run.cfg.trainer.calibrate or status != "completed":
+        return None
+    return calibrate(run.model, run.data)
 
 
 def _metrics(run: RunState, status: str, final: dict, model_saved: bool) -> RunMetrics:

@@ -28,6 +28,7 @@ class DataSource(str, Enum):
     folder = "folder"
     synthetic = "synthetic"
     tfds = "tfds"  # TensorFlow Datasets (tlkit/data/tfds.py): data.name, data.splits.train/val/test
+    csv = "csv"  # a label table (tlkit/data/table.py): data.path is a CSV/TSV file of image paths and labels
 
 
 class ImageCache(str, Enum):
@@ -136,7 +137,7 @@ class SplitsConfig:
 @dataclass
 class DataConfig:
     source: DataSource = DataSource.digits
-    path: Optional[str] = None  # folder: one subfolder per class, split by val_split
+    path: Optional[str] = None  # folder: one subfolder per class, split by val_split; csv: the table file
     train_dir: Optional[str] = None  # folder: explicit splits instead of path
     val_dir: Optional[str] = None
     test_dir: Optional[str] = None
@@ -154,6 +155,10 @@ class DataConfig:
     splits: SplitsConfig = field(default_factory=SplitsConfig)  # tfds only (not val_split, a fraction)
     data_dir: Optional[str] = None  # tfds only: where prepared datasets are; null: $TFDS_DATA_DIR or ~/tensorflow_datasets
     download: bool = True  # tfds only: download and prepare a dataset missing from data_dir (needs the internet)
+    image_column: str = "image"  # csv only: the column of image paths (absolute, or relative to root)
+    label_column: str = "label"  # csv only: the column of class names
+    root: Optional[str] = None  # csv only: what relative image paths are relative to; null: the table's folder
+    split_column: Optional[str] = None  # csv only: a column of train/val/test; null: split by val_split
 
 
 @dataclass
@@ -270,6 +275,9 @@ class TrainerConfig:
     # After the run, train the same recipe from random weights (RUN_DIR/scratch/) and log both: what transfer gave.
     compare_scratch: bool = False
     lr_scaling: LRScaling = LRScaling.none  # how the LR follows the number of replicas
+    # After training: temperature scaling fitted on val (tlkit/calibration.py), folded into model.keras's softmax;
+    # metrics.json "calibration" has ECE / NLL before and after, RUN_DIR/eval/reliability.png the diagram.
+    calibrate: bool = True
 
 
 @dataclass

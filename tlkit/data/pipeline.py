@@ -23,7 +23,7 @@ from tlkit.data.scan import DataScan, check_data_config, on_bad_file_policy, sou
 from tlkit.data.tf_images import read_image as _read_image  # noqa: F401  (tests read images as training does)
 from tlkit.data.tf_images import resizer as _resizer
 from tlkit.data.sources import (  # noqa: F401  (stratified_split, synthetic_images: imported from here too)
-    _digits, _folder, _report_prescan, _synthetic, cap_per_class, select_classes, stratified_split,
+    _digits, _folder, _report_prescan, _table, _synthetic, cap_per_class, select_classes, stratified_split,
     synthetic_images,
 )
 from tlkit.config.schema import ImageCache
@@ -255,7 +255,7 @@ def load_data(cfg, augment, image_size: int, seed: int, memory_budget_gb: float 
         data_scan = check_data_config(cfg)
     if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
         raise ConfigError("image_size", image_size, "an integer >= 1 (the backbone's input size)")
-    from_files = source_name(cfg) == "folder"
+    from_files = source_name(cfg) in ("folder", "csv")
     class_names, splits, bad_files, prescan = _source_splits(cfg, image_size, seed, memory_budget_gb, data_scan)
     class_names, (train_split, val_split, test_split) = select_classes(
         class_names, splits, getattr(cfg, "classes", None))
@@ -303,8 +303,9 @@ def _source_splits(cfg, image_size: int, seed: int, memory_budget_gb: float, dat
     except for folders (what the pre-scan left out, for metrics.json)."""
     source = source_name(cfg)
     bad_files = prescan = None
-    if source == "folder":
-        class_names, train_split, val_split, test_split, scans = _folder(cfg, seed, data_scan)
+    if source in ("folder", "csv"):
+        read = _folder if source == "folder" else _table
+        class_names, train_split, val_split, test_split, scans = read(cfg, seed, data_scan)
         bad_files, prescan = _report_prescan(scans, on_bad_file_policy(cfg))
     elif source == "tfds":  # decoded once into uint8 arrays at image_size, then handled like digits
         from tlkit.data.tfds import tfds_splits

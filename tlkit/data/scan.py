@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
 
 from tlkit.config.validate import check_augment_config  # noqa: F401  (a schema-level check; re-exported here)
+from tlkit.data.table import refuse_table_keys
 from tlkit.errors import ConfigError, DataError
 
 if TYPE_CHECKING:  # typing only: keep this module importable without side effects
@@ -21,7 +22,7 @@ if TYPE_CHECKING:  # typing only: keep this module importable without side effec
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 DIGITS_NUM_CLASSES = 10
-SOURCES = ("digits", "folder", "synthetic", "tfds")
+SOURCES = ("digits", "folder", "synthetic", "tfds", "csv")
 ON_BAD_FILE = ("skip", "error")  # data.on_bad_file: files that fail the pre-scan are skipped (reported) or stop the run
 LAYOUT_HINT = "expected layout: <root>/<class_name>/<image>.jpg, one subfolder per class"
 
@@ -122,7 +123,8 @@ class DataScan:
     (tlkit.recipe_facts.describe_dataset) and to the loader (tlkit.data.load_data).
 
     folders: for the folder source, "data.path" / "data.train_dir" / "data.val_dir" / "data.test_dir" -> that
-    folder's FolderScan (walked and pre-scanned); empty for the other sources.
+    folder's FolderScan (walked and pre-scanned); for data=csv, the table's splits in the same form (scan_table);
+    empty for the other sources.
     """
 
     folders: Dict[str, FolderScan] = field(default_factory=dict)
@@ -310,6 +312,16 @@ def _check_folder_source(cfg) -> Dict[str, FolderScan]:
     return scans
 
 
+def scan_table(cfg) -> Dict[str, FolderScan]:
+    """data=csv: the table's splits (tlkit.data.table: rows checked, images pre-scanned) as folder scans, by key:
+    data.path (split by data.val_split), or data.path[train], data.path[val] (and data.path[test])."""
+    from tlkit.data.table import check_table
+
+    _check_fraction("data.val_split", cfg.val_split, hint="the fraction of the table held out for validation")
+    return {key: FolderScan(key, str(cfg.path), found, classes, report, {})
+            for key, (found, classes, report) in check_table(cfg, on_bad_file_policy(cfg)).items()}
+
+
 def check_data_config(cfg: "DataConfig") -> DataScan:
     """Raise ConfigError / DataError if `cfg` (a DataConfig) cannot produce a data set; else return what the checks
     scanned (DataScan: the folder source's walked and pre-scanned folders), for the loader and the recipe.
@@ -329,12 +341,14 @@ def check_data_config(cfg: "DataConfig") -> DataScan:
 
     if source != "tfds":
         tfds_source.refuse_tfds_keys(cfg, source)
+    if source != "csv":
+        refuse_table_keys(cfg, source)
     folders: Dict[str, FolderScan] = {}
     if source == "tfds":
         num_classes = tfds_source.check_tfds_config(cfg)
         names = None
-    elif source == "folder":
-        folders = _check_folder_source(cfg)
+    elif source in ("folder", "csv"):
+        folders = _check_folder_source(cfg) if source == "folder" else scan_table(cfg)
         names = sorted(next(iter(folders.values())).classes)
         num_classes = len(names)
     elif source == "synthetic":

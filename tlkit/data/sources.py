@@ -91,8 +91,9 @@ def _synthetic(cfg, seed: int):
 
 
 def _files_and_labels(classes: Dict[str, List[str]], class_names: List[str]):
-    files = [path for name in class_names for path in classes[name]]
-    labels = [index for index, name in enumerate(class_names) for _ in classes[name]]
+    """(files, labels) arrays; a class of `class_names` missing from `classes` has no files there."""
+    files = [path for name in class_names for path in classes.get(name, [])]
+    labels = [index for index, name in enumerate(class_names) for _ in classes.get(name, [])]
     return np.array(files, dtype=str), np.array(labels, dtype=np.int32)
 
 
@@ -117,6 +118,25 @@ def _folder(cfg, seed: int, data_scan: DataScan | None = None):
         scans.append(scanned_folder("data.test_dir", cfg.test_dir, data_scan))
         test_split = _files_and_labels(scans[-1].classes, names)
     return names, train_split, val_split, test_split, scans
+
+
+def _table(cfg, seed: int, data_scan: DataScan | None = None):
+    """data=csv: class names and splits from the label table (tlkit.data.table), as `_folder` returns them;
+    `data_scan`: the pre-flight's scan of the table, None to read it here."""
+    from tlkit.data.scan import scan_table
+
+    scans = dict(data_scan.folders) if data_scan is not None else {}
+    if not scans or any(scan.root != str(cfg.path) for scan in scans.values()):
+        scans = scan_table(cfg)
+    if "data.path" in scans:  # no split column: split by data.val_split, as the folder source splits data.path
+        names = sorted(scans["data.path"].classes)
+        files, labels = _files_and_labels(scans["data.path"].classes, names)
+        train, val = stratified_split(labels, cfg.val_split, seed)
+        return names, (files[train], labels[train]), (files[val], labels[val]), None, list(scans.values())
+    names = sorted(scans["data.path[train]"].classes)
+    train, val = (_files_and_labels(scans[f"data.path[{s}]"].classes, names) for s in ("train", "val"))
+    test = _files_and_labels(scans["data.path[test]"].classes, names) if "data.path[test]" in scans else None
+    return names, train, val, test, list(scans.values())
 
 
 def _report_prescan(scans, policy: str) -> Tuple[dict, dict]:
