@@ -37,7 +37,7 @@ import math
 from dataclasses import asdict, dataclass, field, replace
 
 from tlkit.backbones.spec import BackboneSpec
-from tlkit.config.schema import BNPolicy, HeadKind, TrainConfig
+from tlkit.config.schema import BNPolicy, HeadKind, Task, TrainConfig
 from tlkit.errors import ConfigError
 from tlkit.recipe_facts import DatasetFacts, describe_dataset, pretrained_size
 
@@ -63,6 +63,9 @@ FLIP_TOLERANCE_IMAGES, FLIP_TOLERANCE_FRACTION = 2, 0.05
 # ...and only when the probe itself is clearly above chance: by 10 points and 3 standard errors of a guess.
 FLIP_PROBE_ABOVE_CHANCE = 0.10
 AUTO = "auto"  # augment=auto: the recipe's crops and flips
+# task=multilabel: MixUp and label smoothing are written for one class per image (the flip is decided by the probe's
+# mAP on mirrored images, tlkit.run_setup.run_probe)
+MULTILABEL_OFF = "off: task=multilabel"
 DECISIONS = ("image_size", "bn", "batch_size", "schedule", "augment", "flip", "mixup", "label_smoothing")
 BN_TRAIN_BATCH_MIN = 16  # the doctor's bn-train-small-batch warns below this
 # Re-estimate BatchNorm statistics on the target when its own differ this much from the stored ones (median over
@@ -278,10 +281,10 @@ def apply(cfg: TrainConfig, spec: BackboneSpec, data_scan=None) -> tuple[TrainCo
                        f"random crops keeping >= {CROP_AREA:g} of the image", recipe, decide("augment") and not preset,
                        "augment.crop_area", "augment",
                        f"off: augment={augment.name}" if preset else "fixed value: the recipe is off for it")
-    alpha, reason = mixup_for(facts)
+    alpha, reason = mixup_for(facts) if Task(cfg.task) != Task.multilabel else (0.0, MULTILABEL_OFF)
     augment, _ = _fill(augment, "mixup", alpha if decide("mixup") else FIXED["mixup"], reason, recipe,
                        decide("mixup"), "augment.mixup", "mixup")
-    smoothing, reason = label_smoothing_for(facts)
+    smoothing, reason = label_smoothing_for(facts) if Task(cfg.task) != Task.multilabel else (0.0, MULTILABEL_OFF)
     loss, _ = _fill(loss, "label_smoothing", smoothing if decide("label_smoothing") else FIXED["label_smoothing"],
                     reason, recipe, decide("label_smoothing"), "loss.label_smoothing", "label_smoothing")
     if augment.flip is None and not (decide("flip") and probe_possible(cfg) and not preset):

@@ -128,7 +128,7 @@ class RunBest:
 
     def offer(self, index: int, record: dict, model: keras.Model, last: bool) -> bool:
         """Take stage `index`'s best epoch (its record) if it beats the run's best so far; True when it does."""
-        logs = {k: record[k] for k in ("val_loss", "val_accuracy") if record.get(k) is not None}
+        logs = {k: record[k] for k in ("val_loss", "val_accuracy", "val_map") if record.get(k) is not None}
         value = logs.get(self.monitor)
         if value is None or not math.isfinite(value) or (self.logs and not self.better(logs, self.logs)):
             return False

@@ -96,6 +96,13 @@ _KINDS = (
                 "too few validation images (none: error) for early stopping and best-epoch restore to mean much"),
     FindingKind("train-val-leakage", (_E,), ("data",),
                 "byte-identical image files in two of train/val/test: validation rewards memorising"),
+    # ---- data, task=multilabel: tlkit/doctor/multilabel_checks.py
+    FindingKind("label-cardinality", (_I,), ("data",),
+                "task=multilabel: labels per image (mean, min, max) and positives per class"),
+    FindingKind("multilabel-one-label-per-image", (_W,), ("data",),
+                "task=multilabel but no image has two labels: a softmax (task=single_label) is the right model"),
+    FindingKind("class-without-positives", (_E, _W), ("data",),
+                "task=multilabel: a class with no positive image in train (error) or val (warning)"),
     # ---- model: tlkit/doctor/model_checks.py
     FindingKind("degenerate-features", (_E, _W), ("model",),
                 "the backbone's pooled features are NaN/Inf, ~0, alike across images or huge"),

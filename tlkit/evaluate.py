@@ -21,6 +21,7 @@ from typing import Callable, Mapping, Optional, Sequence
 
 import numpy as np
 
+import tlkit.multilabel_report as multilabel_report
 import tlkit.rundir as rundir
 from tlkit.fileio import read_json
 
@@ -152,7 +153,7 @@ def load_split(run_dir: Path, split: str, data_overrides: Optional[Mapping], ima
     if split not in SPLITS:
         raise DataError(f"split={split!r}: expected one of {list(SPLITS)}")
     cfg = rundir.load_config(run_dir, **_normalize_overrides(data_overrides))
-    data = load_data(cfg.data, None, image_size, cfg.seed, cfg.trainer.memory_budget_gb)
+    data = load_data(cfg.data, None, image_size, cfg.seed, cfg.trainer.memory_budget_gb, task=cfg.task)
     if split == "test" and data.test is None:
         raise DataError(f"the run {str(run_dir)!r} has no test set; give one with data.test_dir=/path/to/test")
     dataset = data.val if split == "val" else data.test
@@ -177,6 +178,12 @@ def evaluate_run(run_dir: str | Path, split: str = "val", data_overrides: Option
     dataset, data_class_names, files = load_split(run_dir, split, data_overrides, image_size)
     class_names = rundir.read_metrics(run_dir).get("class_names") or data_class_names
     _check_class_names(class_names, data_class_names, model)
+    if multilabel_report.is_multilabel_run(run_dir):  # AP per class, PR curves (TTA is single-label only)
+        evaluation = multilabel_report.evaluate_run(run_dir, model, dataset, class_names, split)
+        evaluation.report["data_overrides"] = _normalize_overrides(data_overrides)
+        if write:
+            multilabel_report.write_report(run_dir, {split: evaluation}, output=output)
+        return evaluation.report
     plan = plan_tta(tta, run_dir)
     predictor = TTAPredictor(lambda images: model_probabilities(model, images), plan) if plan else None
     evaluation = evaluate_split(model, dataset, class_names, files, predict=predictor)
@@ -270,6 +277,8 @@ def _read_history(path: Path) -> list:
 def evaluate_bundle(model, data) -> dict:
     """{"val": SplitEvaluation, "test": ...} of `model` (probabilities out) on a DataBundle's splits: one pass
     each, what the trainer's final metrics and the report after training both come from."""
+    if getattr(data, "multilabel", False):
+        return multilabel_report.evaluate_bundle(model, data)
     evaluations = {"val": evaluate_split(model, data.val, data.class_names, data.val_files)}
     if data.test is not None:
         evaluations["test"] = evaluate_split(model, data.test, data.class_names, data.test_files)
@@ -279,8 +288,9 @@ def evaluate_bundle(model, data) -> dict:
 def report_after_training(run_dir: str | Path, evaluations: Mapping[str, SplitEvaluation]) -> Optional[Path]:
     """The trainer's call: write the val (and test) reports of `evaluate_bundle`; never raises."""
     started = time.time()
+    multilabel = any(e.report.get("task") == "multilabel" for e in evaluations.values())
     try:
-        path = write_report(run_dir, evaluations)
+        path = (multilabel_report.write_report if multilabel else write_report)(run_dir, evaluations)
     except Exception as error:  # a plotting or disk problem must never lose a finished run
         log.warning("could not write the evaluation report in %s: %s: %s (the trained model and metrics.json are "
                     "saved; retry with `tlkit evaluate run=%s`)", Path(run_dir) / rundir.EVAL_DIR,
@@ -293,6 +303,8 @@ def report_after_training(run_dir: str | Path, evaluations: Mapping[str, SplitEv
 
 def summary_text(report: dict, split: str, worst: int = 5) -> str:
     """A few lines for the console."""
+    if report.get("task") == "multilabel":
+        return multilabel_report.summary_text(report, split, worst)
     top = ", ".join(f"top-{k} {v:.4f}" for k, v in report["top_k_accuracy"].items() if k != "1")
     lines = [f"{split}: {report['num_images']} images, accuracy {report['accuracy']:.4f}"
              + (f", {top}" if top else "") + f", macro F1 {report['macro_avg']['f1']:.4f}, loss {report['loss']:.4f}"]

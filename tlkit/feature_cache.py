@@ -61,7 +61,7 @@ class FeatureCache:
     def __init__(self, model: keras.Model, data, views: int):
         self.model = model
         self.views = views
-        extractor = _extractor_with_labels(model)
+        extractor = _extractor_with_labels(model, data.val)
         # View v is the augmentation of training epoch v: a pure function of (seed, v).
         epochs = getattr(data, "train_epochs", None)
         train = [_extract(extractor, epochs.epoch(v) if epochs else data.train) for v in range(views)]
@@ -74,16 +74,18 @@ class FeatureCache:
         return FeatureBatches(self.train_features, self.train_labels, batch_size, seed, first_epoch)
 
 
-def _extractor_with_labels(model: keras.Model) -> keras.Model:
-    """(image, label) -> (pooled features, label): one pass keeps them aligned, whatever the shuffle."""
-    label_in = keras.Input(shape=(), dtype="int32", name="label")
+def _extractor_with_labels(model: keras.Model, dataset=None) -> keras.Model:
+    """(image, label) -> (pooled features, label): one pass keeps them aligned, whatever the shuffle. `dataset`: a
+    batched (images, labels) dataset whose label shape the input takes ([B]; multi-hot [B, classes])."""
+    shape = () if dataset is None else tuple(dataset.element_spec[1].shape[1:])
+    label_in = keras.Input(shape=shape, dtype="int32", name="label")
     features = model.get_layer("pool").output
     return keras.Model([model.input, label_in], [features, keras.layers.Identity()(label_in)])
 
 
 def features_of(model: keras.Model, dataset) -> tuple[np.ndarray, np.ndarray]:
     """(pooled backbone features float32 [N, width], labels int32 [N]) of a batched (images, labels) `dataset`."""
-    return _extract(_extractor_with_labels(model), dataset)
+    return _extract(_extractor_with_labels(model, dataset), dataset)
 
 
 def _extract(extractor: keras.Model, dataset) -> tuple[np.ndarray, np.ndarray]:

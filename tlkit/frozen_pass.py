@@ -23,7 +23,7 @@ from tlkit.preprocessing import PREPROCESS_LAYER
 @dataclass
 class FrozenPass:
     features: np.ndarray  # [N, F] float64: the pooled features (what the head sees)
-    labels: np.ndarray  # [N] int64
+    labels: np.ndarray  # [N] int64 (task=multilabel: [N, classes] 0/1)
     mirrored: np.ndarray | None = None  # [N, F]: the features of the images' mirror images, when asked for
     # Per backbone BatchNorm layer: the per-channel variance of its input over each batch (batch and spatial axes),
     # averaged over the batches; None unless asked for.
@@ -51,7 +51,8 @@ def frozen_pass(model: keras.Model, batches, *, batch_norm: bool = False, mirror
         size = size or len(images)
         outputs = _predict_fixed(extractor, images, size)
         features.append(outputs[0])
-        labels.append(np.asarray(batch_labels).reshape(-1))
+        batch_labels = np.asarray(batch_labels)  # [B] (or [B, 1]); multi-hot [B, classes] stays 2-D
+        labels.append(batch_labels if batch_labels.ndim == 2 and batch_labels.shape[1] > 1 else batch_labels.reshape(-1))
         if layers:
             batch = [_batch_variance(outputs[1 + 2 * i], outputs[2 + 2 * i]) for i in range(len(layers))]
             variances = batch if variances is None else [t + b for t, b in zip(variances, batch)]

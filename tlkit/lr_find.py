@@ -178,7 +178,8 @@ def find_lr(cfg, data, model, freezer, plan, stage_index: int, compile_options: 
     use_cache, _ = eligibility(cfg, plan, model)  # the trainer's rule: the sweep trains what the stage would
     target, batches = _compiled_target(cfg, data, model, freezer, plan, use_cache, steps, start_lr, compile_options)
     result.feature_cache = use_cache
-    weights = class_weights(data.train_counts) if ClassWeight(cfg.data.class_weight) == ClassWeight.auto else None
+    weights = (class_weights(data.train_counts) if ClassWeight(cfg.data.class_weight) == ClassWeight.auto
+               and not data.multilabel else None)  # multi-label: positive weights in the loss
     iterator = _cycle(batches)
 
     def step(lr: float) -> float:
@@ -216,7 +217,7 @@ def _compiled_target(cfg, data, model, freezer, plan, use_cache: bool, steps: in
             batches = data.train_epochs.for_epochs(0, math.ceil(steps / per_epoch))
         options = {k: v for k, v in (compile_options or {}).items() if k != "steps_per_execution"}
         methods = FineTuning(cfg, model, freezer).optimizer_options(target, plan)  # per-block LRs, L2-SP, EMA
-        target.compile(optimizer=make_optimizer(cfg.optimizer, float(start_lr), **methods), loss=make_loss(cfg),
+        target.compile(optimizer=make_optimizer(cfg.optimizer, float(start_lr), **methods), loss=make_loss(cfg, data),
                        steps_per_execution=1, **options)
     return target, batches
 

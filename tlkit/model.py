@@ -95,8 +95,9 @@ def head_of(model: keras.Model) -> keras.Model:
 TEMPERATURE_LAYER = "temperature"
 
 
-def with_probabilities(model: keras.Model, temperature: float = 1.0) -> keras.Model:
-    """The model users save and serve: the same layers, ending in a softmax.
+def with_probabilities(model: keras.Model, temperature: float = 1.0, multilabel: bool = False) -> keras.Model:
+    """The model users save and serve: the same layers, ending in a softmax (`multilabel`: a sigmoid per class,
+    task=multilabel).
 
     temperature: tlkit.calibration's T; other than 1, the logits are divided by it first (a core Keras
     Rescaling layer, so model.keras still loads with plain keras.models.load_model).
@@ -104,5 +105,8 @@ def with_probabilities(model: keras.Model, temperature: float = 1.0) -> keras.Mo
     logits = model.outputs[0]
     if temperature != 1.0:
         logits = keras.layers.Rescaling(1.0 / float(temperature), name=TEMPERATURE_LAYER, dtype="float32")(logits)
+    if multilabel:
+        probabilities = keras.layers.Activation("sigmoid", name=PROBABILITIES_LAYER, dtype="float32")(logits)
+        return keras.Model(model.inputs, probabilities, name=model.name)
     probabilities = keras.layers.Softmax(name=PROBABILITIES_LAYER, dtype="float32")(logits)
     return keras.Model(model.inputs, probabilities, name=model.name)

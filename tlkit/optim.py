@@ -14,18 +14,20 @@ from tlkit.stages import StagePlan
 
 
 def compile_for_stage(model: keras.Model, opt_cfg: OptimizerConfig, plan: StagePlan, steps_per_epoch: int,
-                      options: dict | None = None, *, methods=None) -> None:
+                      options: dict | None = None, *, methods=None, data=None) -> None:
     """A fresh optimizer per stage: recompiling is what makes a change of `trainable` take effect.
 
     `methods`: the run's tlkit.methods.FineTuning (discriminative LRs, L2-SP, label smoothing);
-    None compiles plain cross-entropy and one LR.
+    None compiles plain cross-entropy and one LR. `data`: the run's DataBundle (task=multilabel: the positive
+    weights of data.class_weight=auto come from its training labels).
     """
     extra = methods.optimizer_options(model, plan) if methods is not None else {}
+    cfg = methods.cfg if methods is not None else None
     with model_scope(model):  # under a tf.distribute strategy, optimizer and metric variables live on every replica
         model.compile(
             optimizer=make_optimizer(opt_cfg, lr_schedule(plan, steps_per_epoch), **extra),
-            loss=make_loss(methods.cfg if methods is not None else None),
-            metrics=[make_accuracy()],
+            loss=make_loss(cfg, data),
+            metrics=make_metrics(cfg),
             **(options or {}),
         )
         # Built now, not inside the first train step: Keras defers it there without a tf.distribute strategy, and
@@ -117,11 +119,24 @@ class Accuracy(keras.metrics.MeanMetricWrapper):
         return {"name": self.name, "dtype": self.dtype}
 
 
-def make_loss(cfg=None) -> keras.losses.Loss:
-    """The training loss for a TrainConfig, a LossConfig or None (plain cross-entropy)."""
+def make_loss(cfg=None, data=None) -> keras.losses.Loss:
+    """The training loss for a TrainConfig, a LossConfig or None (plain cross-entropy); task=multilabel: binary
+    cross-entropy (tlkit.multilabel), with data.class_weight=auto's positive weights from `data`'s training labels."""
+    from tlkit import multilabel
+
+    if multilabel.is_multilabel(cfg):
+        auto = str(getattr(cfg.data.class_weight, "value", cfg.data.class_weight)) == "auto" and data is not None
+        return multilabel.MultiLabelLoss(multilabel.positive_weights(data.train_labels) if auto else None)
     loss_cfg = getattr(cfg, "loss", cfg)
     return ClassificationLoss(label_smoothing=(loss_cfg.label_smoothing or 0.0) if loss_cfg is not None else 0.0)
 
 
 def make_accuracy() -> keras.metrics.Metric:
     return Accuracy()
+
+
+def make_metrics(cfg=None) -> list:
+    """[accuracy]; task=multilabel: exact-match accuracy and map (tlkit.multilabel.training_metrics)."""
+    from tlkit import multilabel
+
+    return multilabel.training_metrics() if multilabel.is_multilabel(cfg) else [make_accuracy()]

@@ -173,7 +173,8 @@ def load_model_and_classes(run_or_model):
 
 
 def predict(run_or_model, inputs, top_k: int = 5, batch_size: int = 32, class_names: Optional[Sequence[str]] = None,
-            progress: bool = True, tta=None) -> Tuple[List[dict], List[Failure]]:
+            progress: bool = True, tta=None, thresholds: Optional[Sequence[float]] = None
+            ) -> Tuple[List[dict], List[Failure]]:
     """Top-k classes of every readable image in `inputs`.
 
     Returns (rows, failures): a row is {"path", "predictions": [{"label", "index",
@@ -181,11 +182,17 @@ def predict(run_or_model, inputs, top_k: int = 5, batch_size: int = 32, class_na
     tta: flip, crops or N (tlkit.tta: mirror views only when the run's flip decision allows them; a loaded model
     has no run, so none), or a tlkit.tta.TTAPlan: probabilities averaged over the views, and each row gains
     "without_tta": the top-1 label of the plain image.
+    thresholds: task=multilabel, one per class (None: a run directory's thresholds.json, when it has one): each row
+    gains "labels", every class whose probability is >= its threshold (tlkit.multilabel).
     """
     from tlkit.tta import TTAPlan, TTAPredictor, plan_tta
 
+    from tlkit.multilabel import read_thresholds
+
     model, names = load_model_and_classes(run_or_model)
     names = list(class_names) if class_names is not None else names
+    if thresholds is None:
+        thresholds = read_thresholds(_run_dir_of(run_or_model), names)
     if len(names) != int(model.output_shape[-1]):
         raise ValueError(f"{len(names)} class names for a model with {model.output_shape[-1]} outputs")
     height, width = int(model.input_shape[1]), int(model.input_shape[2])
@@ -210,6 +217,8 @@ def predict(run_or_model, inputs, top_k: int = 5, batch_size: int = 32, class_na
                                     for i in order],
                     "probabilities": [float(p) for p in probs],
                 })
+                if thresholds is not None:
+                    rows[-1]["labels"] = [names[i] for i in range(len(names)) if probs[i] >= thresholds[i]]
                 if predictor:
                     rows[-1]["without_tta"] = names[int(np.argmax(predictor.plain[-1][j]))]
         bar.update(len(chunk))
@@ -247,8 +256,11 @@ def _progress(total: int, enabled: bool):
 
 
 def to_table(rows: Sequence[dict], failures: Sequence[Failure], top_k: int) -> Tuple[List[str], List[list]]:
-    """CSV columns path, label_1, probability_1, ..., label_k, probability_k, error."""
-    header = ["path"] + [c for i in range(1, top_k + 1) for c in (f"label_{i}", f"probability_{i}")] + ["error"]
+    """CSV columns path, label_1, probability_1, ..., label_k, probability_k, [labels,] error; `labels` (multi-label
+    runs): the classes over their thresholds, separated by ";"."""
+    multilabel = any("labels" in row for row in rows)
+    header = (["path"] + [c for i in range(1, top_k + 1) for c in (f"label_{i}", f"probability_{i}")]
+              + (["labels"] if multilabel else []) + ["error"])
     table = []
     for row in rows:
         cells = [row["path"]]
@@ -258,9 +270,9 @@ def to_table(rows: Sequence[dict], failures: Sequence[Failure], top_k: int) -> T
                 cells += [p["label"], f"{p['probability']:.6f}"]
             else:
                 cells += ["", ""]
-        table.append(cells + [""])
+        table.append(cells + ([";".join(row.get("labels", []))] if multilabel else []) + [""])
     for failure in failures:
-        table.append([failure.path] + [""] * (2 * top_k) + [failure.error])
+        table.append([failure.path] + [""] * (2 * top_k + multilabel) + [failure.error])
     return header, table
 
 
@@ -271,7 +283,8 @@ def write_predictions(rows: Sequence[dict], failures: Sequence[Failure], output:
         document = {
             "class_names": list(class_names),
             "top_k": top_k,
-            "predictions": [{"path": r["path"], "top_k": r["predictions"]} for r in rows],
+            "predictions": [{"path": r["path"], "top_k": r["predictions"],
+                             **({"labels": r["labels"]} if "labels" in r else {})} for r in rows],
             "failures": [{"path": f.path, "error": f.error} for f in failures],
         }
         path = Path(output)

@@ -39,7 +39,7 @@ def check_run(cfg: TrainConfig) -> tuple[BackboneSpec, DataScan]:
     the recipe (tlkit.auto_recipe.apply) and the loader (tlkit.run_setup.build) so the data is walked once."""
     spec = validate(cfg)
     check_auto_config(cfg)  # pure Python
-    data_scan = check_data_config(cfg.data)  # pure Python: no TensorFlow
+    data_scan = check_data_config(cfg.data, cfg.task)  # pure Python: no TensorFlow
     check_weights(cfg, spec)  # last: it may warn, and a warning before an error is noise
     return spec, data_scan
 

@@ -43,6 +43,10 @@ class ProbeResult:
     # The classifier on raw pooled features: logits = features @ kernel + bias (what a linear head holds)
     kernel: np.ndarray = field(repr=False, compare=False, default=None)
     bias: np.ndarray = field(repr=False, compare=False, default=None)
+    # task=multilabel (one-vs-rest): val_accuracy is the exact match at 0.5, val_loss the binary cross-entropy,
+    # chance the mean share of positives (what a random score's AP is), and these the macro mAP, plain and mirrored
+    val_map: float | None = None
+    flipped_val_map: float | None = None
 
     def to_dict(self) -> dict:
         return {k: v for k, v in asdict(self).items() if k not in ("kernel", "bias")}
@@ -60,6 +64,8 @@ def run_probe(model: keras.Model, train_batches, val_batches, train_pass=None) -
     train = train_pass if train_pass is not None else frozen_pass(model, train_batches)
     val = frozen_pass(model, val_batches, mirror=True, reuse=train)
     train_x, train_y, val_x, val_y = train.features, train.labels, val.features, val.labels
+    if train_y.ndim == 2:  # multi-hot labels: one binary logistic regression per class
+        return _one_vs_rest(train_x, train_y, val_x, val_y, val.mirrored)
     classes = int(max(train_y.max(), val_y.max())) + 1
     mean, std = train_x.mean(axis=0), train_x.std(axis=0) + 1e-6
     fits = []
@@ -91,3 +97,37 @@ def _score(features, labels, kernel, bias) -> tuple[float, float]:
     logits -= logits.max(axis=1, keepdims=True)
     log_probs = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
     return float((logits.argmax(axis=1) == labels).mean()), float(-log_probs[np.arange(len(labels)), labels].mean())
+
+
+def _one_vs_rest(train_x, train_y, val_x, val_y, mirrored_x) -> ProbeResult:
+    """task=multilabel: per class, L2 logistic regression (C=PROBE_C[0]) on standardised features; a class that is
+    always (or never) positive in train gets a constant logit."""
+    from sklearn.linear_model import LogisticRegression
+
+    from tlkit import multilabel
+
+    c = PROBE_C[0]
+    mean, std = train_x.mean(axis=0), train_x.std(axis=0) + 1e-6
+    standard = (train_x - mean) / std
+    coef, intercept = np.zeros((train_y.shape[1], train_x.shape[1])), np.zeros(train_y.shape[1])
+    for k in range(train_y.shape[1]):
+        share = float(train_y[:, k].mean())
+        if share in (0.0, 1.0):
+            intercept[k] = 10.0 if share else -10.0
+            continue
+        fit = LogisticRegression(C=c, max_iter=2000).fit(standard, train_y[:, k])
+        coef[k], intercept[k] = fit.coef_[0], fit.intercept_[0]
+    kernel = (coef / std).T.astype("float32")
+    bias = (intercept - (coef / std) @ mean).astype("float32")
+
+    def probabilities(features):
+        return 1.0 / (1.0 + np.exp(-(features @ kernel.astype("float64") + bias)))
+
+    plain, flipped = probabilities(val_x), probabilities(mirrored_x)
+    return ProbeResult(
+        val_accuracy=float((((plain >= 0.5) == val_y.astype(bool)).all(axis=1)).mean()),
+        val_loss=multilabel.binary_cross_entropy(plain, val_y), flipped_val_accuracy=float(
+            (((flipped >= 0.5) == val_y.astype(bool)).all(axis=1)).mean()),
+        chance=float(val_y.mean()), num_train=len(train_y), num_val=len(val_y), c=c, kernel=kernel, bias=bias,
+        val_map=multilabel.mean_average_precision(plain, val_y)["macro"],
+        flipped_val_map=multilabel.mean_average_precision(flipped, val_y)["macro"])

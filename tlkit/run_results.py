@@ -25,9 +25,12 @@ from tlkit.feature_cache import FeatureCache
 from tlkit.methods.fine_tuning import FineTuning
 from tlkit.metrics_record import RunMetrics
 from tlkit.model import preprocess_mode, with_probabilities
+from tlkit.multilabel import write_thresholds
 from tlkit.run_setup import RunSetup
 
 log = logging.getLogger("tlkit.train")
+# task=multilabel: the report keys that become top-level metrics.json keys beside loss and accuracy (val_map, ...)
+MULTILABEL_FINAL = ("map", "map_micro", "macro_f1")
 
 
 @dataclass(frozen=True)
@@ -97,15 +100,19 @@ def write_results(run: RunState, status: str, after_training: AfterTraining, sta
     report (AfterTraining); started: the run's start (time.time()), for timings.json."""
     setup, run_dir = run.setup, run.run_dir
     calibration = _calibrate(run, status)
-    saved = with_probabilities(setup.model, calibration.temperature if calibration else 1.0)
+    multilabel = setup.data.multilabel  # sigmoids, per-class thresholds tuned on val (tlkit.multilabel)
+    saved = with_probabilities(setup.model, calibration.temperature if calibration else 1.0, multilabel=multilabel)
     # One pass over val (and test) with the saved model's probabilities: the final metrics and eval/ both come from it.
     evaluations = after_training.evaluate(saved, setup.data)
-    final = {f"{split}_{name}": float(e.report[name]) for split, e in evaluations.items() for name in ("loss", "accuracy")}
+    names = ("loss", "accuracy", *(MULTILABEL_FINAL if multilabel else ()))
+    final = {f"{split}_{name}": float(e.report[name]) for split, e in evaluations.items() for name in names}
     # model.keras is written atomically (a full disk leaves the previous file intact) and never
     # replaced by a model with NaN/Inf weights (e.g. NaN pixels stopped the run).
     model_saved = setup.cfg.trainer.save_model and _weights_finite(setup.model, status)
     if model_saved:
         rundir.atomic_write(run_dir / rundir.MODEL_FILE, lambda tmp: saved.save(tmp))
+        if multilabel:  # beside model.keras: what `tlkit predict` turns probabilities into labels with
+            write_thresholds(run_dir, setup.data.class_names, evaluations["val"].report["thresholds"])
     record = _metrics(run, status, final, model_saved)
     record.calibration = calibration.to_dict() if calibration else None
     rundir.write_metrics(run_dir, record.to_dict())
@@ -128,6 +135,10 @@ def write_results(run: RunState, status: str, after_training: AfterTraining, sta
 def _calibrate(run: RunState, status: str) -> Calibration | None:
     """trainer.calibrate: temperature scaling on val (tlkit.calibration), for a completed run."""
     if not run.cfg.trainer.calibrate or status != "completed":
+        return None
+    if run.data.multilabel:
+        log.info("trainer.calibrate: skipped for task=multilabel (temperature scaling is for one softmax; each "
+                 "class's threshold is tuned on val instead, thresholds.json)")
         return None
     return calibrate(run.model, run.data)
 

@@ -74,7 +74,8 @@ def build(cfg: TrainConfig, spec: BackboneSpec, recipe, *, first_stage: int = 0,
     from tlkit.data import load_data  # tf.data: imported only now
 
     image_size = resolved_image_size(cfg, spec)
-    data = load_data(cfg.data, cfg.augment, image_size, cfg.seed, cfg.trainer.memory_budget_gb, data_scan)
+    data = load_data(cfg.data, cfg.augment, image_size, cfg.seed, cfg.trainer.memory_budget_gb, data_scan,
+                     task=cfg.task)
     log.info("data: %d train / %d val / %d test images, %d classes, %d px, %d steps per epoch", data.num_train,
              data.num_val, data.num_test, len(data.class_names), image_size, data.steps_per_epoch)
     device = runtime.detect_device()
@@ -150,5 +151,8 @@ def run_probe(setup: RunSetup) -> None:
     if setup.recipe is not None:
         setup.recipe.probe = result.to_dict()
     if cfg.augment.flip is None:  # open only while the recipe decides it (tlkit.auto_recipe.apply)
-        setup.cfg = auto_recipe.apply_flip(cfg, setup.recipe, result.to_dict())
+        evidence = result.to_dict()
+        if result.val_map is not None:  # multi-label: mirrored images judged by the probe's mAP, not exact match
+            evidence.update(val_accuracy=result.val_map, flipped_val_accuracy=result.flipped_val_map)
+        setup.cfg = auto_recipe.apply_flip(cfg, setup.recipe, evidence)
         data.train_epochs.set_augmenter(build_augmenter(setup.cfg.augment, setup.image_size), setup.image_size)

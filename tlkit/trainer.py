@@ -183,7 +183,8 @@ def _run_stages(run: RunState, plans: list[StagePlan], resumed) -> str:
     from tlkit.data import class_weights
 
     cfg = run.cfg
-    weights = class_weights(run.data.train_counts) if cfg.data.class_weight == ClassWeight.auto else None
+    weights = (class_weights(run.data.train_counts) if cfg.data.class_weight == ClassWeight.auto
+               and not run.data.multilabel else None)  # multi-label: positive weights in the loss (tlkit.multilabel)
     for index, plan in enumerate(plans):
         if resumed and index < resumed.progress.index:
             continue  # finished before the interruption: its record came with the checkpoint
@@ -263,7 +264,7 @@ def _run_stage(run: RunState, index: int, count: int, plan: StagePlan, class_wei
     cache = run.features = fc.for_stage(cfg, plan, model, run.data, run.features)
     target = cache.head_model if cache else model  # the head is shared: training one trains the other
     compile_for_stage(target, cfg.optimizer, plan, run.data.steps_per_epoch, run.setup.compile_options,
-                      methods=run.methods)
+                      methods=run.methods, data=run.data)
     log.info("stage %d/%d '%s': trains %s (%s), %d trainable params, peak lr %.3g, up to %d epochs", index + 1, count,
              plan.name, plan.train, ", ".join(plan.blocks) or "head only", trainable, plan.lr, plan.epochs)
     progress = resumed.progress if resumed else ckpt.StageProgress(index, run.epoch, 0, False, {}, None, attempt)
@@ -282,6 +283,7 @@ def _run_stage(run: RunState, index: int, count: int, plan: StagePlan, class_wei
         "name": plan.name, "train": plan.train, "blocks": list(plan.blocks), "epochs_run": progress.epochs_done,
         "best_epoch": None if best.best_epoch is None else best.best_epoch + 1,  # 1-based, counted over the run
         **{k: best.best_logs.get(k) for k in ("val_loss", "val_accuracy", "loss", "accuracy")},
+        **({"val_map": best.best_logs.get("val_map")} if run.data.multilabel else {}),
         "lr": plan.lr, "trainable_params": trainable, "feature_cache": bool(cache),
         "lr_multipliers": lr_groups_of(target.optimizer),  # {} without discriminative LRs
         "wall_time_s": round(time.time() - started, 2),
@@ -304,11 +306,13 @@ def _stage_callbacks(run: RunState, index: int, plan: StagePlan, target, progres
     doctor_monitor = None
     if cfg.doctor.monitor:
         previous = [r for r in run.records if r.get("val_loss") is not None]
+        multilabel = run.data.multilabel  # binary cross-entropy: chance is log 2; exact match has no chance level
         doctor_monitor = RuntimeMonitor(
-            plan.name, len(run.data.class_names), trains_backbone=bool(plan.blocks),
+            plan.name, 2 if multilabel else len(run.data.class_names), trains_backbone=bool(plan.blocks),
             reference_val_loss=min(r["val_loss"] for r in previous) if previous else None,
             batchnorm_trains=BNPolicy(cfg.schedule.bn) == BNPolicy.train and run.setup.spec.has_batch_norm,
-            reference_val_accuracy=max((r.get("val_accuracy") or 0.0 for r in previous), default=None),
+            reference_val_accuracy=None if multilabel else max((r.get("val_accuracy") or 0.0 for r in previous),
+                                                                default=None),
             warmup_epochs=plan.warmup_epochs,
         )
         callbacks.insert(1, doctor_monitor)  # right after StageContext: it reads the raw logs
@@ -362,6 +366,7 @@ def _fit_head_by_probe(run: RunState, index: int, count: int, plan: StagePlan) -
     run.records.append({
         "name": plan.name, "train": plan.train, "blocks": [], "epochs_run": 0, "best_epoch": None,
         "val_loss": probe.val_loss, "val_accuracy": probe.val_accuracy, "loss": None, "accuracy": None,
+        **({"val_map": probe.val_map} if probe.val_map is not None else {}),
         "lr": None, "trainable_params": count_params(run.model.trainable_weights), "feature_cache": True,
         "probe": {"c": probe.c, "num_train": probe.num_train}, "lr_multipliers": {},
         "wall_time_s": round(time.time() - started, 2),

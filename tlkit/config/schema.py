@@ -86,6 +86,14 @@ class FeatureCacheMode(str, Enum):
 class Monitor(str, Enum):
     val_loss = "val_loss"
     val_accuracy = "val_accuracy"
+    val_map = "val_map"  # task=multilabel: macro mean average precision over the classes (its default monitor)
+
+
+class Task(str, Enum):
+    """What a label is (tlkit/multilabel.py for multilabel)."""
+
+    single_label = "single_label"  # one class per image: N logits, softmax, cross-entropy
+    multilabel = "multilabel"  # any set of classes per image: N sigmoid logits, binary cross-entropy, thresholds
 
 
 class StrategyName(str, Enum):
@@ -159,6 +167,9 @@ class DataConfig:
     label_column: str = "label"  # csv only: the column of class names
     root: Optional[str] = None  # csv only: what relative image paths are relative to; null: the table's folder
     split_column: Optional[str] = None  # csv only: a column of train/val/test; null: split by val_split
+    # csv, task=multilabel only: one 0/1 column per class (the column names are the classes) instead of
+    # label_column's ";"-separated class names
+    label_columns: Optional[List[str]] = None
 
 
 @dataclass
@@ -257,6 +268,7 @@ class LossConfig:
 class TrainerConfig:
     # The best epoch of each stage, and of the run (what model.keras holds), by this metric; val_accuracy breaks
     # ties by val_loss. val_accuracy, because val_loss can prefer a model that predicts every class alike.
+    # task=multilabel monitors val_map (the default val_accuracy is read as val_map there).
     monitor: Monitor = Monitor.val_accuracy
     verbose: int = 1  # Keras progress bars: 0 silent, 1 bar, 2 one line per epoch
     save_model: bool = True
@@ -336,5 +348,7 @@ class TrainConfig:
     doctor: DoctorConfig = field(default_factory=DoctorConfig)
     auto: AutoRecipeConfig = field(default_factory=AutoRecipeConfig)
     seed: int = 42
+    # single_label | multilabel (data=csv: "cat;outdoor" labels or data.label_columns; tlkit/multilabel.py)
+    task: Task = Task.single_label
     resume: Optional[str] = None  # a run directory to continue from its last completed epoch (same config)
     reference: Optional[ReferenceConfig] = None  # recipes that reproduce a published result (tlkit reproduce)

@@ -40,6 +40,10 @@ def as_train_config(cfg: TrainConfig | Mapping | DictConfig | None = None, **ove
     from tlkit.config.validate import normalize_lr  # optimizer.lr is Any in the schema: a float or "auto" from here on
 
     result.optimizer.lr = normalize_lr(result.optimizer.lr)
+    from tlkit.config.schema import Monitor, Task
+
+    if Task(result.task) == Task.multilabel and Monitor(result.trainer.monitor) == Monitor.val_accuracy:
+        result.trainer.monitor = Monitor.val_map  # the default monitor, read for multi-label (val_map's the right one)
     return result
 
 

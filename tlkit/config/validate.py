@@ -12,7 +12,8 @@ from tlkit.backbones.hub import check_hub_size, hub_spec, is_hub
 from tlkit.backbones.spec import BackboneSpec
 from tlkit.backbones.zoo import get_spec
 from tlkit.config.reference import check_reference
-from tlkit.config.schema import AugmentConfig, DoctorConfig, HeadKind, Pooling, RegularizerName, TrainConfig
+from tlkit.config.schema import (AugmentConfig, DataSource, DoctorConfig, HeadKind, Monitor, Pooling, RegularizerName, Task,
+                                 TrainConfig)
 from tlkit.doctor_catalogue import FINDING_IDS
 from tlkit.errors import ConfigError
 
@@ -61,8 +62,34 @@ def validate(cfg: TrainConfig) -> BackboneSpec:
     # for a download host
     check_augment_config(cfg.augment)
     _check_mixing(cfg)
+    _check_task(cfg)
     check_doctor_config(cfg.doctor)
     return spec
+
+
+def _check_task(cfg: TrainConfig) -> None:
+    """task=multilabel: a label table, sigmoid-friendly options; the multi-label keys only with it."""
+    multilabel = Task(cfg.task) == Task.multilabel
+    if not multilabel:
+        if cfg.data.label_columns:
+            raise ConfigError("data.label_columns", list(cfg.data.label_columns), "null for task=single_label",
+                              hint="one 0/1 column per class is a multi-label table: task=multilabel")
+        if Monitor(cfg.trainer.monitor) == Monitor.val_map:
+            raise ConfigError("trainer.monitor", "val_map", "val_accuracy or val_loss for task=single_label",
+                              hint="val_map is task=multilabel's")
+        return
+    if DataSource(cfg.data.source) != DataSource.csv:
+        raise ConfigError("task", "multilabel", f"single_label for data.source={DataSource(cfg.data.source).value}",
+                          hint="multi-label data comes as a table: data=csv with \"a;b\" labels or data.label_columns")
+    columns = list(cfg.data.label_columns or [])
+    if columns and (len(columns) < 2 or len(set(columns)) != len(columns) or any(";" in str(c) for c in columns)):
+        raise ConfigError("data.label_columns", columns, "2 or more distinct column names without ';'")
+    refused = {"data.classes": cfg.data.classes, "augment.mixup": cfg.augment.mixup or None,
+               "augment.cutmix": cfg.augment.cutmix or None, "loss.label_smoothing": cfg.loss.label_smoothing or None}
+    for key, value in refused.items():
+        if value is not None:
+            raise ConfigError(key, value, f"{'null' if key == 'data.classes' else '0 or null'} for task=multilabel",
+                              hint="mixing and smoothing are written for one class per image")
 
 
 def backbone_spec(cfg: TrainConfig) -> BackboneSpec:

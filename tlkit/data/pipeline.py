@@ -19,7 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from tlkit.data.augment import build_augmenter
-from tlkit.data.scan import DataScan, check_data_config, on_bad_file_policy, source_name
+from tlkit.data.scan import DataScan, check_data_config, is_multilabel, on_bad_file_policy, source_name
 from tlkit.data.tf_images import read_image as _read_image  # noqa: F401  (tests read images as training does)
 from tlkit.data.tf_images import resizer as _resizer
 from tlkit.data.sources import (  # noqa: F401  (stratified_split, synthetic_images: imported from here too)
@@ -56,6 +56,11 @@ class DataBundle:
     # and what it found per split (formats, class counts); None for in-memory sources.
     bad_files: Optional[dict] = None
     prescan: Optional[dict] = field(default=None, repr=False)
+    # task=multilabel: labels are multi-hot int32 [N, classes] (train_counts: positives per class); the train and
+    # val labels, for the doctor's checks (classes without positives, label cardinality)
+    multilabel: bool = False
+    train_labels: Optional[np.ndarray] = field(default=None, repr=False)
+    val_labels: Optional[np.ndarray] = field(default=None, repr=False)
 
     def sample_batch(self) -> Tuple[np.ndarray, np.ndarray]:
         """One un-augmented, un-shuffled training batch (images float32 0..255, labels int32)."""
@@ -243,7 +248,7 @@ def _cache_folder() -> str:
 
 
 def load_data(cfg, augment, image_size: int, seed: int, memory_budget_gb: float = 4.0,
-              data_scan: DataScan | None = None) -> DataBundle:
+              data_scan: DataScan | None = None, task=None) -> DataBundle:
     """Build the train/val(/test) datasets described by `cfg` (a DataConfig) at `image_size`.
 
     augment: the AugmentConfig (None: no augmentation); seed: the run's seed (splits, shuffles, augmentation);
@@ -251,17 +256,25 @@ def load_data(cfg, augment, image_size: int, seed: int, memory_budget_gb: float 
     check_data_config(cfg) returned, when the caller ran it (the pre-flight): the config is not checked, nor its
     folders walked, again.
     """
+    multilabel = is_multilabel(task)  # task=multilabel: multi-hot labels (tlkit.data.multilabel_table)
     if data_scan is None:
-        data_scan = check_data_config(cfg)
+        data_scan = check_data_config(cfg, task)
     if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
         raise ConfigError("image_size", image_size, "an integer >= 1 (the backbone's input size)")
     from_files = source_name(cfg) in ("folder", "csv")
-    class_names, splits, bad_files, prescan = _source_splits(cfg, image_size, seed, memory_budget_gb, data_scan)
-    class_names, (train_split, val_split, test_split) = select_classes(
-        class_names, splits, getattr(cfg, "classes", None))
-    keep = cap_per_class(train_split[1], cfg.max_images, seed)
-    train_split = (train_split[0][keep], train_split[1][keep])
-    train_counts = np.bincount(train_split[1], minlength=len(class_names)).tolist()
+    class_names, splits, bad_files, prescan = _source_splits(cfg, image_size, seed, memory_budget_gb, data_scan,
+                                                             multilabel)
+    if multilabel:
+        train_split, val_split, test_split = splits
+        keep = np.sort(np.random.default_rng(seed).permutation(len(train_split[1]))[:cfg.max_images])
+        train_split = (train_split[0][keep], train_split[1][keep])
+        train_counts = train_split[1].sum(axis=0).tolist()  # positives per class
+    else:
+        class_names, (train_split, val_split, test_split) = select_classes(
+            class_names, splits, getattr(cfg, "classes", None))
+        keep = cap_per_class(train_split[1], cfg.max_images, seed)
+        train_split = (train_split[0][keep], train_split[1][keep])
+        train_counts = np.bincount(train_split[1], minlength=len(class_names)).tolist()
     num_train, batch_size = len(train_split[1]), cfg.batch_size
 
     augmenter = build_augmenter(augment, image_size) if augment is not None else None
@@ -295,17 +308,23 @@ def load_data(cfg, augment, image_size: int, seed: int, memory_budget_gb: float 
         test_files=_paths(test_split) if from_files and test_split is not None else None,
         bad_files=bad_files,
         prescan=prescan,
+        multilabel=multilabel,
+        train_labels=train_split[1] if multilabel else None,
+        val_labels=val_split[1] if multilabel else None,
     )
 
 
-def _source_splits(cfg, image_size: int, seed: int, memory_budget_gb: float, data_scan: DataScan):
+def _source_splits(cfg, image_size: int, seed: int, memory_budget_gb: float, data_scan: DataScan,
+                   multilabel: bool = False):
     """(class names, (train, val, test) splits, bad_files, prescan) from the data source; the last two are None
     except for folders (what the pre-scan left out, for metrics.json)."""
     source = source_name(cfg)
     bad_files = prescan = None
     if source in ("folder", "csv"):
-        read = _folder if source == "folder" else _table
-        class_names, train_split, val_split, test_split, scans = read(cfg, seed, data_scan)
+        if source == "folder":
+            class_names, train_split, val_split, test_split, scans = _folder(cfg, seed, data_scan)
+        else:
+            class_names, train_split, val_split, test_split, scans = _table(cfg, seed, data_scan, multilabel)
         bad_files, prescan = _report_prescan(scans, on_bad_file_policy(cfg))
     elif source == "tfds":  # decoded once into uint8 arrays at image_size, then handled like digits
         from tlkit.data.tfds import tfds_splits

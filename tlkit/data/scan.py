@@ -312,22 +312,27 @@ def _check_folder_source(cfg) -> Dict[str, FolderScan]:
     return scans
 
 
-def scan_table(cfg) -> Dict[str, FolderScan]:
+def scan_table(cfg, multilabel: bool = False) -> Dict[str, FolderScan]:
     """data=csv: the table's splits (tlkit.data.table: rows checked, images pre-scanned) as folder scans, by key:
-    data.path (split by data.val_split), or data.path[train], data.path[val] (and data.path[test])."""
+    data.path (split by data.val_split), or data.path[train], data.path[val] (and data.path[test]). `multilabel`
+    (task=multilabel): keyed by label set, not class (tlkit.data.multilabel_table)."""
     from tlkit.data.table import check_table
 
     _check_fraction("data.val_split", cfg.val_split, hint="the fraction of the table held out for validation")
     return {key: FolderScan(key, str(cfg.path), found, classes, report, {})
-            for key, (found, classes, report) in check_table(cfg, on_bad_file_policy(cfg)).items()}
+            for key, (found, classes, report) in check_table(cfg, on_bad_file_policy(cfg), multilabel).items()}
 
 
-def check_data_config(cfg: "DataConfig") -> DataScan:
+def is_multilabel(task) -> bool:
+    return str(getattr(task, "value", task)) == "multilabel"
+
+
+def check_data_config(cfg: "DataConfig", task=None) -> DataScan:
     """Raise ConfigError / DataError if `cfg` (a DataConfig) cannot produce a data set; else return what the checks
     scanned (DataScan: the folder source's walked and pre-scanned folders), for the loader and the recipe.
 
     Checks values, paths and class folders (the backbone's minimum image size is checked
-    with the backbone, in tlkit.config.validate).
+    with the backbone, in tlkit.config.validate). `task`: the config's task (None: single_label).
     """
     source = source_name(cfg)
     if source not in SOURCES:
@@ -348,9 +353,11 @@ def check_data_config(cfg: "DataConfig") -> DataScan:
         num_classes = tfds_source.check_tfds_config(cfg)
         names = None
     elif source in ("folder", "csv"):
-        folders = _check_folder_source(cfg) if source == "folder" else scan_table(cfg)
+        folders = _check_folder_source(cfg) if source == "folder" else scan_table(cfg, is_multilabel(task))
         names = sorted(next(iter(folders.values())).classes)
         num_classes = len(names)
+        if is_multilabel(task):  # the scan's keys are label sets; classes= and max_images are refused for it
+            return DataScan(folders)
     elif source == "synthetic":
         _check_int("data.num_classes", cfg.num_classes, 2)
         _check_int("data.num_images", cfg.num_images, 2 * cfg.num_classes,

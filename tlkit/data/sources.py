@@ -120,14 +120,19 @@ def _folder(cfg, seed: int, data_scan: DataScan | None = None):
     return names, train_split, val_split, test_split, scans
 
 
-def _table(cfg, seed: int, data_scan: DataScan | None = None):
+def _table(cfg, seed: int, data_scan: DataScan | None = None, multilabel: bool = False):
     """data=csv: class names and splits from the label table (tlkit.data.table), as `_folder` returns them;
-    `data_scan`: the pre-flight's scan of the table, None to read it here."""
+    `data_scan`: the pre-flight's scan of the table, None to read it here. `multilabel`: labels are multi-hot
+    [N, classes] (tlkit.data.multilabel_table)."""
     from tlkit.data.scan import scan_table
 
     scans = dict(data_scan.folders) if data_scan is not None else {}
     if not scans or any(scan.root != str(cfg.path) for scan in scans.values()):
-        scans = scan_table(cfg)
+        scans = scan_table(cfg, multilabel)
+    if multilabel:
+        from tlkit.data.multilabel_table import table_splits
+
+        return (*table_splits(cfg, scans, seed), list(scans.values()))
     if "data.path" in scans:  # no split column: split by data.val_split, as the folder source splits data.path
         names = sorted(scans["data.path"].classes)
         files, labels = _files_and_labels(scans["data.path"].classes, names)

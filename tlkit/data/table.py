@@ -64,8 +64,10 @@ def _base_folder(cfg, table_path: Optional[str]) -> str:
 
 
 def _columns(cfg) -> Dict[str, Optional[str]]:
-    return {"data.image_column": cfg.image_column, "data.label_column": cfg.label_column,
-            "data.split_column": getattr(cfg, "split_column", None)}
+    label_columns = getattr(cfg, "label_columns", None)
+    return {"data.image_column": cfg.image_column, "data.label_column": None if label_columns else cfg.label_column,
+            "data.split_column": getattr(cfg, "split_column", None),
+            **{f"data.label_columns.{i}": column for i, column in enumerate(label_columns or [])}}
 
 
 def _check_columns(cfg, header: List[str], source: str) -> None:
@@ -75,9 +77,9 @@ def _check_columns(cfg, header: List[str], source: str) -> None:
                               hint="the first row of a CSV/TSV file names its columns")
 
 
-def read_table(cfg) -> Tuple[List[TableRow], List[str]]:
+def read_table(cfg, read_label=None) -> Tuple[List[TableRow], List[str]]:
     """The rows of the table at data.path, and the problems found in them ("line N: ..."), before any file is
-    decoded. ConfigError when the file or one of the named columns does not exist."""
+    decoded. ConfigError when the file or one of the named columns does not exist. `read_label`: parse_rows's."""
     path = os.path.expanduser(str(cfg.path))
     if not os.path.isfile(path):
         where = "a folder" if os.path.isdir(path) else f"{os.path.abspath(path)!r} does not exist"
@@ -97,12 +99,15 @@ def read_table(cfg) -> Tuple[List[TableRow], List[str]]:
                 names.append(f"line {reader.line_num}")
     except (OSError, UnicodeDecodeError, csv.Error) as error:
         raise DataError(f"data.path={cfg.path!r} cannot be read as a table: {error}") from error
-    return parse_rows(cfg, records, names, _base_folder(cfg, path))
+    return parse_rows(cfg, records, names, _base_folder(cfg, path), read_label)
 
 
-def parse_rows(cfg, records: Iterable[dict], names: Iterable[str], base: str) -> Tuple[List[TableRow], List[str]]:
+def parse_rows(cfg, records: Iterable[dict], names: Iterable[str], base: str,
+               read_label=None) -> Tuple[List[TableRow], List[str]]:
     """Rows from column -> value records (`names`: where each one is), with each row's problems: an empty path or
-    label, a multi-label value, an unknown split, a file that does not exist. Duplicates: `find_duplicates`."""
+    label, a multi-label value, an unknown split, a file that does not exist. Duplicates: `find_duplicates`.
+    `read_label`: record -> (label, problem or None) instead of the single-label column (task=multilabel,
+    tlkit.data.multilabel_table)."""
     columns = _columns(cfg)
     rows, problems = [], []
     for record, where in zip(records, names):
@@ -112,13 +117,19 @@ def parse_rows(cfg, records: Iterable[dict], names: Iterable[str], base: str) ->
         if _is_empty(image):
             problems.append(f"{where}: empty {columns['data.image_column']!r} (no image path)")
             continue
-        if _is_empty(label):
+        if read_label is not None:
+            label, problem = read_label(record)
+            if problem:
+                problems.append(f"{where}: {image}: {problem}")
+                continue
+        elif _is_empty(label):
             problems.append(f"{where}: {image}: empty {columns['data.label_column']!r} (every image needs a class)")
             continue
         label = str(label).strip()
-        if MULTI_LABEL_SEPARATOR in label:
-            problems.append(f"{where}: {image}: label {label!r} holds several classes ({MULTI_LABEL_SEPARATOR!r}); "
-                            "single-label training needs one class per row")
+        if read_label is None and MULTI_LABEL_SEPARATOR in label:
+            problems.append(f"{where}: {image}: label {label!r} holds several classes ({MULTI_LABEL_SEPARATOR!r}) "
+                            f"but task=single_label trains one class per image (softmax); task=multilabel trains one "
+                            "sigmoid per class")
             continue
         if split_column is not None:
             split = "" if _is_empty(split) else str(split).strip().lower()
@@ -167,14 +178,17 @@ def raise_problems(problems: List[str], source: str) -> None:
 # --------------------------------------------------------------------------- the pre-scan and the splits
 
 
-def check_table(cfg, on_bad_file: str) -> Dict[str, tuple]:
+def check_table(cfg, on_bad_file: str, multilabel: bool = False) -> Dict[str, tuple]:
     """Read and check data.path's table, pre-scan its images; {split key: (found, classes, report)} in the
     folder source's terms (class -> files listed, class -> files that decode, the pre-scan's ScanReport), train
-    first. DataError naming the rows when any row is unusable."""
+    first. DataError naming the rows when any row is unusable. `multilabel` (task=multilabel): the "classes" are
+    the rows' label sets ("a;b", "" for none; tlkit.data.multilabel_table)."""
     from tlkit.data.prescan import prescan
 
     source = f"data.path={cfg.path!r}"
-    rows, problems = read_table(cfg)
+    if multilabel:
+        from tlkit.data import multilabel_table
+    rows, problems = read_table(cfg, multilabel_table.label_reader(cfg) if multilabel else None)
     rows, duplicates, warnings = find_duplicates(rows)
     raise_problems(problems + duplicates, source)
     report = prescan([row.path for row in rows], root=_base_folder(cfg, os.path.expanduser(str(cfg.path))))
@@ -187,7 +201,7 @@ def check_table(cfg, on_bad_file: str) -> Dict[str, tuple]:
         entry = report.files[row.path]
         report.files[row.path] = {**entry, "reason": f"{entry['reason']} ({row.where} of {cfg.path})"}
     splits = _group(cfg, rows, report)
-    _check_classes(cfg, splits, source)
+    (multilabel_table.check_splits if multilabel else _check_classes)(cfg, splits, source)
     return splits
 
 
@@ -303,7 +317,7 @@ def _replace_path(cfg, path: str):
 
 def refuse_table_keys(cfg, source: str) -> None:
     """data.root / data.split_column set with another source are a mistake: they would be ignored."""
-    for key in ("root", "split_column"):
+    for key in ("root", "split_column", "label_columns"):
         value = getattr(cfg, key, None)
         if value is not None:
             raise ConfigError(f"data.{key}", value, f"null unless data.source=csv (data.source is {source})",

@@ -53,11 +53,16 @@ def diagnose_data(cfg: TrainConfig, spec: BackboneSpec, data: DataBundle, probe=
     findings = []
     findings += _input_shape(images, resolved_image_size(cfg, spec))
     findings += _input_range(images, spec.name, _preprocess_mode(cfg, spec))
-    findings += _labels(labels, data)
+    if data.multilabel:  # multi-hot labels: their own checks; class sizes are positives per class there
+        from tlkit.doctor.multilabel_checks import diagnose_multilabel
+
+        findings += diagnose_multilabel(cfg, data)
+    else:
+        findings += _labels(labels, data)
     findings += _batch_vs_train_set(cfg, data)
     findings += _images_per_class(data)
     findings += _flip_keeps_labels(cfg, probe)
-    findings += _class_imbalance(cfg, data)
+    findings += [] if data.multilabel else _class_imbalance(cfg, data)
     findings += _val_size(cfg, data)
     findings += _leakage(data)
     return findings
