@@ -264,17 +264,8 @@ def load_data(cfg, augment, image_size: int, seed: int, memory_budget_gb: float 
     from_files = source_name(cfg) in ("folder", "csv")
     class_names, splits, bad_files, prescan = _source_splits(cfg, image_size, seed, memory_budget_gb, data_scan,
                                                              multilabel)
-    if multilabel:
-        train_split, val_split, test_split = splits
-        keep = np.sort(np.random.default_rng(seed).permutation(len(train_split[1]))[:cfg.max_images])
-        train_split = (train_split[0][keep], train_split[1][keep])
-        train_counts = train_split[1].sum(axis=0).tolist()  # positives per class
-    else:
-        class_names, (train_split, val_split, test_split) = select_classes(
-            class_names, splits, getattr(cfg, "classes", None))
-        keep = cap_per_class(train_split[1], cfg.max_images, seed)
-        train_split = (train_split[0][keep], train_split[1][keep])
-        train_counts = np.bincount(train_split[1], minlength=len(class_names)).tolist()
+    class_names, (train_split, val_split, test_split), train_counts = _chosen(cfg, class_names, splits, seed,
+                                                                             multilabel)
     num_train, batch_size = len(train_split[1]), cfg.batch_size
 
     augmenter = build_augmenter(augment, image_size) if augment is not None else None
@@ -312,6 +303,21 @@ def load_data(cfg, augment, image_size: int, seed: int, memory_budget_gb: float 
         train_labels=train_split[1] if multilabel else None,
         val_labels=val_split[1] if multilabel else None,
     )
+
+
+def _chosen(cfg, class_names, splits, seed: int, multilabel: bool):
+    """(class names, splits, training images per class) after data.classes and data.max_images; multi-label:
+    max_images is a seeded random sample, and the counts are positives per class."""
+    if multilabel:
+        train_split, val_split, test_split = splits
+        keep = np.sort(np.random.default_rng(seed).permutation(len(train_split[1]))[:cfg.max_images])
+        train_split = (train_split[0][keep], train_split[1][keep])
+        return class_names, (train_split, val_split, test_split), train_split[1].sum(axis=0).tolist()
+    class_names, (train_split, val_split, test_split) = select_classes(class_names, splits, getattr(cfg, "classes", None))
+    keep = cap_per_class(train_split[1], cfg.max_images, seed)
+    train_split = (train_split[0][keep], train_split[1][keep])
+    counts = np.bincount(train_split[1], minlength=len(class_names)).tolist()
+    return class_names, (train_split, val_split, test_split), counts
 
 
 def _source_splits(cfg, image_size: int, seed: int, memory_budget_gb: float, data_scan: DataScan,

@@ -316,11 +316,13 @@ def scan_table(cfg, multilabel: bool = False) -> Dict[str, FolderScan]:
     """data=csv: the table's splits (tlkit.data.table: rows checked, images pre-scanned) as folder scans, by key:
     data.path (split by data.val_split), or data.path[train], data.path[val] (and data.path[test]). `multilabel`
     (task=multilabel): keyed by label set, not class (tlkit.data.multilabel_table)."""
+    import tlkit.data.multilabel_table as multilabel_table
     from tlkit.data.table import check_table
 
     _check_fraction("data.val_split", cfg.val_split, hint="the fraction of the table held out for validation")
+    hooks = (multilabel_table.label_reader(cfg), multilabel_table.check_splits) if multilabel else ()
     return {key: FolderScan(key, str(cfg.path), found, classes, report, {})
-            for key, (found, classes, report) in check_table(cfg, on_bad_file_policy(cfg), multilabel).items()}
+            for key, (found, classes, report) in check_table(cfg, on_bad_file_policy(cfg), *hooks).items()}
 
 
 def is_multilabel(task) -> bool:

@@ -178,17 +178,16 @@ def raise_problems(problems: List[str], source: str) -> None:
 # --------------------------------------------------------------------------- the pre-scan and the splits
 
 
-def check_table(cfg, on_bad_file: str, multilabel: bool = False) -> Dict[str, tuple]:
+def check_table(cfg, on_bad_file: str, read_label=None, check_splits=None) -> Dict[str, tuple]:
     """Read and check data.path's table, pre-scan its images; {split key: (found, classes, report)} in the
     folder source's terms (class -> files listed, class -> files that decode, the pre-scan's ScanReport), train
-    first. DataError naming the rows when any row is unusable. `multilabel` (task=multilabel): the "classes" are
-    the rows' label sets ("a;b", "" for none; tlkit.data.multilabel_table)."""
+    first. DataError naming the rows when any row is unusable. `read_label` (parse_rows's) and `check_splits`
+    (cfg, splits, source) -> None: task=multilabel's, where the "classes" are the rows' label sets ("a;b", "" for
+    none; tlkit.data.multilabel_table)."""
     from tlkit.data.prescan import prescan
 
     source = f"data.path={cfg.path!r}"
-    if multilabel:
-        from tlkit.data import multilabel_table
-    rows, problems = read_table(cfg, multilabel_table.label_reader(cfg) if multilabel else None)
+    rows, problems = read_table(cfg, read_label)
     rows, duplicates, warnings = find_duplicates(rows)
     raise_problems(problems + duplicates, source)
     report = prescan([row.path for row in rows], root=_base_folder(cfg, os.path.expanduser(str(cfg.path))))
@@ -201,7 +200,7 @@ def check_table(cfg, on_bad_file: str, multilabel: bool = False) -> Dict[str, tu
         entry = report.files[row.path]
         report.files[row.path] = {**entry, "reason": f"{entry['reason']} ({row.where} of {cfg.path})"}
     splits = _group(cfg, rows, report)
-    (multilabel_table.check_splits if multilabel else _check_classes)(cfg, splits, source)
+    (check_splits or _check_classes)(cfg, splits, source)
     return splits
 
 
