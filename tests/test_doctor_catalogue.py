@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "tlkit"
 # The module each phase's findings are made in.
 PHASE_OF_MODULE = {"config_checks.py": "config", "data_checks.py": "data", "model_checks.py": "model",
-                   "monitor.py": "runtime", "hub_checks.py": "config"}
+                   "monitor.py": "runtime", "hub_checks.py": "config", "multilabel_checks.py": "data"}
 MAKERS = ("Finding", "_diagnose")
 
 
