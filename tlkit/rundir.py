@@ -16,6 +16,7 @@
         SPLIT_confidently_wrong.png   the most confidently misclassified images
       export/            `tlkit export` (tlkit.export): one folder per format, each with the
                          model file and model_card.json (class names, input contract)
+      explain/           `tlkit explain` (tlkit.explain): Grad-CAM pictures of given images, explain.json
 """
 from __future__ import annotations
 
@@ -39,6 +40,7 @@ CHECKPOINT_FILE = "checkpoint.npz"  # tlkit.checkpoint: the last completed epoch
 HYDRA_CONFIG_FILE = ".hydra/config.yaml"
 EVAL_DIR = "eval"
 EXPORT_DIR = "export"
+EXPLAIN_DIR = "explain"
 
 
 def attach_log_file(run_dir: Path) -> logging.Handler | None:
