@@ -79,6 +79,9 @@ def explain_run(run_dir, inputs, block: Optional[str] = None, class_name: Option
     paths = list_inputs(inputs)
     model, names = load_model_and_classes(run_dir)
     cam = GradCam(model, spec_of(model, backbone_name), block)
+    if min(cam.feature_shape) < 2:
+        log.warning("%s: a map of one cell says nothing about where; choose an earlier block (block=NAME) or larger "
+                    "images", cam.describe())
     classes = None if class_name is None else [names.index(class_name)]
     out = Path(output) if output is not None else run_dir / rundir.EXPLAIN_DIR
     out.mkdir(parents=True, exist_ok=True)

@@ -5,9 +5,10 @@
 
 The feature map is the output of one block of the backbone spec (tlkit.backbones.spec: blocks run stem to top, the
 last block's output is the feature map the head pools), found by graph position (tlkit.backbones.blocks), never by
-guessing layer names. By default it is the deepest block whose map is at least MIN_SIDE x MIN_SIDE cells: the last
-block at the usual sizes (7 x 7 at 224 px), an earlier one on small images, where the last map is 1 x 1 or 2 x 2 and
-would say nothing about where. The class score is the logit (before the softmax), as in the paper.
+guessing layer names. By default it is the deepest block whose map is at least MIN_SIDE x MIN_SIDE cells (7 x 7): the
+last block from 224 px up (most backbones shrink 32-fold), an earlier, finer one below, where the last map is a few
+cells (1 x 1 at 32 px) and says little about where. The class score is the logit (before the softmax), as in the
+paper; the map is ReLU(sum over channels of the channel's mean gradient x its activation), scaled to a peak of 1.
 
 The images go through the model's own "preprocess" sub-model, so they are RGB 0-255 like everywhere else in tlkit.
 Gradients are taken with tf.GradientTape: TensorFlow backend only (other backends get an ExplainError).
@@ -22,7 +23,7 @@ from tlkit.backbones.blocks import LayerGraph, assign_blocks
 from tlkit.backbones.spec import BackboneSpec
 from tlkit.errors import TlkitError
 
-MIN_SIDE = 4  # the automatic block's map has at least this many cells per side
+MIN_SIDE = 7  # the automatic block's map has at least this many cells per side: the last map's size at 224 px
 OVERLAY_ALPHA = 0.45  # weight of the heat map's colour over the image
 COLORMAP = "jet"  # Grad-CAM's usual colours: blue = no evidence, red = the most
 
