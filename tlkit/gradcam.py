@@ -19,7 +19,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from tlkit.backbones.blocks import LayerGraph, assign_blocks
+from tlkit.backbones.blocks import LayerGraph, block_boundaries
 from tlkit.backbones.spec import BackboneSpec
 from tlkit.errors import TlkitError
 
@@ -48,23 +48,36 @@ def spec_of(model, backbone_name: Optional[str] = None) -> BackboneSpec:
 def block_outputs(backbone, spec: BackboneSpec) -> dict:
     """{block name: the Keras tensor the block hands to the next one (the last block: the backbone's output)}.
 
-    A block's output is the one tensor its layers pass to later blocks; a block that passes several (a shortcut
-    across the boundary) has no single feature map and is left out.
+    A block's output is the one tensor that operations upstream of the next block's start pass to the operations
+    after it (tlkit.backbones.blocks.block_boundaries); a block that passes on several (NASNet's cells take the two
+    cells before them) has no single feature map and is left out.
     """
-    blocks = assign_blocks(backbone, spec)
-    graph = LayerGraph(backbone)
-    block_of = {id(layer): name for name, layers in blocks.items() for layer in layers}
-    order = list(blocks)
+    boundaries = block_boundaries(backbone, spec)
     outputs = {}
-    for index, name in enumerate(order[:-1]):
-        later = {id(layer) for other in order[index + 1:] for layer in blocks[other]}
-        producers = {id(parent): parent for layer_id in later for parent in graph.parents.get(layer_id, ())
-                     if block_of.get(id(parent)) in order[:index + 1]}
-        if len(producers) == 1:
-            (producer,) = producers.values()
-            outputs[name] = producer.output
-    outputs[order[-1]] = backbone.outputs[0]
+    for index, block in enumerate(spec.blocks[:-1]):
+        crossing = _crossing_tensors(backbone, boundaries[index + 1])
+        if len(crossing) == 1:
+            outputs[block.name] = crossing[0]
+    outputs[spec.blocks[-1].name] = backbone.outputs[0]
     return outputs
+
+
+def _crossing_tensors(backbone, upstream: set) -> list:
+    """The tensors made by the operations in `upstream` (ids) and used by the operations after them: walking back
+    from the outputs, where the walk first meets that part of the graph."""
+    model_inputs = {id(tensor) for tensor in backbone.inputs}
+    crossing, seen, pending = {}, set(), list(backbone.outputs)
+    while pending:
+        tensor = pending.pop()
+        if id(tensor) in seen:
+            continue
+        seen.add(id(tensor))
+        operation, node_index, _ = tensor._keras_history
+        if id(operation) in upstream or id(tensor) in model_inputs:
+            crossing[id(tensor)] = tensor
+            continue
+        pending.extend(operation._inbound_nodes[node_index].input_tensors)
+    return list(crossing.values())
 
 
 def choose_block(outputs: dict, spec: BackboneSpec, block: Optional[str] = None, min_side: int = MIN_SIDE) -> str:
