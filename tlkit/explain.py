@@ -20,7 +20,7 @@ from typing import List, Optional, Sequence
 import numpy as np
 
 import tlkit.rundir as rundir
-from tlkit.gradcam import COLORMAP, ExplainError, GradCam, overlay, resize_map, spec_of
+from tlkit.gradcam import COLORMAP, ExplainError, GradCam, check_block_name, overlay, resize_map, spec_of
 
 log = logging.getLogger("tlkit.explain")
 
@@ -71,18 +71,17 @@ def explain_run(run_dir, inputs, block: Optional[str] = None, class_name: Option
     backbone_name = _backbone_name(run_dir)
     names = rundir.read_metrics(run_dir).get("class_names")
     # Checked before TensorFlow loads the model: a typo fails at once, naming what is allowed.
-    if class_name is not None and names and class_name not in names:
-        raise ExplainError(f"class={class_name!r} is not a class of this run; its classes are {', '.join(names)}")
-    if block is not None and backbone_name is not None and block not in get_spec(backbone_name).block_names:
-        raise ExplainError(f"block={block!r} is not a block of backbone {backbone_name!r}; its blocks are "
-                           f"{', '.join(get_spec(backbone_name).block_names)}")
+    if names:
+        _class_index(class_name, names)
+    if backbone_name is not None:
+        check_block_name(get_spec(backbone_name), block)
     paths = list_inputs(inputs)
     model, names = load_model_and_classes(run_dir)
     cam = GradCam(model, spec_of(model, backbone_name), block)
     if min(cam.feature_shape) < 2:
         log.warning("%s: a map of one cell says nothing about where; choose an earlier block (block=NAME) or larger "
                     "images", cam.describe())
-    classes = None if class_name is None else [names.index(class_name)]
+    classes = None if class_name is None else [_class_index(class_name, names)]
     out = Path(output) if output is not None else run_dir / rundir.EXPLAIN_DIR
     out.mkdir(parents=True, exist_ok=True)
     explanations, failures = [], []
@@ -94,6 +93,14 @@ def explain_run(run_dir, inputs, block: Optional[str] = None, class_name: Option
     result = ExplainResult(out, cam.describe(), explanations, failures)
     _write_json(result, run_dir, names)
     return result
+
+
+def _class_index(class_name: Optional[str], names: Sequence[str]) -> Optional[int]:
+    if class_name is None:
+        return None
+    if class_name not in names:
+        raise ExplainError(f"class={class_name!r} is not a class of this run; its classes are {', '.join(names)}")
+    return list(names).index(class_name)
 
 
 def _explain_chunk(cam: GradCam, paths: Sequence[str], first: int, names: Sequence[str], classes, out: Path):

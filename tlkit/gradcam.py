@@ -80,13 +80,18 @@ def _crossing_tensors(backbone, upstream: set) -> list:
     return list(crossing.values())
 
 
+def check_block_name(spec: BackboneSpec, block: Optional[str]) -> None:
+    """ExplainError unless `block` is None or one of the spec's block names (checked with no model built)."""
+    if block is not None and block not in spec.block_names:
+        raise ExplainError(f"block={block!r} is not a block of backbone {spec.name!r}; its blocks are "
+                           f"{', '.join(spec.block_names)}")
+
+
 def choose_block(outputs: dict, spec: BackboneSpec, block: Optional[str] = None, min_side: int = MIN_SIDE) -> str:
     """`block` if given (checked), else the deepest block whose feature map is at least min_side x min_side."""
     spatial = {name: tensor for name, tensor in outputs.items() if len(tensor.shape) == 4}
     if block is not None:
-        if block not in spec.block_names:
-            raise ExplainError(f"block={block!r} is not a block of backbone {spec.name!r}; its blocks are "
-                               f"{', '.join(spec.block_names)}")
+        check_block_name(spec, block)
         if block not in spatial:
             raise ExplainError(f"block={block!r} of backbone {spec.name!r} hands no single spatial feature map to the "
                                f"next block; choose one of {', '.join(spatial)}")
