@@ -188,10 +188,18 @@ def test_grad_cam_refuses_a_model_tlkit_did_not_build():
     import keras
 
     from tlkit.explain import wrong_image_overlays
-    from tlkit.gradcam import ExplainError, spec_of
+    from tlkit.gradcam import ExplainError, GradCam, spec_of
 
     model = keras.Sequential([keras.Input((SIZE, SIZE, 3)), keras.layers.Conv2D(2, 3), keras.layers.Flatten()],
                              name="mine")
     with pytest.raises(ExplainError, match="not a tlkit model .*tlkit_<backbone>"):
         spec_of(model)
     assert wrong_image_overlays(model, np.zeros((1, SIZE, SIZE, 3), np.uint8), [0]) is None  # a report still draws
+    # A backbone that hands on vectors or tokens (a transformer) has no map to explain.
+    image = keras.Input((SIZE, SIZE, 3))
+    flat = keras.Sequential([keras.Input((SIZE, SIZE, 3)), keras.layers.Conv2D(4, 3), keras.layers.Flatten()],
+                            name="backbone")
+    tokens = keras.Model(image, keras.layers.Dense(2)(flat(keras.layers.Identity(name="preprocess")(image))),
+                         name="tlkit_vgg16")
+    with pytest.raises(ExplainError, match="backbone 'vgg16' hands on shape .* not an H x W x C feature map"):
+        GradCam(tokens, spec_of(tokens))

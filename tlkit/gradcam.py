@@ -19,7 +19,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from tlkit.backbones.blocks import LayerGraph, block_boundaries
+from tlkit.backbones.blocks import BlockError, LayerGraph, block_boundaries
 from tlkit.backbones.spec import BackboneSpec
 from tlkit.errors import TlkitError
 
@@ -124,7 +124,14 @@ class GradCam:
             raise ExplainError(f"model {model.name!r} has no {BACKBONE_LAYER!r} sub-model: not a tlkit model")
         split = names.index(BACKBONE_LAYER)
         backbone = chain[split]
-        outputs = block_outputs(backbone, spec)
+        if len(backbone.outputs[0].shape) != 4:
+            raise ExplainError(f"backbone {spec.name!r} hands on shape {tuple(backbone.outputs[0].shape)} (tokens or "
+                               "vectors), not an H x W x C feature map: Grad-CAM applies to convolutional backbones")
+        try:
+            outputs = block_outputs(backbone, spec)
+        except BlockError as error:  # e.g. a backbone whose layers sit inside a nested model (KerasHub)
+            raise ExplainError(f"Grad-CAM cannot find the blocks of backbone {spec.name!r} in the model: {error}") \
+                from error
         self.spec, self.block = spec, choose_block(outputs, spec, block)
         self.feature_shape = tuple(int(d) for d in outputs[self.block].shape[1:3])
         self.input_shape = tuple(int(d) for d in model.input_shape[1:3])
