@@ -53,7 +53,7 @@ def patch_run(tmp_path_factory):
         "backbone": {"name": "vgg16", "weights": None},
         "data": {"source": "folder", "path": str(data), "image_size": SIZE, "batch_size": 32, "val_split": 0.25},
         "augment": {"name": "none"}, "head": {"zero_init": False, "dropout": 0.0}, "optimizer": {"lr": 1.5e-4},
-        "schedule": {"name": "custom", "stages": [{"name": "all", "train": "all", "epochs": 3, "patience": None,
+        "schedule": {"name": "custom", "stages": [{"name": "all", "train": "all", "epochs": 2, "patience": None,
                                                    "cosine": False}]},
         "trainer": {"verbose": 0}, "doctor": {"enabled": False, "monitor": False},
     })
@@ -98,7 +98,7 @@ def test_the_heat_map_lies_on_the_deciding_patch(patch_run, explained):
         patch_share.append(_box_share(heat, patch))
         distractor_share.append(_box_share(heat, other))
     assert np.mean(on_patch) >= 7 / 8, on_patch
-    assert np.mean(patch_share) >= 3 * CHANCE, patch_share  # measured: 0.27, 4.3 x chance
+    assert np.mean(patch_share) >= 3 * CHANCE, patch_share  # measured: 0.31, 5 x chance
     # The green patch is as salient but decides nothing (the patches may touch: some heat spills over).
     assert all(p > d for p, d in zip(patch_share, distractor_share)), (patch_share, distractor_share)
     assert np.mean(patch_share) >= 3 * np.mean(distractor_share)
