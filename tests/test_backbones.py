@@ -206,6 +206,21 @@ def test_has_batch_norm_matches_the_built_model(built):
     assert spec.has_batch_norm == bool(batch_norm_layers(backbone))
 
 
+def test_each_block_hands_on_one_feature_map_for_grad_cam(built):
+    """tlkit explain's feature maps: every block's output, found from the spec, shrinking stem to top; NASNet's
+    cells take the two cells before them, so only its last block hands on a single map."""
+    from tlkit.gradcam import block_outputs
+
+    spec, backbone, _ = built
+    outputs = block_outputs(backbone, spec)
+    expected = spec.block_names[-1:] if spec.family == "nasnet" else spec.block_names
+    assert tuple(outputs) == expected
+    assert outputs[spec.block_names[-1]] is backbone.outputs[0]
+    sides = [tuple(tensor.shape[1:3]) for tensor in outputs.values()]
+    assert all(len(tensor.shape) == 4 for tensor in outputs.values())
+    assert all(later[0] <= earlier[0] and later[1] <= earlier[1] for earlier, later in zip(sides, sides[1:])), sides
+
+
 @pytest.mark.parametrize("spec", SPECS, ids=IDS)
 def test_keras_rejects_one_pixel_below_min_size(spec):
     constructor = getattr(keras.applications, spec.constructor)

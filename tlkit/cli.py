@@ -9,6 +9,8 @@
     tlkit evaluate run=RUN_DIR [split=val|test|all] [output=DIR] [tta=flip|crops|N] [data.KEY=VALUE ...]
     tlkit predict run=RUN_DIR inputs=PATH [top_k=5] [batch_size=32] [output=FILE.csv|.json] [tta=flip|crops|N]
     tlkit export run=RUN_DIR format=keras|saved_model|tflite|onnx [quantize=float16|int8] [output=DIR]
+    tlkit explain run=RUN_DIR inputs=PATH [block=NAME] [class=NAME] [output=DIR]
+                                       Grad-CAM: where in each image the evidence lies, RUN_DIR/explain/*.png
     tlkit sweep-summary MULTIRUN_DIR   every trial of a sweep: sweep_summary.md/.csv/.png in MULTIRUN_DIR
     tlkit reproduce recipe=NAME [overrides] [hydra.run.dir=DIR]
                                        train a recipe with a reference block; achieved vs reference in
@@ -237,6 +239,19 @@ def export_command(items: list[str]) -> int:
     return 0
 
 
+def explain_command(items: list[str]) -> int:
+    from tlkit.explain import explain_run
+
+    args = parse_key_values(items, {"run": str, "inputs": str, "block": _optional, "class": _optional,
+                                    "output": _optional, "batch_size": int}, "explain")
+    result = explain_run(_required(args, "run", "explain"), _required(args, "inputs", "explain"), args.get("block"),
+                         args.get("class"), args.get("output"), args.get("batch_size", 16))
+    for failure in result.failures:
+        print(f"not explained: {failure.path}: {failure.error}", file=sys.stderr)
+    print(f"{result.method}: {len(result.explanations)} images, {len(result.failures)} unreadable -> {result.output}")
+    return 0
+
+
 def sweep_summary_command(multirun_dir: str, plot: bool = True) -> int:
     from tlkit.sweep import markdown_table, summarize, swept_params, write_summary
 
@@ -266,6 +281,9 @@ LIBRARY_COMMANDS = {
     "export": ("a serving model with its model_card.json, in RUN_DIR/export/FORMAT/",
                "run=RUN_DIR format=keras|saved_model|tflite|onnx [quantize=float16|int8] [output=DIR] "
                "[verify=true]"),
+    "explain": ("Grad-CAM pictures: where in each image the evidence for its predicted class lies, in RUN_DIR/explain/",
+                "run=RUN_DIR inputs=FILE|FOLDER|GLOB [block=NAME (a backbone block; default: the deepest with a map "
+                "of at least 4x4)] [class=NAME (default: the predicted one)] [output=DIR] [batch_size=16]"),
 }
 _CONFIG_DIR_HELP = ("a folder of your own configs, ahead of tlkit's (DIR/recipe/mine.yaml is recipe=mine; "
                     "DIR/config.yaml replaces tlkit's)")
@@ -375,7 +393,8 @@ def _run_library_command(command: str, items: list[str]) -> int:
     from tlkit.errors import TlkitError
 
     logging.getLogger("tlkit").setLevel(logging.INFO)
-    handler = {"evaluate": evaluate_command, "predict": predict_command, "export": export_command}[command]
+    handler = {"evaluate": evaluate_command, "predict": predict_command, "export": export_command,
+               "explain": explain_command}[command]
     try:
         return handler(items)
     except (TlkitError, FileNotFoundError) as error:

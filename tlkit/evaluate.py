@@ -40,6 +40,9 @@ class SplitEvaluation:
     wrong_images: np.ndarray  # uint8 [k, H, W, 3], the images of report["confidently_wrong"], same order
     probabilities: Optional[np.ndarray] = field(default=None, repr=False)  # [N, classes], the split's order
     labels: Optional[np.ndarray] = field(default=None, repr=False)  # [N]
+    # uint8 [k, H, W, 3]: those images with the Grad-CAM of their (wrong) predicted class (tlkit.explain); None
+    # where Grad-CAM does not apply
+    wrong_overlays: Optional[np.ndarray] = field(default=None, repr=False)
 
 
 # --------------------------------------------------------------------------- metrics (numpy only)
@@ -137,7 +140,11 @@ def evaluate_split(model, dataset, class_names: Sequence[str], files: Optional[S
         for confidence, index, pred, true, _ in wrong
     ]
     images = np.stack([w[4] for w in wrong]) if wrong else np.zeros((0, 1, 1, 3), dtype=np.uint8)
-    return SplitEvaluation(report=report, wrong_images=images, probabilities=probabilities, labels=labels)
+    from tlkit.explain import wrong_image_overlays
+
+    overlays = wrong_image_overlays(model, images, [w[2] for w in wrong])
+    return SplitEvaluation(report=report, wrong_images=images, probabilities=probabilities, labels=labels,
+                           wrong_overlays=overlays)
 
 
 def _normalize_overrides(data_overrides: Optional[Mapping]) -> dict:
@@ -229,7 +236,8 @@ def write_report(run_dir: str | Path, evaluations: Mapping[str, SplitEvaluation]
         wrong = report["confidently_wrong"]
         figure = plots.confidently_wrong_figure(
             evaluation.wrong_images, [w["true"] for w in wrong], [w["predicted"] for w in wrong],
-            [w["confidence"] for w in wrong], title=f"Most confidently wrong ({split}, {len(wrong)} shown)")
+            [w["confidence"] for w in wrong], title=f"Most confidently wrong ({split}, {len(wrong)} shown)",
+            overlays=evaluation.wrong_overlays)
         pictures[f"{split}/confidently_wrong"] = plots.save(figure, out / files["confidently_wrong"])
         report["files"] = files
     history = _read_history(run_dir / rundir.HISTORY_FILE)

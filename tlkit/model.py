@@ -22,6 +22,7 @@ from tlkit.preprocessing import PREPROCESS_LAYER, preprocessing_model
 BACKBONE_LAYER = "backbone"
 LOGITS_LAYER = "logits"
 PROBABILITIES_LAYER = "probabilities"
+MODEL_NAME_PREFIX = "tlkit_"  # a tlkit model is named tlkit_<backbone name> (tlkit.gradcam reads it back)
 
 
 def preprocess_mode(spec: BackboneSpec, backbone_cfg: BackboneConfig) -> str:
@@ -59,7 +60,7 @@ def build_model(
     x = backbone(x)
     x = pooling(x)
     logits = _head(head_cfg, num_classes)(x)
-    return keras.Model(inputs, logits, name=f"tlkit_{spec.name}")
+    return keras.Model(inputs, logits, name=f"{MODEL_NAME_PREFIX}{spec.name}")
 
 
 def _pooling(head_cfg: HeadConfig) -> keras.layers.Layer:

@@ -191,8 +191,12 @@ def _pad_flat_range(axes, series) -> None:
 
 
 def confidently_wrong_figure(images: Sequence[np.ndarray], true_names: Sequence[str], predicted_names: Sequence[str],
-                             confidences: Sequence[float], title: str = "Most confidently wrong"):
-    """A grid of misclassified images, most confident first, each titled true / predicted (p)."""
+                             confidences: Sequence[float], title: str = "Most confidently wrong", overlays=None):
+    """A grid of misclassified images, most confident first, each titled true / predicted (p).
+
+    overlays: the same images with a heat map of what made the model predict its class (tlkit.explain); when given,
+    each row of images gets a row of their overlays below it.
+    """
     plt = pyplot()
     count = len(images)
     if count == 0:
@@ -202,18 +206,27 @@ def confidently_wrong_figure(images: Sequence[np.ndarray], true_names: Sequence[
         return figure
     columns = min(4, count)
     rows = math.ceil(count / columns)
-    figure, axes_grid = plt.subplots(rows, columns, figsize=(3.0 * columns, 3.5 * rows), squeeze=False,
+    per_row = 1 if overlays is None else 2  # image row, then its heat-map row
+    height = 3.5 if overlays is None else 6.6  # inches per row of images (and of their overlays)
+    figure, axes_grid = plt.subplots(rows * per_row, columns, figsize=(3.0 * columns, height * rows), squeeze=False,
                                      layout="constrained")
-    for k, axes in enumerate(axes_grid.ravel()):
+    for axes in axes_grid.ravel():
         axes.axis("off")
-        if k >= count:
-            continue
+    for k in range(count):
+        row, column = divmod(k, columns)
         image = np.asarray(images[k])
-        axes.imshow(np.clip(image, 0, 255).astype(np.uint8), interpolation="nearest" if image.shape[0] < 96 else None)
+        smooth = "nearest" if image.shape[0] < 96 else None
+        axes = axes_grid[row * per_row, column]
+        axes.imshow(np.clip(image, 0, 255).astype(np.uint8), interpolation=smooth)
         axes.set_title(
             f"true: {short_label(true_names[k], 22)}\n"
             f"pred: {short_label(predicted_names[k], 22)} ({confidences[k]:.2f})",
             fontsize=9, color="firebrick",
         )
-    figure.suptitle(title, fontsize=12)
+        if overlays is not None:
+            axes = axes_grid[row * per_row + 1, column]
+            axes.imshow(np.asarray(overlays[k]), interpolation=smooth)
+            axes.set_title(f"why {short_label(predicted_names[k], 22)}: Grad-CAM", fontsize=8, color="dimgrey")
+    figure.suptitle(title + ("\n(under each image: where the evidence for the predicted class lies, red = most)"
+                             if overlays is not None else ""), fontsize=12)
     return figure

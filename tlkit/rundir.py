@@ -13,9 +13,11 @@
                                  precision/recall/F1, confusion matrix, confidently wrong images
         training_curves.png      loss, accuracy and LR per epoch, stage boundaries marked
         SPLIT_confusion_matrix.png    row-normalised, class names on the axes
-        SPLIT_confidently_wrong.png   the most confidently misclassified images
+        SPLIT_confidently_wrong.png   the most confidently misclassified images, each with its Grad-CAM
+                                      heat map for the predicted class (tlkit.explain)
       export/            `tlkit export` (tlkit.export): one folder per format, each with the
                          model file and model_card.json (class names, input contract)
+      explain/           `tlkit explain` (tlkit.explain): Grad-CAM pictures of given images, explain.json
 """
 from __future__ import annotations
 
@@ -39,6 +41,7 @@ CHECKPOINT_FILE = "checkpoint.npz"  # tlkit.checkpoint: the last completed epoch
 HYDRA_CONFIG_FILE = ".hydra/config.yaml"
 EVAL_DIR = "eval"
 EXPORT_DIR = "export"
+EXPLAIN_DIR = "explain"
 
 
 def attach_log_file(run_dir: Path) -> logging.Handler | None:
