@@ -117,8 +117,9 @@ def test_nothing_inside_the_package_imports_its_facade():
     assert sorted(f"{module} (line {targets['tlkit']})" for module, targets in GRAPH.items() if "tlkit" in targets) == []
 
 
-POST_TRAINING = ["tlkit.evaluate", "tlkit.predict", "tlkit.export", "tlkit.reproduce", "tlkit.sweep"]
-ENTRY = ["tlkit.cli", "tlkit.cli_train", "tlkit.cli_config"]  # the top: command lines, Hydra
+POST_TRAINING = ["tlkit.evaluate", "tlkit.predict", "tlkit.export", "tlkit.reproduce", "tlkit.sweep", "tlkit.tta",
+                 "tlkit.explain", "tlkit.gradcam", "tlkit.multilabel_report"]
+ENTRY = ["tlkit.cli", "tlkit.cli_tools", "tlkit.cli_train", "tlkit.cli_config"]  # the top: command lines, Hydra
 
 
 @pytest.mark.parametrize("lower, higher", [

@@ -122,11 +122,11 @@ class Accuracy(keras.metrics.MeanMetricWrapper):
 def make_loss(cfg=None, data=None) -> keras.losses.Loss:
     """The training loss for a TrainConfig, a LossConfig or None (plain cross-entropy); task=multilabel: binary
     cross-entropy (tlkit.multilabel), with data.class_weight=auto's positive weights from `data`'s training labels."""
-    from tlkit import multilabel
+    from tlkit.multilabel import MultiLabelLoss, is_multilabel, positive_weights
 
-    if multilabel.is_multilabel(cfg):
+    if is_multilabel(cfg):
         auto = str(getattr(cfg.data.class_weight, "value", cfg.data.class_weight)) == "auto" and data is not None
-        return multilabel.MultiLabelLoss(multilabel.positive_weights(data.train_labels) if auto else None)
+        return MultiLabelLoss(positive_weights(data.train_labels) if auto else None)
     loss_cfg = getattr(cfg, "loss", cfg)
     return ClassificationLoss(label_smoothing=(loss_cfg.label_smoothing or 0.0) if loss_cfg is not None else 0.0)
 
@@ -137,6 +137,6 @@ def make_accuracy() -> keras.metrics.Metric:
 
 def make_metrics(cfg=None) -> list:
     """[accuracy]; task=multilabel: exact-match accuracy and map (tlkit.multilabel.training_metrics)."""
-    from tlkit import multilabel
+    from tlkit.multilabel import is_multilabel, training_metrics
 
-    return multilabel.training_metrics() if multilabel.is_multilabel(cfg) else [make_accuracy()]
+    return training_metrics() if is_multilabel(cfg) else [make_accuracy()]

@@ -104,7 +104,7 @@ def _one_vs_rest(train_x, train_y, val_x, val_y, mirrored_x) -> ProbeResult:
     always (or never) positive in train gets a constant logit."""
     from sklearn.linear_model import LogisticRegression
 
-    from tlkit import multilabel
+    from tlkit.multilabel import binary_cross_entropy, mean_average_precision
 
     c = PROBE_C[0]
     mean, std = train_x.mean(axis=0), train_x.std(axis=0) + 1e-6
@@ -126,8 +126,8 @@ def _one_vs_rest(train_x, train_y, val_x, val_y, mirrored_x) -> ProbeResult:
     plain, flipped = probabilities(val_x), probabilities(mirrored_x)
     return ProbeResult(
         val_accuracy=float((((plain >= 0.5) == val_y.astype(bool)).all(axis=1)).mean()),
-        val_loss=multilabel.binary_cross_entropy(plain, val_y), flipped_val_accuracy=float(
+        val_loss=binary_cross_entropy(plain, val_y), flipped_val_accuracy=float(
             (((flipped >= 0.5) == val_y.astype(bool)).all(axis=1)).mean()),
         chance=float(val_y.mean()), num_train=len(train_y), num_val=len(val_y), c=c, kernel=kernel, bias=bias,
-        val_map=multilabel.mean_average_precision(plain, val_y)["macro"],
-        flipped_val_map=multilabel.mean_average_precision(flipped, val_y)["macro"])
+        val_map=mean_average_precision(plain, val_y)["macro"],
+        flipped_val_map=mean_average_precision(flipped, val_y)["macro"])
