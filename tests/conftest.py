@@ -53,12 +53,13 @@ SMALL_VGG_DIGITS = [
 @pytest.fixture(scope="session")
 def wrong_weights(tmp_path_factory):
     """A real .weights.h5 file of another model: passes validation, fails at model build (WeightsError)."""
-    import keras
+    def build(folder):
+        import keras
 
-    path = tmp_path_factory.mktemp("weights") / "other.weights.h5"
-    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
-    model.save_weights(str(path))
-    return path
+        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+        model.save_weights(str(folder / "other.weights.h5"))
+
+    return built_once(tmp_path_factory, "weights", build) / "other.weights.h5"
 
 
 @pytest.fixture(scope="session")
@@ -66,6 +67,24 @@ def grid_sweep(tmp_path_factory, wrong_weights):
     """A 2-point grid whose second trial has the wrong weights file."""
     from test_sweeps import multirun
 
-    sweep_dir = tmp_path_factory.mktemp("sweeps") / "grid"
-    multirun(sweep_dir, "optimizer.lr=3e-3", f"backbone.weights=null,{wrong_weights}")
-    return sweep_dir
+    return built_once(tmp_path_factory, "sweeps", lambda folder: multirun(
+        folder / "grid", "optimizer.lr=3e-3", f"backbone.weights=null,{wrong_weights}")) / "grid"
+
+
+def built_once(tmp_path_factory, name: str, build) -> Path:
+    """A folder `build(folder)` fills once per test run, shared by the pytest-xdist workers (each a process with its own
+    session fixtures): the first to get the lock builds it, the others wait and reuse it."""
+    import fcntl
+    import shutil
+
+    base = tmp_path_factory.getbasetemp()
+    base = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # pytest-of-USER/pytest-N: every worker's
+    folder, done = base / f"shared-{name}", base / f"shared-{name}.done"
+    with open(base / f"shared-{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            build(folder)
+            done.touch()
+    return folder

@@ -126,7 +126,8 @@ UNDECLARED = {"jax": "only with KERAS_BACKEND=jax, the user's own backend", "tor
               "tqdm": "predict's progress bar, skipped when absent (ImportError)"}
 # declared but not imported by tlkit, each with why
 NOT_IMPORTED = {"importlib-resources": "tensorflow-datasets 4.9.10 needs it to download and does not declare it",
-                "pytest": "the dev extra's test runner", "setuptools": "builds the wheel (dev: offline, no isolation)",
+                "pytest": "the dev extra's test runner", "pytest-xdist": "runs the tests on every core (pyproject addopts)",
+                "setuptools": "builds the wheel (dev: offline, no isolation)",
                 "wheel": "idem, for setuptools < 70.1", "hydra-optuna-sweeper": "a Hydra plugin: Hydra loads it",
                 "hydra-submitit-launcher": "a Hydra plugin: Hydra loads it"}
 

@@ -131,9 +131,23 @@ def _random_shifts(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 def _recalibrate(backbone: keras.Model, preprocess, images: np.ndarray, batch_size: int,
                  rng: np.random.Generator) -> None:
-    """Re-estimate the BatchNorm moving statistics with the final weights (forward passes in training mode)."""
+    """Re-estimate the BatchNorm moving statistics with the final weights: RECALIBRATION_BATCHES forward passes in
+    training mode, run by `predict` (compiled: eager calls took 11 s of a 37 s MobileNetV2 pretraining here)."""
     if not batch_norm_layers(backbone):
         return
-    for _ in range(RECALIBRATION_BATCHES):
-        rows = rng.choice(len(images), size=min(batch_size, len(images)), replace=False)
-        backbone(preprocess(images[rows].astype("float32")), training=True)
+    rows = np.concatenate([rng.choice(len(images), size=min(batch_size, len(images)), replace=False)
+                           for _ in range(RECALIBRATION_BATCHES)])
+    _TrainingModeForward(backbone, preprocess).predict(images[rows].astype("float32"), batch_size=batch_size,
+                                                       verbose=0)
+
+
+class _TrainingModeForward(keras.Model):
+    """backbone(preprocess(x)) with BatchNorm in training mode, so that `predict` updates its moving statistics
+    (its call takes no `training` argument: predict cannot switch it off)."""
+
+    def __init__(self, backbone: keras.Model, preprocess: keras.Model):
+        super().__init__(name="training_mode_forward")
+        self.backbone, self.preprocess = backbone, preprocess
+
+    def call(self, x):
+        return self.backbone(self.preprocess(x), training=True)
