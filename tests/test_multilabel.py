@@ -142,3 +142,17 @@ def test_multilabel_run_end_to_end(multilabel_run, shapes_table):
     assert (run_dir / "eval" / "val_pr_curves.png").stat().st_size > 10_000
     findings = {f["id"] for f in metrics["doctor"]["findings"]}
     assert "label-cardinality" in findings and "label-format" not in findings
+
+
+def test_a_multilabel_run_exports_to_tflite_with_its_thresholds(multilabel_run):
+    """The TFLite file serves the sigmoids (parity with model.keras); its model card names the task and carries the
+    thresholds a label needs, instead of promising softmax probabilities that sum to 1."""
+    from tlkit.export import export
+
+    run_dir, metrics = multilabel_run
+    path = export(run_dir, "tflite")
+    card = json.loads((path.parent / "model_card.json").read_text())
+    saved = json.loads((run_dir / "thresholds.json").read_text())
+    assert card["task"] == "multilabel" and card["thresholds"] == dict(zip(saved["class_names"], saved["thresholds"]))
+    assert "sigmoid" in card["output"]["meaning"] and "softmax" not in card["output"]["meaning"]
+    assert card["verification"]["max_abs_diff"] <= 1e-4

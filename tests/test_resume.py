@@ -252,7 +252,7 @@ tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfigur
 import tlkit
 cfg = tlkit.as_train_config({
     "backbone": {"name": "vgg16", "weights": None},
-    "data": {"source": "synthetic", "image_size": 32, "batch_size": 16, "num_images": 96, "num_classes": 3},
+    "data": {"source": "synthetic", "image_size": 32, "batch_size": 16, "num_images": 64, "num_classes": 3},
     "augment": {"name": "light", "flip": True, "crop_area": 0.6}, "head": {"dropout": 0.0}, "optimizer": {"lr": 3e-3},
     "schedule": {"stages": [{"name": "head", "train": "head", "epochs": 2, "patience": None},
                             {"name": "top", "train": "top:1", "epochs": 2, "lr_scale": 0.3, "patience": None}]},

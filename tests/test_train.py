@@ -16,12 +16,12 @@ FULL = os.environ.get("TLKIT_FULL_TESTS") == "1"
 
 
 def reduced_quickstart():
-    """Four fine-tuning epochs (for both runs) instead of the recipe's 34, on weights pretrained for 3 epochs instead of
+    """Four fine-tuning epochs (for both runs) instead of the recipe's 34, on weights pretrained for 5 epochs instead of
     15, made here in the test's cache ($TLKIT_CACHE_DIR, which the run inherits): the run finds them and uses them."""
     from tlkit.backbones import get_spec
     from tlkit.pretrain import ensure_pretrained
 
-    ensure_pretrained(get_spec("mobilenet_v2"), "digits", epochs=3)
+    ensure_pretrained(get_spec("mobilenet_v2"), "digits", epochs=5)
     return ["schedule.stages.1.epochs=4"]
 
 

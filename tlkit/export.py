@@ -34,6 +34,7 @@ import numpy as np
 import tlkit.rundir as rundir
 from tlkit.errors import ConfigError
 from tlkit.model_io import load_model
+from tlkit.multilabel import read_thresholds
 from tlkit.predict import model_probabilities
 from tlkit.version import __version__
 
@@ -296,10 +297,18 @@ def runner_for(fmt: str, path: Path):
 # --------------------------------------------------------------------------- model card and checks
 
 
+def _output_meaning(thresholds: Optional[list]) -> str:
+    if thresholds is None:
+        return "softmax probabilities, in class_names order (they sum to 1)"
+    return ("independent sigmoid probabilities, in class_names order (multi-label: they need not sum to 1); a label "
+            "applies where its probability is at least its threshold (thresholds, tuned on val)")
+
+
 def model_card(run_dir: Path, model, fmt: str, quantize: Optional[str], path: Path) -> dict:
     metrics = rundir.read_metrics(run_dir)
     height, width = _size(model)
     class_names = metrics.get("class_names") or [str(i) for i in range(int(model.output_shape[-1]))]
+    thresholds = read_thresholds(run_dir, class_names)  # task=multilabel: sigmoids, a threshold per class
     card = {
         "format": fmt,
         "quantize": quantize,
@@ -314,7 +323,7 @@ def model_card(run_dir: Path, model, fmt: str, quantize: Optional[str], path: Pa
             "preprocessing": f"inside the model ({metrics.get('preprocess', 'see backbone')}): do not normalise",
         },
         "output": {"name": "probabilities", "shape": [None, len(class_names)], "dtype": "float32",
-                   "meaning": "softmax probabilities, in class_names order (they sum to 1)"},
+                   "meaning": _output_meaning(thresholds)},
         "backbone": metrics.get("backbone"),
         "preprocess": metrics.get("preprocess"),
         "image_size": height,
@@ -323,6 +332,8 @@ def model_card(run_dir: Path, model, fmt: str, quantize: Optional[str], path: Pa
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "versions": _versions(),
     }
+    if thresholds is not None:
+        card["task"], card["thresholds"] = "multilabel", dict(zip(class_names, thresholds))
     if fmt == "saved_model":
         card["signatures"] = {
             "serving_default": {"inputs": {"image": f"float32 [None, {height}, {width}, 3], RGB 0-255"},
