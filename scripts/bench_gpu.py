@@ -56,8 +56,15 @@ class Variant:
                 f"spe={self.spe} {'head-only' if self.train == 'head' else 'full'}")
 
 
+# --cpu: the families people fine-tune today beside the classic ones (BENCHMARKS.md section 4, CPU table)
+CPU_BACKBONES = ("mobilenet_v2", "efficientnet_b0", "resnet50", "convnext_tiny", "efficientnet_v2_b0")
+
+
 def plan(args) -> list[Variant]:
     """Variants in priority order (a time budget drops the tail). Names for --only: the backbone."""
+    if args.cpu:  # float32, no XLA (tlkit's CPU defaults), full fine-tuning and head-only, every family asked for
+        return [Variant(backbone, "float32", False, 1, train, args.batch, args.size, args.steps, args.epochs)
+                for backbone in (args.only or ",".join(CPU_BACKBONES)).split(",") for train in ("all", "head")]
     if args.quick:
         size, batch, steps, epochs = 32, 8, 4, 3
         nojit_steps = 4
@@ -208,6 +215,8 @@ def comparisons(variants: list[Variant], results: dict) -> list[tuple[str, float
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes (32 px, batch 8): checks the script on a CPU")
+    parser.add_argument("--cpu", action="store_true", help="the CPU table: float32, no XLA, CPU_BACKBONES (use "
+                        "--size 96 --batch 16 --steps 8 --epochs 3 on 2 cores)")
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--steps", type=int, default=32, help="steps per epoch (jit variants)")

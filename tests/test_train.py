@@ -16,12 +16,7 @@ FULL = os.environ.get("TLKIT_FULL_TESTS") == "1"
 
 
 def reduced_quickstart():
-    """Four fine-tuning epochs (for both runs) instead of the recipe's 34, on weights pretrained for 5 epochs instead of
-    15, made here in the test's cache ($TLKIT_CACHE_DIR, which the run inherits): the run finds them and uses them."""
-    from tlkit.backbones import get_spec
-    from tlkit.pretrain import ensure_pretrained
-
-    ensure_pretrained(get_spec("mobilenet_v2"), "digits", epochs=5)
+    """Four fine-tuning epochs (for both runs) instead of the recipe's 34."""
     return ["schedule.stages.1.epochs=4"]
 
 
@@ -52,9 +47,7 @@ def test_quickstart_shows_transfer_end_to_end(tmp_path):
     assert metrics["val_accuracy"] > (0.9 if FULL else 0.6), metrics["val_accuracy"]
     assert metrics["val_accuracy"] > scratch["val_accuracy"] + (0.1 if FULL else 0.0), (metrics, scratch)
     log = (run_dir / "train.log").read_text()
-    first_use = "pretraining mobilenet_v2 on digits's source task" in log
-    assert first_use == FULL, "pretrained on first use; the reduced form's cached weights are found, not remade"
-    assert "transfer: val accuracy" in log
+    assert "pretraining mobilenet_v2 on digits's source task" in log and "transfer: val accuracy" in log
     assert (run_dir / "scratch" / "metrics.json").exists()
 
 
