@@ -106,6 +106,7 @@ def _class_index(class_name: Optional[str], names: Sequence[str]) -> Optional[in
 def _explain_chunk(cam: GradCam, paths: Sequence[str], first: int, names: Sequence[str], classes, out: Path):
     from tlkit.predict import Failure, read_image, resize_like_training
 
+    # Not predict.load_images: the pictures are drawn on each image at its own size, so the originals are kept
     images, good, failures = [], [], []
     for path in paths:
         try:

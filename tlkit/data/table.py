@@ -80,6 +80,9 @@ def _check_columns(cfg, header: List[str], source: str) -> None:
 def read_table(cfg, read_label=None) -> Tuple[List[TableRow], List[str]]:
     """The rows of the table at data.path, and the problems found in them ("line N: ..."), before any file is
     decoded. ConfigError when the file or one of the named columns does not exist. `read_label`: parse_rows's."""
+    if cfg.path is None:
+        raise ConfigError("data.path", None, "a CSV or TSV file listing images and labels (data.path=FILE)",
+                          hint="data=folder takes a folder of class subfolders")
     path = os.path.expanduser(str(cfg.path))
     if not os.path.isfile(path):
         where = "a folder" if os.path.isdir(path) else f"{os.path.abspath(path)!r} does not exist"
