@@ -185,3 +185,15 @@ def test_predict_with_tta_says_what_it_left_out(run, tmp_path, capsys):
 
     rows, _ = predict(run_dir, folder, tta="crops", progress=False)
     assert len(rows) == 3 and all(row["without_tta"] in ("a", "b", "c") for row in rows)
+
+
+def test_evaluate_without_a_split_covers_the_tables_test_rows(run, tmp_path, capsys):
+    """`tlkit evaluate run=RUN` evaluates every split the data gives: for data=csv the rows whose split is test."""
+    from tlkit.cli import main as cli_main
+
+    run_dir, _ = run
+    assert cli_main(["evaluate", f"run={run_dir}", f"output={tmp_path}"]) == 0
+    out = capsys.readouterr().out
+    assert "val: 15 images" in out and "test: 15 images" in out
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert set(report["splits"]) == {"val", "test"}

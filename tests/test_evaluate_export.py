@@ -156,6 +156,37 @@ def test_a_plotting_failure_never_loses_the_run(run_dir, model, monkeypatch, cap
     assert "could not write the evaluation report" in caplog.text and "no fonts" in caplog.text
 
 
+def test_final_metrics_are_what_the_saved_model_gives(run_dir):
+    """The trainer's final metrics reuse the calibration's logits instead of a second pass: they must equal what
+    model.keras itself reports on the same split."""
+    from tlkit.evaluate import evaluate_run
+
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["calibration"]["applied"] in (True, False)  # the calibration ran: its logits were reused
+    report = evaluate_run(run_dir, "val", write=False)
+    assert report["loss"] == pytest.approx(metrics["val_loss"], abs=1e-5)
+    assert report["accuracy"] == pytest.approx(metrics["val_accuracy"], abs=1e-9)
+
+
+def test_precomputed_probabilities_are_used_only_where_they_line_up(model, monkeypatch):
+    import tensorflow as tf
+
+    import tlkit.predict
+    from tlkit.evaluate import evaluate_split
+
+    calls = []
+    real = tlkit.predict.model_probabilities
+    monkeypatch.setattr(tlkit.predict, "model_probabilities", lambda m, images: calls.append(len(images)) or real(m, images))
+    images, labels = np.random.default_rng(0).uniform(0, 255, (6, SIZE, SIZE, 3)).astype(np.float32), np.array([0, 1, 2] * 2)
+    dataset = tf.data.Dataset.from_tensor_slices((images, labels)).batch(3)
+    known = np.eye(3)[labels] * 0.9 + 0.1 / 3  # right on every image, confidence 0.93
+    evaluation = evaluate_split(model, dataset, CLASSES, known=(known, labels))
+    assert calls == [] and evaluation.report["accuracy"] == 1.0
+    evaluation = evaluate_split(model, dataset, CLASSES, known=(known, labels[::-1]))  # another order: not used
+    assert calls == [6]
+    np.testing.assert_allclose(evaluation.probabilities, real(model, images), atol=1e-6)
+
+
 def test_confusion_matrix_stays_readable_with_120_classes(tmp_path):
     n = 120
     rng = np.random.default_rng(1)

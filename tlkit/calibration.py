@@ -131,6 +131,11 @@ class Calibration:
                 "nll_before": negative_log_likelihood(before, part.labels),
                 "nll_after": negative_log_likelihood(after, part.labels)}
 
+    def saved_probabilities(self) -> dict:
+        """{split: (probabilities, labels)}: what model.keras (softmax of logits / T) outputs on each split, from the
+        logits already computed here, so the evaluation after training need not run the model over them again."""
+        return {split: (softmax(part.logits, self.temperature), part.labels) for split, part in self.splits.items()}
+
     def to_dict(self) -> dict:
         """metrics.json's "calibration": the method, T, the ECE bins, and ECE / NLL before and after per split."""
         return {"method": "temperature", "temperature": round(self.temperature, 6), "fitted_on": "val",

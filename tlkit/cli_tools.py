@@ -43,6 +43,7 @@ def _optional(value: str):
 
 
 def evaluate_command(items: list[str]) -> int:
+    from tlkit.data.scan import has_test_split
     from tlkit.evaluate import evaluate_run, summary_text
     from tlkit.rundir import EVAL_DIR, load_config
 
@@ -52,9 +53,8 @@ def evaluate_command(items: list[str]) -> int:
     overrides = {k: v for k, v in args.items() if k.startswith("data.")}
     split = args.get("split", "all")
     if split == "all":
-        data = load_config(run_dir, **overrides).data
-        has_test = data.test_dir is not None or data.splits.test is not None  # folder or tfds
-        splits = ["val", "test"] if has_test else ["val"]
+        cfg = load_config(run_dir, **overrides)
+        splits = ["val", "test"] if has_test_split(cfg.data, cfg.task) else ["val"]
     else:
         splits = [split]
     for name in splits:

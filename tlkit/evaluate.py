@@ -108,9 +108,13 @@ EVAL_BATCH = 256  # images per model call when evaluating: few eager calls, what
 
 
 def evaluate_split(model, dataset, class_names: Sequence[str], files: Optional[Sequence[str]] = None,
-                   num_wrong: int = NUM_WRONG, predict: Optional[Callable] = None) -> SplitEvaluation:
-    """Run `model` (probabilities out) over a batched (images 0-255, labels) dataset; `predict`: images ->
-    probabilities instead of the model's own call (tlkit.tta.TTAPredictor)."""
+                   num_wrong: int = NUM_WRONG, predict: Optional[Callable] = None,
+                   known: Optional[tuple] = None) -> SplitEvaluation:
+    """Run `model` (probabilities out) over a batched (images 0-255, labels) dataset.
+
+    predict: images -> probabilities instead of the model's own call (tlkit.tta.TTAPredictor); known:
+    (probabilities, labels) the model outputs on this dataset in its order, already computed: used while the
+    labels agree with the dataset's (the model runs only for the wrong-image overlays)."""
     from tlkit.predict import model_probabilities
 
     probabilities, labels = [], []
@@ -119,7 +123,9 @@ def evaluate_split(model, dataset, class_names: Sequence[str], files: Optional[S
     for images, batch_labels in dataset.unbatch().batch(EVAL_BATCH):
         images = np.asarray(images)
         batch_labels = np.asarray(batch_labels).astype(np.int64)
-        probs = predict(images) if predict is not None else model_probabilities(model, images)
+        known = known if known is None or _agrees(known[1], seen, batch_labels) else None
+        probs = (known[0][seen:seen + len(batch_labels)] if known is not None else
+                 predict(images) if predict is not None else model_probabilities(model, images))
         predicted = probs.argmax(axis=1)
         for j in np.flatnonzero(predicted != batch_labels):
             wrong.append((float(probs[j, predicted[j]]), seen + int(j), int(predicted[j]), int(batch_labels[j]),
@@ -145,6 +151,15 @@ def evaluate_split(model, dataset, class_names: Sequence[str], files: Optional[S
     overlays = wrong_image_overlays(model, images, [w[2] for w in wrong])
     return SplitEvaluation(report=report, wrong_images=images, probabilities=probabilities, labels=labels,
                            wrong_overlays=overlays)
+
+
+def _agrees(known_labels: np.ndarray, start: int, batch_labels: np.ndarray) -> bool:
+    """Whether precomputed outputs line up with this batch (same labels at the same positions)."""
+    part = known_labels[start:start + len(batch_labels)]
+    if len(part) == len(batch_labels) and np.array_equal(part, batch_labels):
+        return True
+    log.debug("precomputed outputs do not line up with the dataset at image %d: running the model", start)
+    return False
 
 
 def _normalize_overrides(data_overrides: Optional[Mapping]) -> dict:
@@ -282,14 +297,17 @@ def _read_history(path: Path) -> list:
         return [row for row in csv.DictReader(f) if row.get("epoch") not in (None, "")]
 
 
-def evaluate_bundle(model, data) -> dict:
+def evaluate_bundle(model, data, known: Optional[Mapping] = None) -> dict:
     """{"val": SplitEvaluation, "test": ...} of `model` (probabilities out) on a DataBundle's splits: one pass
-    each, what the trainer's final metrics and the report after training both come from."""
+    each, what the trainer's final metrics and the report after training both come from. known: {split:
+    (probabilities, labels)} of the model, already computed (the calibration's logits / T), or None."""
     if getattr(data, "multilabel", False):
         return multilabel_report.evaluate_bundle(model, data)
-    evaluations = {"val": evaluate_split(model, data.val, data.class_names, data.val_files)}
+    known = known or {}
+    evaluations = {"val": evaluate_split(model, data.val, data.class_names, data.val_files, known=known.get("val"))}
     if data.test is not None:
-        evaluations["test"] = evaluate_split(model, data.test, data.class_names, data.test_files)
+        evaluations["test"] = evaluate_split(model, data.test, data.class_names, data.test_files,
+                                             known=known.get("test"))
     return evaluations
 
 

@@ -173,6 +173,17 @@ def source_name(cfg) -> str:
     return str(getattr(source, "value", source))
 
 
+def has_test_split(cfg, task=None) -> bool:
+    """Whether the data config (a DataConfig) gives a test split: data.test_dir (folders), data.splits.test (tfds),
+    or test rows under data.split_column (data=csv: the table is read and checked)."""
+    source = source_name(cfg)
+    if source == "csv":
+        return cfg.split_column is not None and "data.path[test]" in scan_table(cfg, is_multilabel(task))
+    if source == "tfds":
+        return cfg.splits.test is not None
+    return cfg.test_dir is not None
+
+
 # --------------------------------------------------------------------------- checks
 
 
