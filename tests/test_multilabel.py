@@ -156,3 +156,42 @@ def test_a_multilabel_run_exports_to_tflite_with_its_thresholds(multilabel_run):
     assert card["task"] == "multilabel" and card["thresholds"] == dict(zip(saved["class_names"], saved["thresholds"]))
     assert "sigmoid" in card["output"]["meaning"] and "softmax" not in card["output"]["meaning"]
     assert card["verification"]["max_abs_diff"] <= 1e-4
+
+
+class _Killed(BaseException):
+    """Stands in for SIGKILL inside this process (BaseException: nothing catches it on the way)."""
+
+
+def test_a_killed_multilabel_run_resumes_to_the_uninterrupted_result(shapes_table, tmp_path, monkeypatch):
+    """Resume with task=multilabel: the run's best is tracked on val_map across the kill, and the resumed run ends
+    where an uninterrupted one does (same mAP, same stages, the same thresholds.json)."""
+    import tlkit.checkpoint as ckpt
+    from tlkit import train
+
+    def cfg():
+        return as_train_config({**_cfg(shapes_table), "task": "multilabel", "optimizer": {"lr": 3e-3},
+                                "trainer": {"verbose": 0, "deterministic": True, "checkpoint_every_s": 0},
+                                "schedule": {"name": "staged", "stages": [
+                                    {"name": "head", "train": "head", "epochs": 2, "patience": None,
+                                     "warmup_epochs": 0},
+                                    {"name": "top", "train": "top:1", "epochs": 1, "lr_scale": 0.3, "patience": None,
+                                     "warmup_epochs": 0}]}})
+
+    full = train(cfg(), tmp_path / "full").metrics
+
+    def die_after_epoch_1(point, epoch):
+        if (point, epoch) == ("epoch-end", 1):
+            raise _Killed
+
+    monkeypatch.setattr(ckpt, "maybe_fault", die_after_epoch_1)
+    monkeypatch.setenv(ckpt.FAULT_ENV, "epoch-end:1")
+    with pytest.raises(_Killed):
+        train(cfg(), tmp_path / "partial")
+    monkeypatch.undo()
+    resumed_cfg = cfg()
+    resumed_cfg.resume = str(tmp_path / "partial")
+    resumed = train(resumed_cfg).metrics
+    assert resumed["monitor"] == "val_map" and resumed["val_map"] == full["val_map"]
+    assert resumed["stages"] == full["stages"] and resumed["best"] == full["best"]
+    assert (json.loads((tmp_path / "partial" / "thresholds.json").read_text())
+            == json.loads((tmp_path / "full" / "thresholds.json").read_text()))

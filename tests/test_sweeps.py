@@ -139,6 +139,29 @@ def test_summary_of_hand_made_trials(tmp_path):
     assert header.endswith("optimizer.lr")  # augment=light is the same everywhere: not a swept parameter
 
 
+def test_multilabel_trials_are_ranked_by_val_map(tmp_path):
+    """task=multilabel: what ranks the trials (and what train.py hands Optuna) is val_map, not the harsh exact-match
+    accuracy: trial 0 has the better accuracy but the worse mAP."""
+    from tlkit.metrics_record import sweep_score
+    from tlkit.sweep import summarize, write_summary
+
+    for num, (accuracy, mean_ap) in enumerate([(0.5, 0.70), (0.3, 0.85)]):
+        folder = tmp_path / str(num)
+        (folder / ".hydra").mkdir(parents=True)
+        (folder / ".hydra" / "overrides.yaml").write_text(f"- optimizer.lr={10.0 ** -(num + 3)}\n")
+        metrics = {"status": "completed", "monitor": "val_map", "val_accuracy": accuracy, "val_map": mean_ap,
+                   "val_loss": 0.3, "epochs": 2}
+        (folder / "metrics.json").write_text(json.dumps(metrics))
+    assert sweep_score(metrics) == ("val_map", 0.85)
+    assert sweep_score({"val_accuracy": 0.5, "val_loss": 1.0}) == ("val_accuracy", 0.5)
+    rows = summarize(tmp_path)
+    assert [r["trial"] for r in rows] == [1, 0] and rows[0]["score"] == 0.85
+    paths = write_summary(tmp_path)
+    text = paths["md"].read_text()
+    assert "ranked by val_map" in text and "| val_map |" in text
+    assert paths["csv"].read_text().splitlines()[0].startswith("rank,trial,status,val_map,val_accuracy")
+
+
 def test_sweeper_overrides_pass_the_guard_and_instantiate_keys_do_not():
     from tlkit.config.overrides import check_command_line
     from tlkit.errors import ConfigError

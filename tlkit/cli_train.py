@@ -27,7 +27,8 @@ log = logging.getLogger("tlkit")
 
 @hydra.main(config_path="pkg://tlkit.conf", config_name="config", version_base="1.3")
 def hydra_main(cfg: DictConfig) -> float:
-    """Train; returns the final val_accuracy, what a sweep maximizes (hparams_search=optuna)."""
+    """Train; returns the final val_accuracy (val_map with task=multilabel), what a sweep maximizes
+    (hparams_search=optuna; tlkit.metrics_record.sweep_score)."""
     hydra_config = HydraConfig.get()
     if hydra_config.mode != RunMode.MULTIRUN:
         return run(cfg, hydra_config.runtime.output_dir)
@@ -76,7 +77,9 @@ def run(cfg: DictConfig, run_dir: str) -> float:
               "Files tlkit writes atomically (model.keras, metrics.json) keep their last complete version.",
               file=sys.stderr)
         sys.exit(2)
-    return result.metrics["val_accuracy"]
+    from tlkit.metrics_record import sweep_score
+
+    return sweep_score(result.metrics)[1]
 
 
 def main(argv: Optional[List[str]] = None) -> None:

@@ -13,6 +13,14 @@ _HEAD = ("status", "backbone", "weights", "preprocess", "image_size", "class_nam
 _TAIL = ("epochs", "doctor", "versions", "data", "model_saved", "auto_recipe", "lr_finder", "calibration")
 
 
+def sweep_score(metrics: dict) -> tuple[str, float | None]:
+    """(name, value) of what a sweep maximizes for a run's metrics.json dict: val_map for task=multilabel (the
+    exact-match accuracy is coarse and harsh there), else val_accuracy; value None when the run has none."""
+    name = "val_map" if "val_map" in metrics else "val_accuracy"
+    value = metrics.get(name)
+    return name, None if value is None else float(value)
+
+
 @dataclass
 class RunMetrics:
     status: str  # completed | stopped_by_doctor

@@ -7,7 +7,8 @@
 A multirun folder holds one run directory per trial (`MULTIRUN_DIR/<num>/`, with
 `.hydra/overrides.yaml`, and `metrics.json` when it finished or `failure.json` when it
 raised) and, for Optuna, `optimization_results.yaml`. The summary ranks trials by their
-final val_accuracy (what train.py returns to the sweeper), best first, failed trials last.
+final val_accuracy (val_map with task=multilabel: what train.py returns to the sweeper), best
+first, failed trials last.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import traceback
 from pathlib import Path
 
 from tlkit.fileio import read_json
+from tlkit.metrics_record import sweep_score
 
 log = logging.getLogger(__name__)
 
@@ -77,10 +79,11 @@ def _number(value):
 
 
 def summarize(multirun_dir) -> list[dict]:
-    """One dict per trial, best val_accuracy first, failed (and unfinished) trials last.
+    """One dict per trial, best score first (val_accuracy; val_map with task=multilabel: metrics_record.sweep_score),
+    failed (and unfinished) trials last.
 
     Keys: rank, trial, status (the run's metrics.json status, "failed" with failure.json,
-    "incomplete" with neither), val_accuracy, val_loss, epochs, wall_time_s, overrides
+    "incomplete" with neither), val_accuracy (and val_map), metric and score (what ranks), val_loss, epochs, wall_time_s, overrides
     (the trial's command-line overrides, space-separated), params ({key: value} of those
     overrides), error ("Type: message" of a failed trial), failed (bool).
     """
@@ -93,6 +96,7 @@ def summarize(multirun_dir) -> list[dict]:
         failure = read_json(trial_dir / FAILURE_FILE, unreadable_ok=True)
         timings = read_json(trial_dir / "timings.json", unreadable_ok=True)
         overrides = _read_overrides(trial_dir)
+        metric, score = sweep_score(metrics)  # val_accuracy; val_map for task=multilabel
         if failure:
             status = "failed"
         elif metrics:
@@ -106,6 +110,8 @@ def summarize(multirun_dir) -> list[dict]:
             "status": status,
             "failed": status in ("failed", "incomplete"),
             "val_accuracy": None if failure else _number(metrics.get("val_accuracy")),
+            **({"val_map": _number(metrics.get("val_map"))} if "val_map" in metrics else {}),
+            "metric": metric, "score": None if failure else _number(score),
             "val_loss": None if failure else _number(metrics.get("val_loss")),
             "epochs": None if failure else metrics.get("epochs"),
             "wall_time_s": wall,
@@ -113,7 +119,7 @@ def summarize(multirun_dir) -> list[dict]:
             "params": dict(_split_override(o) for o in overrides),
             "error": f"{failure.get('error_type', 'Error')}: {failure.get('message', '')}" if failure else "",
         })
-    rows.sort(key=lambda r: (r["failed"], r["val_accuracy"] is None, -(r["val_accuracy"] or 0.0), r["trial"]))
+    rows.sort(key=lambda r: (r["failed"], r["score"] is None, -(r["score"] or 0.0), r["trial"]))
     for rank, row in enumerate(rows, 1):
         row["rank"] = rank
     return rows
@@ -158,13 +164,19 @@ def _short(value: str) -> str:
     return value
 
 
+def columns_of(rows: list[dict]) -> tuple:
+    """COLUMNS, with val_map after status when a trial has one (task=multilabel: what ranks the trials)."""
+    return COLUMNS[:3] + ("val_map",) + COLUMNS[3:] if any("val_map" in r for r in rows) else COLUMNS
+
+
 def markdown_table(rows: list[dict], params: list[str] | None = None) -> str:
     """The table; with `params`, the overrides column shows only those (the swept ones), numbers rounded."""
-    header = "| " + " | ".join(COLUMNS) + " |"
-    lines = [header, "|" + "|".join("---" for _ in COLUMNS) + "|"]
+    columns = columns_of(rows)
+    header = "| " + " | ".join(columns) + " |"
+    lines = [header, "|" + "|".join("---" for _ in columns) + "|"]
     for row in rows:
         cells = []
-        for column in COLUMNS:
+        for column in columns:
             value = row.get(column)
             if column == "status" and row["failed"]:
                 value = f"**{row['status'].upper()}**"
@@ -190,7 +202,7 @@ def write_summary(multirun_dir, rows: list[dict] | None = None, plot: bool = Tru
     best = optimization_results(multirun_dir)
     ok = [r for r in rows if not r["failed"]]
     title = f"# Sweep summary: {multirun_dir}\n\n{len(rows)} trials, {len(ok)} finished, " \
-            f"{len(rows) - len(ok)} failed; ranked by {METRIC} (higher is better).\n"
+            f"{len(rows) - len(ok)} failed; ranked by {next((r['metric'] for r in ok), METRIC)} (higher is better).\n"
     if best.get("best_params"):
         title += f"Optuna best: {best.get('best_value')} with {best['best_params']}\n"
     paths = {"md": multirun_dir / SUMMARY_MD, "csv": multirun_dir / SUMMARY_CSV}
@@ -200,9 +212,10 @@ def write_summary(multirun_dir, rows: list[dict] | None = None, plot: bool = Tru
     paths["md"].write_text(title + "\n" + markdown_table(rows, params) + "\n")
     with open(paths["csv"], "w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(list(COLUMNS) + params)
+        columns = columns_of(rows)
+        writer.writerow(list(columns) + params)
         for row in rows:
-            writer.writerow([_csv(row.get(c)) for c in COLUMNS] + [row["params"].get(p, "") for p in params])
+            writer.writerow([_csv(row.get(c)) for c in columns] + [row["params"].get(p, "") for p in params])
     if plot and rows:
         paths["png"] = plot_summary(rows, params, multirun_dir / SUMMARY_PNG)
     return paths
@@ -221,7 +234,7 @@ def _as_float(text: str):
 
 
 def plot_summary(rows: list[dict], params: list[str], path: Path) -> Path:
-    """val_accuracy against each swept parameter, one subplot each; failed trials as red x at the bottom."""
+    """The score (val_accuracy, or val_map) against each swept parameter, one subplot each; failed trials as red x at the bottom."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -231,24 +244,25 @@ def plot_summary(rows: list[dict], params: list[str], path: Path) -> Path:
     columns = min(3, len(params))
     lines = math.ceil(len(params) / columns)
     fig, axes = plt.subplots(lines, columns, figsize=(4.6 * columns, 3.6 * lines), squeeze=False)
-    values = [r["val_accuracy"] for r in rows if r["val_accuracy"] is not None]
+    values = [r["score"] for r in rows if r["score"] is not None]
+    metric = next((r["metric"] for r in rows if r["score"] is not None), METRIC)
     low = min(values) if values else 0.0
     high = max(values) if values else 1.0
     pad = max(0.05 * (high - low), 0.02)
     fail_y = low - 2 * pad
-    any_failed = any(r["failed"] or r["val_accuracy"] is None for r in rows)
+    any_failed = any(r["failed"] or r["score"] is None for r in rows)
     for ax, param in zip(axes.flat, params):
         positions = _x_positions(ax, param, rows)
         _plot_finished(ax, positions, rows)
         _plot_failed(ax, positions, rows, fail_y)
         ax.set_ylim((fail_y if any_failed else low) - pad, high + 2 * pad)
         ax.set_xlabel(param)
-        ax.set_ylabel(METRIC)
+        ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(params):]:
         ax.axis("off")
     _shared_legend(fig, axes)
-    fig.suptitle(f"{METRIC} against each swept parameter ({len(rows)} trials)", fontsize=10)
+    fig.suptitle(f"{metric} against each swept parameter ({len(rows)} trials)", fontsize=10)
     fig.tight_layout(rect=(0, 0.07 if lines == 1 else 0.04, 1, 0.95))
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -280,25 +294,25 @@ def _x_positions(ax, param: str, rows: list[dict]) -> list:
 def _plot_finished(ax, positions: list, rows: list[dict]) -> None:
     """The finished trials as blue dots labelled with their numbers, the best one circled in green."""
     done = [(x, r) for x, r in zip(positions, rows) if x is not None and not r["failed"]
-            and r["val_accuracy"] is not None]
+            and r["score"] is not None]
     if not done:
         return
-    best = max(done, key=lambda item: item[1]["val_accuracy"])
-    ax.scatter([x for x, _ in done], [r["val_accuracy"] for _, r in done], color="tab:blue", zorder=3,
+    best = max(done, key=lambda item: item[1]["score"])
+    ax.scatter([x for x, _ in done], [r["score"] for _, r in done], color="tab:blue", zorder=3,
                label="finished")
-    ax.scatter([best[0]], [best[1]["val_accuracy"]], s=160, facecolors="none", edgecolors="tab:green",
+    ax.scatter([best[0]], [best[1]["score"]], s=160, facecolors="none", edgecolors="tab:green",
                linewidths=2, zorder=4, label="best")
     labels: dict = {}  # trials at the same point share one label: "0,1"
     for x, r in done:
-        labels.setdefault((x, r["val_accuracy"]), []).append(f"#{r['trial']}")
+        labels.setdefault((x, r["score"]), []).append(f"#{r['trial']}")
     for point, trials in labels.items():
         ax.annotate(",".join(trials), point, textcoords="offset points", xytext=(5, 4), fontsize=7,
                     color="dimgray")
 
 
 def _plot_failed(ax, positions: list, rows: list[dict], fail_y: float) -> None:
-    """The failed trials (or those without a val_accuracy) as red x on a dotted line at `fail_y`."""
-    failed = [(x, r) for x, r in zip(positions, rows) if x is not None and (r["failed"] or r["val_accuracy"] is None)]
+    """The failed trials (or those without a score) as red x on a dotted line at `fail_y`."""
+    failed = [(x, r) for x, r in zip(positions, rows) if x is not None and (r["failed"] or r["score"] is None)]
     if not failed:
         return
     ax.scatter([x for x, _ in failed], [fail_y] * len(failed), marker="x", color="tab:red", s=60, zorder=3,
