@@ -195,3 +195,24 @@ def test_a_killed_multilabel_run_resumes_to_the_uninterrupted_result(shapes_tabl
     assert resumed["stages"] == full["stages"] and resumed["best"] == full["best"]
     assert (json.loads((tmp_path / "partial" / "thresholds.json").read_text())
             == json.loads((tmp_path / "full" / "thresholds.json").read_text()))
+
+
+def test_tta_on_a_multilabel_run_averages_the_sigmoids(multilabel_run, shapes_table):
+    """tta= works for task=multilabel: the report's mAP is that of the averaged sigmoids, "tta" says how many label
+    sets changed and what mAP was without it; mirror views stay out (the run trained without flips)."""
+    from tlkit.evaluate import evaluate_run, summary_text
+    from tlkit.predict import predict
+
+    run_dir, metrics = multilabel_run
+    plain = evaluate_run(run_dir, "val", write=False)
+    report = evaluate_run(run_dir, "val", write=False, tta="4")
+    tta = report["tta"]
+    assert len(tta["views"]) == 4 and not any("flip" in view for view in tta["views"])
+    assert report["map"] == pytest.approx(tta["map_with"]) and tta["map_without"] == pytest.approx(plain["map"])
+    assert 0 <= tta["changed_predictions"] <= report["num_images"] and "TTA tta=4" in summary_text(report, "val")
+    mirrored = evaluate_run(run_dir, "val", write=False, tta="flip")
+    assert mirrored["tta"]["views"] == ["identity"] and "flip" in mirrored["tta"]["skipped"]
+    assert mirrored["map"] == pytest.approx(plain["map"]) and "left out flip" in summary_text(mirrored, "val")
+    files = [str(shapes_table.parent / "images" / f"{i:04d}.png") for i in range(4)]
+    rows, _ = predict(run_dir, files, progress=False, tta="crops")
+    assert all(isinstance(row["without_tta"], list) and isinstance(row["labels"], list) for row in rows)

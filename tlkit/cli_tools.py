@@ -87,10 +87,12 @@ def predict_command(items: list[str]) -> int:
     where = f" -> {path}" if path else ""
     print(f"predicted {len(rows)} images, {len(failures)} unreadable{where}", file=sys.stderr)
     if tta:
-        changed = sum(row["without_tta"] != row["predictions"][0]["label"] for row in rows)
+        what = "label sets" if thresholds is not None else "top-1 predictions"  # multi-label: the labels over thresholds
+        changed = sum(row["without_tta"] != (row["labels"] if thresholds is not None else row["predictions"][0]["label"])
+                      for row in rows)
         left_out = "".join(f"; left out {view}: {why}" for view, why in tta.skipped.items())
         print(f"TTA tta={tta.request}: {len(tta.views)} view(s) ({', '.join(tta.views)}); {changed} of {len(rows)} "
-              f"top-1 predictions changed{left_out}", file=sys.stderr)
+              f"{what} changed{left_out}", file=sys.stderr)
     return 0
 
 

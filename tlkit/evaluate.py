@@ -200,14 +200,14 @@ def evaluate_run(run_dir: str | Path, split: str = "val", data_overrides: Option
     dataset, data_class_names, files = load_split(run_dir, split, data_overrides, image_size)
     class_names = rundir.read_metrics(run_dir).get("class_names") or data_class_names
     _check_class_names(class_names, data_class_names, model)
-    if multilabel_report.is_multilabel_run(run_dir):  # AP per class, PR curves (TTA is single-label only)
-        evaluation = multilabel_report.evaluate_run(run_dir, model, dataset, class_names, split)
+    plan = plan_tta(tta, run_dir)  # mirror views only where the run judged flips label-safe
+    predictor = TTAPredictor(lambda images: model_probabilities(model, images), plan) if plan else None
+    if multilabel_report.is_multilabel_run(run_dir):  # AP per class, PR curves; TTA averages the sigmoids
+        evaluation = multilabel_report.evaluate_run(run_dir, model, dataset, class_names, split, predictor)
         evaluation.report["data_overrides"] = _normalize_overrides(data_overrides)
         if write:
             multilabel_report.write_report(run_dir, {split: evaluation}, output=output)
         return evaluation.report
-    plan = plan_tta(tta, run_dir)
-    predictor = TTAPredictor(lambda images: model_probabilities(model, images), plan) if plan else None
     evaluation = evaluate_split(model, dataset, class_names, files, predict=predictor)
     if predictor is not None:
         evaluation.report["tta"] = predictor.summary(evaluation.probabilities, evaluation.labels)

@@ -131,15 +131,41 @@ def summary_text(report: dict, split: str, worst: int = 5) -> str:
     lowest = sorted((c for c in report["per_class"] if c["ap"] == c["ap"]), key=lambda c: (c["ap"], c["class"]))
     if lowest:
         lines.append("  lowest AP: " + ", ".join(f"{c['class']} {c['ap']:.2f}" for c in lowest[:worst]))
+    tta = report.get("tta")
+    if tta:
+        lines.append(f"  TTA tta={tta['request']}: {len(tta['views'])} view(s) ({', '.join(tta['views'])}); label sets "
+                     f"of {tta['changed_predictions']} of {tta['num_images']} images changed"
+                     + (f": mAP {tta['map_without']:.4f} -> {tta['map_with']:.4f}" if "map_with" in tta else "")
+                     + "".join(f"\n  left out {view}: {why}" for view, why in tta["skipped"].items()))
     return "\n".join(lines)
 
 
-def evaluate_run(run_dir: Path, model, dataset, class_names: Sequence[str], split: str) -> MultiLabelEvaluation:
+def evaluate_run(run_dir: Path, model, dataset, class_names: Sequence[str], split: str,
+                 predictor=None) -> MultiLabelEvaluation:
     """`tlkit evaluate` of a multi-label run: at the run's thresholds (thresholds.json), or tuned on `split` when
-    the run has none."""
-    probabilities, labels = split_probabilities(model, dataset)
-    return MultiLabelEvaluation(report_of(probabilities, labels, class_names,
-                                          ml.read_thresholds(run_dir, class_names)), probabilities, labels)
+    the run has none. predictor: a tlkit.tta.TTAPredictor (sigmoids averaged over its views), or None; with one
+    the report's "tta" says what it changed."""
+    probabilities, labels = split_probabilities(model, dataset, predict=predictor)
+    report = report_of(probabilities, labels, class_names, ml.read_thresholds(run_dir, class_names))
+    if predictor is not None:
+        plain = np.concatenate(predictor.plain) if predictor.plain else np.zeros_like(probabilities)
+        report["tta"] = tta_summary(predictor.plan.to_dict(), plain, probabilities, labels, report["thresholds"])
+    return MultiLabelEvaluation(report, probabilities, labels)
+
+
+def tta_summary(plan: dict, plain: np.ndarray, averaged: np.ndarray, labels: np.ndarray, thresholds) -> dict:
+    """What TTA changed on a multi-label split: images whose label set (at the thresholds) changed, and mAP and
+    exact match without and with it (tlkit.tta.TTAPredictor.summary is the single-label one)."""
+    thresholds = np.asarray(thresholds, dtype=np.float64)
+    before, after = plain >= thresholds, averaged >= thresholds
+    out = {**plan, "num_images": int(len(labels)), "changed_predictions": int(np.any(before != after, axis=1).sum())}
+    if len(labels):
+        truth = np.asarray(labels).astype(bool)
+        out.update({"map_without": ml.mean_average_precision(plain, labels)["macro"],
+                    "map_with": ml.mean_average_precision(averaged, labels)["macro"],
+                    "accuracy_without": float(np.all(before == truth, axis=1).mean()),
+                    "accuracy_with": float(np.all(after == truth, axis=1).mean())})
+    return out
 
 
 def is_multilabel_run(run_dir: Path) -> bool:

@@ -181,7 +181,7 @@ def predict(run_or_model, inputs, top_k: int = 5, batch_size: int = 32, class_na
     "probability"}, ...] (k, most likely first), "probabilities": [...] (every class)}.
     tta: flip, crops or N (tlkit.tta: mirror views only when the run's flip decision allows them; a loaded model
     has no run, so none), or a tlkit.tta.TTAPlan: probabilities averaged over the views, and each row gains
-    "without_tta": the top-1 label of the plain image.
+    "without_tta": the top-1 label of the plain image (multi-label: its labels over the thresholds).
     thresholds: task=multilabel, one per class (None: a run directory's thresholds.json, when it has one): each row
     gains "labels", every class whose probability is >= its threshold (tlkit.multilabel).
     """
@@ -219,8 +219,10 @@ def predict(run_or_model, inputs, top_k: int = 5, batch_size: int = 32, class_na
                 })
                 if thresholds is not None:
                     rows[-1]["labels"] = [names[i] for i in range(len(names)) if probs[i] >= thresholds[i]]
-                if predictor:
-                    rows[-1]["without_tta"] = names[int(np.argmax(predictor.plain[-1][j]))]
+                if predictor:  # multi-label: the label set at the thresholds without TTA; else the top-1 label
+                    plain = predictor.plain[-1][j]
+                    rows[-1]["without_tta"] = (names[int(np.argmax(plain))] if thresholds is None else
+                                               [names[i] for i in range(len(names)) if plain[i] >= thresholds[i]])
         bar.update(len(chunk))
     bar.close()
     return rows, failures
