@@ -262,3 +262,20 @@ def test_a_fine_tune_that_collapses_to_chance_is_stopped():
     assert "collapsed-to-chance" not in ids(recovering)
     weak_start = fed(RuntimeMonitor("finetune", 5, trains_backbone=True, reference_val_accuracy=0.25), stuck, 0.9)
     assert "collapsed-to-chance" not in ids(weak_start), "from a model near chance there is nothing to collapse from"
+
+
+def test_from_a_weak_start_a_fine_tune_at_chance_on_its_own_training_images_is_a_collapse():
+    """A head only a little above chance (0.26, 5 classes; the glyphs case at 10 images per class): val accuracy at
+    chance alone proves nothing, but when the training accuracy sits there too for 6 epochs after the warmup the
+    fine-tune has stopped learning anything, and the stage is stopped (the recipe retries it gentler)."""
+    dead = [{"loss": 1.7, "accuracy": 0.21, "val_loss": 1.7, "val_accuracy": 0.2}] * 12
+    monitor = fed(RuntimeMonitor("finetune", 5, trains_backbone=True, reference_val_accuracy=0.26, warmup_epochs=5),
+                  dead, 1.8)
+    assert ids(monitor) == ["collapsed-to-chance"] and monitor.stopped and monitor.summary()[0]["epoch"] == 11
+    assert "training accuracy 0.21" in monitor.diagnoses[0].message
+    learning = [dict(logs, accuracy=0.2 + 0.05 * i) for i, logs in enumerate(dead)]  # fits its training images
+    assert "collapsed-to-chance" not in ids(fed(RuntimeMonitor(
+        "finetune", 5, trains_backbone=True, reference_val_accuracy=0.26, warmup_epochs=5), learning, 1.8))
+    slow = dead[:10] + [dict(dead[0], accuracy=0.3)] + dead[:1]  # 5 epochs at chance after the warmup, then one off
+    assert "collapsed-to-chance" not in ids(fed(RuntimeMonitor(
+        "finetune", 5, trains_backbone=True, reference_val_accuracy=0.26, warmup_epochs=5), slow, 1.8))
