@@ -51,11 +51,13 @@ def test_small_folder_with_32px_weights(tmp_path):
     assert head.probe and head.train == "head"
     assert (finetune.train, finetune.epochs, finetune.lr_scale) == ("all", 34, 1.0)
     assert finetune.warmup_epochs == 3.4, "10% of the 306 steps: 30.6 steps of 9 per epoch"
+    assert (finetune.patience, finetune.min_epochs) == (8, 17), "early stopping, never in the first half"
     assert cfg.augment.crop_area == auto_recipe.CROP_AREA and cfg.augment.mixup == 0.0
     assert cfg.loss.label_smoothing == 0.0
     assert cfg.augment.flip is None, "left to the probe, which needs the model"
     text = "\n".join(recipe.lines())
     assert "150 training images, 5 classes" in text and "300 steps of 9 per epoch at batch 16 -> 34 epochs" in text
+    assert "early stopping after 8 epochs without improvement, not before epoch 17" in text
     validate(cfg)  # what the recipe picks is a valid config
 
 
@@ -89,6 +91,7 @@ def test_the_user_keeps_what_they_set(tmp_path):
     assert (cfg.data.image_size, cfg.data.batch_size, cfg.augment.flip, cfg.augment.crop_area) == (48, 64, True, 1.0)
     finetune = cfg.schedule.stages[1]
     assert (finetune.epochs, finetune.lr_scale) == (7, 0.1) and finetune.warmup_epochs is not None
+    assert (finetune.patience, finetune.min_epochs) == (3, None), "a stage the user sized keeps its early stopping"
     kept = {d.name for d in recipe.decisions if d.kept}
     assert {"image_size", "batch_size", "augment", "flip"} <= kept
     assert "the rule would pick 32" in "\n".join(recipe.lines())
@@ -148,3 +151,32 @@ def test_folder_facts_come_from_the_pre_scan(tmp_path):
     validate(cfg)
     facts = describe_dataset(cfg)
     assert (facts.num_train, facts.num_classes, facts.image_side) == (8, 2, 120), "data.classes counts"
+
+
+def test_early_stopping_never_ends_a_stage_before_min_epochs():
+    """schedule.stages.N.min_epochs: patience runs out at epoch 3, but the stage goes on to epoch 5, then stops; the
+    count survives a resume (it is in the checkpointed state)."""
+    import keras
+
+    from tlkit.callbacks import BestWeights
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2)])
+    model.stop_training = False  # what fit() sets before the first epoch
+    best = BestWeights("val_accuracy", patience=2, min_epochs=5)
+    best.set_model(model)
+    stopped_at = None
+    for epoch, value in enumerate([0.5, 0.4, 0.4, 0.4, 0.4, 0.4]):
+        best.on_epoch_end(epoch, {"val_accuracy": value, "val_loss": 1.0})
+        if model.stop_training and stopped_at is None:
+            stopped_at = epoch + 1
+    assert stopped_at == 5 and best.best_epoch == 0
+    resumed = BestWeights("val_accuracy", patience=2, min_epochs=5)
+    resumed.restore({**best.state(), "epochs_seen": 2}, None)
+    assert resumed.epochs_seen == 2 and resumed.wait == best.wait
+
+
+def test_min_epochs_is_validated_when_the_config_loads():
+    cfg = as_train_config({"backbone": {"name": "mobilenet_v2", "weights": None},
+                           "schedule": {"stages": [{"name": "head", "train": "head", "min_epochs": -1}]}})
+    with pytest.raises(ConfigError, match=r"schedule.stages.0.min_epochs.*-1.*integer >= 0"):
+        validate(cfg)

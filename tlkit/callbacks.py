@@ -49,17 +49,20 @@ def improves(monitor: str):
 
 class BestWeights(keras.callbacks.Callback):
     """Remembers the best epoch by `monitor`, stops the stage after `patience` epochs without
-    improvement, and restores the best epoch's weights when the stage ends.
+    improvement (never before `min_epochs` epochs of the stage), and restores the best epoch's weights when the
+    stage ends.
 
     Keras's EarlyStopping restores only when it stops early; a stage must end on its best
     epoch either way. Its state (state()/restore()) goes into every checkpoint, so a resumed
     stage stops and restores exactly where an uninterrupted one would.
     """
 
-    def __init__(self, monitor: str, patience: int | None = None):
+    def __init__(self, monitor: str, patience: int | None = None, min_epochs: int | None = None):
         super().__init__()
         self.monitor = monitor
         self.patience = patience
+        self.min_epochs = min_epochs or 0
+        self.epochs_seen = 0  # epochs of this stage so far
         self.better = improves(monitor)
         self.best_value = None
         self.best_epoch = None
@@ -77,7 +80,8 @@ class BestWeights(keras.callbacks.Callback):
             self.wait = 0
         else:
             self.wait += 1
-        if self.patience is not None and self.wait >= self.patience:
+        self.epochs_seen += 1
+        if self.patience is not None and self.wait >= self.patience and self.epochs_seen >= self.min_epochs:
             self.model.stop_training = True
             log.info("early stopping: %s has not improved for %d epoch(s)", self.monitor, self.wait)
 
@@ -88,11 +92,12 @@ class BestWeights(keras.callbacks.Callback):
 
     def state(self) -> dict:
         return {"best_value": self.best_value, "best_epoch": self.best_epoch, "best_logs": self.best_logs,
-                "wait": self.wait}
+                "wait": self.wait, "epochs_seen": self.epochs_seen}
 
     def restore(self, state: dict, best_weights) -> None:
         self.best_value, self.best_epoch = state["best_value"], state["best_epoch"]
         self.best_logs, self.wait = dict(state["best_logs"]), state["wait"]
+        self.epochs_seen = state.get("epochs_seen", 0)
         self.best_weights = list(best_weights) if best_weights else None
 
 

@@ -32,6 +32,7 @@ class StagePlan:
     cosine: bool
     patience: int | None
     probe: bool = False  # a head stage fitted as a logistic regression on cached features (tlkit.probe)
+    min_epochs: int | None = None  # early stopping never ends the stage before this many epochs
 
 
 def plan_stages(stages: list[StageConfig], spec: BackboneSpec, base_lr: float) -> list[StagePlan]:
@@ -46,6 +47,7 @@ def plan_stages(stages: list[StageConfig], spec: BackboneSpec, base_lr: float) -
             cosine=s.cosine,
             patience=s.patience,
             probe=bool(s.probe) and s.train == "head",
+            min_epochs=s.min_epochs,
         )
         for i, s in enumerate(stages)
     ]

@@ -301,7 +301,7 @@ def _stage_callbacks(run: RunState, index: int, plan: StagePlan, target, progres
     from tlkit.doctor.monitor import RuntimeMonitor
 
     cfg, model = run.cfg, run.model
-    best = BestWeights(Monitor(cfg.trainer.monitor).value, plan.patience)
+    best = BestWeights(Monitor(cfg.trainer.monitor).value, plan.patience, plan.min_epochs)
     callbacks = [StageContext(index), *run.methods.callbacks(target), best, *run.callbacks, EpochLog(plan.name)]
     doctor_monitor = None
     if cfg.doctor.monitor:

@@ -209,6 +209,7 @@ class StageConfig:
     probe: bool = False
     cosine: bool = True  # cosine decay to 0 over the stage after warmup
     patience: Optional[int] = 3  # early stopping on trainer.monitor; null: off
+    min_epochs: Optional[int] = None  # early stopping never ends the stage before this many epochs; null: any time
     lr_decay: Optional[float] = None  # this stage's schedule.lr_decay; null: the schedule's
     block_lr: Dict[str, float] = field(default_factory=dict)  # this stage's schedule.block_lr; {}: the schedule's
 

@@ -158,6 +158,9 @@ def _check_schedule(cfg: TrainConfig, spec: BackboneSpec) -> None:
                               f"(train={stage.train}): only a head is fitted as a logistic regression")
         if stage.patience is not None and stage.patience < 1:
             raise ConfigError(f"{key}.patience", stage.patience, "an integer >= 1, or null to turn early stopping off")
+        if stage.min_epochs is not None and (isinstance(stage.min_epochs, bool) or stage.min_epochs < 0):
+            raise ConfigError(f"{key}.min_epochs", stage.min_epochs,
+                              "an integer >= 0: early stopping never ends the stage before it; null: any time")
 
 
 AUTO_LR = "auto"  # optimizer.lr=auto: the LR finder (tlkit/lr_find.py) picks it before training
