@@ -1,6 +1,6 @@
 """Training throughput of tlkit's model on an accelerator: precision, XLA, steps_per_execution, frozen vs full.
 
-Every variant builds tlkit's training model (tlkit.model.build_model: preprocessing, backbone
+Every variant builds tlkit's training model (tlkit.model.build.build_model: preprocessing, backbone
 with weights=None, pooling, head), sets what trains the way the trainer does (tlkit.stages.Freezer,
 bn=frozen) and compiles it with tlkit.optim.compile_for_stage (Adam, warmup + cosine LR, tlkit's loss
 and accuracy) plus the trainer's compile options (jit_compile, steps_per_execution), inside
@@ -112,7 +112,7 @@ def measure(variant: Variant, x: np.ndarray, y: np.ndarray, num_classes: int) ->
     from tlkit import runtime
     from tlkit.backbones import get_spec
     from tlkit.config.schema import BackboneConfig, BNPolicy, HeadConfig, OptimizerConfig, StageConfig
-    from tlkit.model import build_model
+    from tlkit.model.build import build_model
     from tlkit.optim import compile_for_stage
     from tlkit.stages import Freezer, count_params, plan_stages
 

@@ -22,7 +22,7 @@ def _folder(root, classes=5, per_class=30, side=32):
 
 
 def _weights_file(tmp_path, size=32):
-    """A .weights.h5 that says it was trained at `size` px (what tlkit.pretrain writes); the recipe only reads that."""
+    """A .weights.h5 that says it was trained at `size` px (what tlkit.model.pretrain writes); the recipe only reads that."""
     import h5py
 
     path = tmp_path / "backbone.weights.h5"

@@ -30,7 +30,7 @@ from tlkit.backbones.blocks import BlockError, LayerGraph, assign_blocks, parame
 from tlkit.backbones.build import batch_norm_layers, build_backbone
 from tlkit.backbones.weights import CACHE_SUBDIR, imagenet_weights_cached, imagenet_weights_path
 from tlkit.errors import ConfigError, WeightsError
-from tlkit.preprocessing import ImagePreprocessing
+from tlkit.model.preprocessing import ImagePreprocessing
 
 from backbone_twins import narrow_twin
 

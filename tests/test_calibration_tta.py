@@ -96,7 +96,7 @@ def test_an_over_confident_keras_model_gets_a_lower_ece_and_saves_its_temperatur
     import tensorflow as tf
 
     from tlkit.calibration import calibrate
-    from tlkit.model import with_probabilities
+    from tlkit.model.build import with_probabilities
 
     def split(seed):
         images, labels = _colour_images(300, seed)

@@ -44,7 +44,7 @@ def test_quickstart_recipe_shows_transfer_with_the_default_recipe(compose):
 
 
 def test_tlkit_weights_name_a_source_task_and_are_made_once(tmp_path, monkeypatch):
-    from tlkit import pretrain
+    from tlkit.model import pretrain
 
     with pytest.raises(ConfigError, match=r"(?s)backbone.weights='tlkit:nothing'.*tlkit:digits \(scikit-learn digits 0-4\)"):
         validate(as_train_config({"backbone": {"name": "vgg16", "weights": "tlkit:nothing"},

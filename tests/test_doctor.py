@@ -111,7 +111,7 @@ def test_case2_two_softmax_units_with_binary_crossentropy_is_impossible(compose)
     """Fully unfrozen ResNet50, Dense(2, softmax) + binary_crossentropy: by construction tlkit
     trains 2 logits with sparse categorical cross-entropy, whatever the config says."""
     from tlkit.config import BackboneConfig, HeadConfig, OptimizerConfig
-    from tlkit.model import build_model
+    from tlkit.model.build import build_model
     from tlkit.stages import plan_stages
     from tlkit.optim import compile_for_stage as _compile
 
@@ -166,7 +166,7 @@ def test_case5_top_included_and_one_softmax_unit_is_impossible():
     """VGG19 with include_top=True then Dense(1, softmax): output always 1.0. tlkit builds
     include_top=False always and refuses fewer than 2 outputs."""
     from tlkit.config import BackboneConfig, HeadConfig
-    from tlkit.model import build_model
+    from tlkit.model.build import build_model
 
     spec = get_spec("vgg19")
     model = build_model(spec, BackboneConfig(name="vgg19", weights=None), HeadConfig(), 2, 32)

@@ -506,7 +506,7 @@ def test_folder_split_records_its_files(tmp_path):
 @pytest.fixture(scope="module")
 def build():
     from tlkit.config import BackboneConfig, HeadConfig
-    from tlkit.model import build_model
+    from tlkit.model.build import build_model
 
     def _build(name, zero_init=True, num_classes=2):
         spec = get_spec(name)

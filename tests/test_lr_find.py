@@ -66,7 +66,7 @@ def test_finder_on_a_fine_tuning_stage_trains_those_blocks_and_restores_every_we
     import numpy as np
 
     from tlkit.data import load_data
-    from tlkit.model import build_model
+    from tlkit.model.build import build_model
     from tlkit.stages import Freezer, plan_stages
 
     cfg = as_train_config({"backbone": {"name": "vgg16", "weights": None},

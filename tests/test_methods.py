@@ -12,7 +12,7 @@ from tlkit.preflight import check_config as validate
 from tlkit.errors import ConfigError
 from tlkit.methods import FineTuning, block_lr_scales
 from tlkit.methods.optimizer import inner_optimizer
-from tlkit.model import build_model, head_of
+from tlkit.model.build import build_model, head_of
 from tlkit.optim import compile_for_stage, make_accuracy, make_loss
 from tlkit.stages import Freezer, plan_stages
 

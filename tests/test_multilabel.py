@@ -1,4 +1,4 @@
-"""task=multilabel (tlkit/multilabel.py): the table's layouts, the single-label refusal before TensorFlow, the NumPy
+"""task=multilabel (tlkit/model/multilabel.py): the table's layouts, the single-label refusal before TensorFlow, the NumPy
 AP against scikit-learn, thresholds, and one end-to-end run on rendered shapes (tlkit/data/shapes.py)."""
 import csv
 import json
@@ -83,7 +83,7 @@ def test_label_columns_layout_gives_the_same_multi_hot(shapes_table, tmp_path):
 def test_average_precision_matches_scikit_learn_and_thresholds_maximise_f1():
     from sklearn.metrics import average_precision_score, f1_score
 
-    from tlkit.multilabel import f1_scores, mean_average_precision, tune_thresholds
+    from tlkit.model.multilabel import f1_scores, mean_average_precision, tune_thresholds
 
     rng = np.random.default_rng(0)
     labels = (rng.random((200, 4)) < 0.3).astype(int)

@@ -8,7 +8,7 @@ import tlkit
 from tlkit.auto_recipe import decide_flip
 from tlkit.backbones import get_spec
 from tlkit.config.schema import BackboneConfig, HeadConfig
-from tlkit.model import build_model
+from tlkit.model.build import build_model
 from tlkit.probe import run_probe
 
 SIZE = 32

@@ -7,7 +7,7 @@ from block_checks import trainable_blocks
 from tlkit.backbones import get_spec
 from tlkit.config import BackboneConfig, HeadConfig, OptimizerConfig, StageConfig
 from tlkit.config.schema import BNPolicy
-from tlkit.model import backbone_of, build_model, head_of
+from tlkit.model.build import backbone_of, build_model, head_of
 from tlkit.stages import Freezer, is_batch_norm, plan_stages
 from tlkit.optim import compile_for_stage as _compile
 

@@ -14,7 +14,7 @@ from tlkit.console import quiet_tensorflow_startup
 quiet_tensorflow_startup()
 
 from tlkit.config.store import as_train_config  # noqa: E402
-from tlkit.model_io import load_model  # noqa: E402
+from tlkit.model.load import load_model  # noqa: E402
 from tlkit.version import __version__  # noqa: E402
 
 

@@ -1,7 +1,7 @@
 """Calibration: temperature scaling fitted on the validation split after training (trainer.calibrate=true).
 
     result = calibrate(logits_model, data)      # T minimising the val NLL of softmax(logits / T)
-    with_probabilities(model, result.temperature)   # tlkit.model: logits -> Rescaling(1/T) -> softmax
+    with_probabilities(model, result.temperature)   # tlkit.model.build: logits -> Rescaling(1/T) -> softmax
 
 A network fine-tuned to a low training loss is usually over-confident: its top probability is higher than its
 accuracy. One scalar T > 1 divides the logits and lowers every confidence without changing any prediction (the

@@ -76,7 +76,7 @@ def predict_command(items: list[str]) -> int:
     tta = plan_tta(args.get("tta"), Path(run_dir) if Path(run_dir).is_dir() else Path(run_dir).parent)
     model, names = load_model_and_classes(run_dir)
     top_k = min(args.get("top_k", 5), len(names))
-    from tlkit.multilabel import read_thresholds  # a multi-label run: every class over its threshold
+    from tlkit.model.multilabel import read_thresholds  # a multi-label run: every class over its threshold
 
     thresholds = read_thresholds(Path(run_dir) if Path(run_dir).is_dir() else Path(run_dir).parent, names)
     rows, failures = predict(model, inputs, top_k=top_k, batch_size=args.get("batch_size", 32), class_names=names,

@@ -190,7 +190,7 @@ def evaluate_run(run_dir: str | Path, split: str = "val", data_overrides: Option
     config. `tta`: flip, crops or N (tlkit.tta; mirror views only where the run's flip decision allows them): the
     report then holds TTA's metrics and, under "tta", what it changed. Returns the split's report (JSON-ready dict).
     """
-    from tlkit.model_io import load_model
+    from tlkit.model.load import load_model
     from tlkit.predict import model_probabilities
     from tlkit.tta import TTAPredictor, plan_tta
 

@@ -33,8 +33,8 @@ import numpy as np
 
 import tlkit.rundir as rundir
 from tlkit.errors import ConfigError
-from tlkit.model_io import load_model
-from tlkit.multilabel import read_thresholds
+from tlkit.model.load import load_model
+from tlkit.model.multilabel import read_thresholds
 from tlkit.predict import model_probabilities
 from tlkit.version import __version__
 

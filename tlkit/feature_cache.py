@@ -20,7 +20,7 @@ import numpy as np
 import tlkit.distribute as distribute
 from tlkit.config.schema import FeatureCacheMode
 from tlkit.data.mixing import mixing_enabled
-from tlkit.model import head_of
+from tlkit.model.build import head_of
 
 log = logging.getLogger("tlkit.train")
 MAX_AUTO_VIEWS = 4  # with augmentation: each view costs one forward pass over the training set

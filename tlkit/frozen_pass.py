@@ -16,8 +16,8 @@ import numpy as np
 from keras import ops
 
 from tlkit.backbones.build import batch_norm_layers
-from tlkit.model import backbone_of
-from tlkit.preprocessing import PREPROCESS_LAYER
+from tlkit.model.build import backbone_of
+from tlkit.model.preprocessing import PREPROCESS_LAYER
 
 
 @dataclass

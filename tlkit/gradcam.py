@@ -35,7 +35,7 @@ class ExplainError(TlkitError, ValueError):
 def spec_of(model, backbone_name: Optional[str] = None) -> BackboneSpec:
     """The backbone spec of a tlkit model: `backbone_name` (a run's config says it) or the model's own name."""
     from tlkit.backbones.zoo import get_spec
-    from tlkit.model import MODEL_NAME_PREFIX
+    from tlkit.model.build import MODEL_NAME_PREFIX
 
     if backbone_name is None:
         if not model.name.startswith(MODEL_NAME_PREFIX):
@@ -113,7 +113,7 @@ class GradCam:
     def __init__(self, model, spec: BackboneSpec, block: Optional[str] = None):
         import keras
 
-        from tlkit.model import BACKBONE_LAYER, PROBABILITIES_LAYER
+        from tlkit.model.build import BACKBONE_LAYER, PROBABILITIES_LAYER
 
         if keras.backend.backend() != "tensorflow":
             raise ExplainError(f"Grad-CAM needs the TensorFlow backend (gradients by tf.GradientTape); this is "
@@ -179,7 +179,7 @@ class GradCam:
 
 def _layer_chain(model) -> list:
     """The model's layers after its input, checked to form a chain (each fed by the one before, in the model's own
-    graph), as tlkit.model builds them: preprocess, backbone, pooling, head (and the softmax)."""
+    graph), as tlkit.model.build builds them: preprocess, backbone, pooling, head (and the softmax)."""
     graph = LayerGraph(model)
     layers = [layer for layer in model.layers if type(layer).__name__ != "InputLayer"]
     previous = model.layers[0]

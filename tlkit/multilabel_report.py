@@ -1,11 +1,11 @@
 """Evaluation reports of a multi-label run (task=multilabel): what tlkit.evaluate writes for one.
 
-    evaluate_bundle(model, data)  val: probabilities -> per-class thresholds tuned for F1 (tlkit.multilabel), AP per
+    evaluate_bundle(model, data)  val: probabilities -> per-class thresholds tuned for F1 (tlkit.model.multilabel), AP per
                                   class, mAP macro / micro, F1 at the thresholds; test: the same at val's thresholds
     write_report(run_dir, ...)    RUN_DIR/eval/report.json (merged with the splits there) and SPLIT_pr_curves.png:
                                   one precision-recall curve per class, its AP and threshold marked
 
-The model is the saved one (sigmoids out); the numbers are NumPy (tlkit.multilabel), not Keras's PR-AUC.
+The model is the saved one (sigmoids out); the numbers are NumPy (tlkit.model.multilabel), not Keras's PR-AUC.
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
-import tlkit.multilabel as ml
+import tlkit.model.multilabel as ml
 import tlkit.rundir as rundir
 from tlkit.fileio import read_json
 

@@ -121,8 +121,8 @@ class Accuracy(keras.metrics.MeanMetricWrapper):
 
 def make_loss(cfg=None, data=None) -> keras.losses.Loss:
     """The training loss for a TrainConfig, a LossConfig or None (plain cross-entropy); task=multilabel: binary
-    cross-entropy (tlkit.multilabel), with data.class_weight=auto's positive weights from `data`'s training labels."""
-    from tlkit.multilabel import MultiLabelLoss, is_multilabel, positive_weights
+    cross-entropy (tlkit.model.multilabel), with data.class_weight=auto's positive weights from `data`'s training labels."""
+    from tlkit.model.multilabel import MultiLabelLoss, is_multilabel, positive_weights
 
     if is_multilabel(cfg):
         auto = str(getattr(cfg.data.class_weight, "value", cfg.data.class_weight)) == "auto" and data is not None
@@ -136,7 +136,7 @@ def make_accuracy() -> keras.metrics.Metric:
 
 
 def make_metrics(cfg=None) -> list:
-    """[accuracy]; task=multilabel: exact-match accuracy and map (tlkit.multilabel.training_metrics)."""
-    from tlkit.multilabel import is_multilabel, training_metrics
+    """[accuracy]; task=multilabel: exact-match accuracy and map (tlkit.model.multilabel.training_metrics)."""
+    from tlkit.model.multilabel import is_multilabel, training_metrics
 
     return training_metrics() if is_multilabel(cfg) else [make_accuracy()]

@@ -155,7 +155,7 @@ def model_probabilities(model, images) -> np.ndarray:
 def load_model_and_classes(run_or_model):
     """(model, class_names) from `run_or_model`: a run directory, a .keras file or a loaded model (its classes then
     named 0..N-1)."""
-    from tlkit.model_io import load_model
+    from tlkit.model.load import load_model
 
     if not isinstance(run_or_model, (str, Path)):
         model = run_or_model
@@ -183,11 +183,11 @@ def predict(run_or_model, inputs, top_k: int = 5, batch_size: int = 32, class_na
     has no run, so none), or a tlkit.tta.TTAPlan: probabilities averaged over the views, and each row gains
     "without_tta": the top-1 label of the plain image.
     thresholds: task=multilabel, one per class (None: a run directory's thresholds.json, when it has one): each row
-    gains "labels", every class whose probability is >= its threshold (tlkit.multilabel).
+    gains "labels", every class whose probability is >= its threshold (tlkit.model.multilabel).
     """
     from tlkit.tta import TTAPlan, TTAPredictor, plan_tta
 
-    from tlkit.multilabel import read_thresholds
+    from tlkit.model.multilabel import read_thresholds
 
     model, names = load_model_and_classes(run_or_model)
     names = list(class_names) if class_names is not None else names

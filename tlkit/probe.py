@@ -104,7 +104,7 @@ def _one_vs_rest(train_x, train_y, val_x, val_y, mirrored_x) -> ProbeResult:
     always (or never) positive in train gets a constant logit."""
     from sklearn.linear_model import LogisticRegression
 
-    from tlkit.multilabel import binary_cross_entropy, mean_average_precision
+    from tlkit.model.multilabel import binary_cross_entropy, mean_average_precision
 
     c = PROBE_C[0]
     mean, std = train_x.mean(axis=0), train_x.std(axis=0) + 1e-6

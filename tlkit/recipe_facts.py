@@ -31,7 +31,7 @@ class DatasetFacts:
     smallest_class: int | None = None  # training images of the smallest class
 
 
-TLKIT_WEIGHTS = "tlkit:"  # backbone.weights=tlkit:TASK: pretrained by tlkit.pretrain on an offline source task
+TLKIT_WEIGHTS = "tlkit:"  # backbone.weights=tlkit:TASK: pretrained by tlkit.model.pretrain on an offline source task
 
 
 def weights_kind(cfg: TrainConfig) -> str:

@@ -24,8 +24,8 @@ from tlkit.doctor import Doctor
 from tlkit.feature_cache import FeatureCache
 from tlkit.methods.fine_tuning import FineTuning
 from tlkit.metrics_record import RunMetrics
-from tlkit.model import preprocess_mode, with_probabilities
-from tlkit.multilabel import write_thresholds
+from tlkit.model.build import preprocess_mode, with_probabilities
+from tlkit.model.multilabel import write_thresholds
 from tlkit.run_setup import RunSetup
 
 log = logging.getLogger("tlkit.train")
@@ -101,7 +101,7 @@ def write_results(run: RunState, status: str, after_training: AfterTraining, sta
     report (AfterTraining); started: the run's start (time.time()), for timings.json."""
     setup, run_dir = run.setup, run.run_dir
     calibration = _calibrate(run, status)
-    multilabel = setup.data.multilabel  # sigmoids, per-class thresholds tuned on val (tlkit.multilabel)
+    multilabel = setup.data.multilabel  # sigmoids, per-class thresholds tuned on val (tlkit.model.multilabel)
     saved = with_probabilities(setup.model, calibration.temperature if calibration else 1.0, multilabel=multilabel)
     # One pass over val (and test) with the saved model's probabilities: the final metrics and eval/ both come from it.
     # The calibration has run the model over those splits already: its logits / T are the saved model's outputs.

@@ -19,7 +19,7 @@ import tlkit.runtime as runtime
 from tlkit.backbones.spec import BackboneSpec
 from tlkit.config.schema import BNPolicy, TrainConfig
 from tlkit.config.validate import resolved_image_size
-from tlkit.model import build_model
+from tlkit.model.build import build_model
 from tlkit.stages import Freezer, plan_stages
 
 log = logging.getLogger("tlkit.train")
@@ -62,7 +62,7 @@ def build(cfg: TrainConfig, spec: BackboneSpec, recipe, *, first_stage: int = 0,
     (tlkit.preflight.check_run), so the loader neither checks nor walks the data again; None: it does.
     """
     strategy = distribute.make_strategy(cfg.trainer)  # before any TensorFlow op: multi-worker collectives need it
-    from tlkit.pretrain import resolve_weights
+    from tlkit.model.pretrain import resolve_weights
 
     # backbone.weights=tlkit:TASK is pretrained now, on first use, not inside build_model: pretraining seeds itself,
     # and a run must train the same whether its weights were just made or found in the cache.

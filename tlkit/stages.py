@@ -18,7 +18,7 @@ from tlkit.backbones.build import batch_norm_layers, is_batch_norm
 from tlkit.backbones.spec import BackboneSpec
 from tlkit.config.schema import BNPolicy, StageConfig
 from tlkit.config.validate import parse_train_target
-from tlkit.model import backbone_of, head_of
+from tlkit.model.build import backbone_of, head_of
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ from tlkit.config.validate import lr_is_auto
 from tlkit.doctor import Doctor, Severity
 from tlkit.methods.fine_tuning import FineTuning
 from tlkit.methods.optimizer import lr_groups_of
-from tlkit.model import LOGITS_LAYER, head_of
+from tlkit.model.build import LOGITS_LAYER, head_of
 from tlkit.optim import compile_for_stage
 from tlkit.preflight import check_run
 from tlkit.run_results import AfterTraining, RunState, restore_run_best, write_results  # noqa: F401  (AfterTraining:
@@ -184,7 +184,7 @@ def _run_stages(run: RunState, plans: list[StagePlan], resumed) -> str:
 
     cfg = run.cfg
     weights = (class_weights(run.data.train_counts) if cfg.data.class_weight == ClassWeight.auto
-               and not run.data.multilabel else None)  # multi-label: positive weights in the loss (tlkit.multilabel)
+               and not run.data.multilabel else None)  # multi-label: positive weights in the loss (tlkit.model.multilabel)
     for index, plan in enumerate(plans):
         if resumed and index < resumed.progress.index:
             continue  # finished before the interruption: its record came with the checkpoint

@@ -90,7 +90,7 @@ class Monitor(str, Enum):
 
 
 class Task(str, Enum):
-    """What a label is (tlkit/multilabel.py for multilabel)."""
+    """What a label is (tlkit/model/multilabel.py for multilabel)."""
 
     single_label = "single_label"  # one class per image: N logits, softmax, cross-entropy
     multilabel = "multilabel"  # any set of classes per image: N sigmoid logits, binary cross-entropy, thresholds
@@ -348,7 +348,7 @@ class TrainConfig:
     doctor: DoctorConfig = field(default_factory=DoctorConfig)
     auto: AutoRecipeConfig = field(default_factory=AutoRecipeConfig)
     seed: int = 42
-    # single_label | multilabel (data=csv: "cat;outdoor" labels or data.label_columns; tlkit/multilabel.py)
+    # single_label | multilabel (data=csv: "cat;outdoor" labels or data.label_columns; tlkit/model/multilabel.py)
     task: Task = Task.single_label
     resume: Optional[str] = None  # a run directory to continue from its last completed epoch (same config)
     reference: Optional[ReferenceConfig] = None  # recipes that reproduce a published result (tlkit reproduce)

@@ -12,7 +12,7 @@ import numpy as np
 
 from tlkit.config.schema import RegularizerName, StageConfig, TrainConfig
 from tlkit.methods.optimizer import inner_optimizer, lr_groups_of
-from tlkit.model import backbone_of
+from tlkit.model.build import backbone_of
 from tlkit.stages import Freezer, StagePlan
 
 HEAD_GROUP = "head"

@@ -13,7 +13,7 @@ def load_model(path):
     """
     import keras
 
-    import tlkit.preprocessing as preprocessing  # registers ImagePreprocessing (older model.keras files)
+    import tlkit.model.preprocessing as preprocessing  # registers ImagePreprocessing (older model.keras files)
 
     from tlkit.backbones.hub_build import import_keras_hub_for
 

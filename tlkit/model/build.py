@@ -17,7 +17,7 @@ from tlkit.backbones.hub_build import build_hub_backbone, hub_pooling
 from tlkit.backbones.spec import BackboneSpec
 from tlkit.config.schema import BackboneConfig, HeadConfig, Pooling, Preprocess
 from tlkit.errors import ConfigError
-from tlkit.preprocessing import PREPROCESS_LAYER, preprocessing_model
+from tlkit.model.preprocessing import PREPROCESS_LAYER, preprocessing_model
 
 BACKBONE_LAYER = "backbone"
 LOGITS_LAYER = "logits"
@@ -52,7 +52,7 @@ def build_model(
         backbone = build_hub_backbone(spec, image_size, backbone_cfg.weights)
         pooling = hub_pooling(backbone)  # the preset's: its class token, or the mean over tokens
     else:
-        from tlkit.pretrain import resolve_weights  # tlkit:TASK weights are made on first use
+        from tlkit.model.pretrain import resolve_weights  # tlkit:TASK weights are made on first use
 
         backbone = build_backbone(spec, image_size, resolve_weights(spec, backbone_cfg.weights))
         pooling = _pooling(head_cfg)

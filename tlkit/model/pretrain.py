@@ -25,7 +25,7 @@ import numpy as np
 from tlkit.backbones.build import batch_norm_layers, build_backbone
 from tlkit.backbones.weights import record_pretrained_size
 from tlkit.backbones.spec import BackboneSpec
-from tlkit.preprocessing import preprocessing_model
+from tlkit.model.preprocessing import preprocessing_model
 
 log = logging.getLogger("tlkit.pretrain")
 PRETRAIN_BN_MOMENTUM = 0.9

@@ -4,7 +4,7 @@
                weights (data.class_weight=auto: negatives / positives of each class in train), metrics
                `accuracy` (exact match: every label right at 0.5) and `map` (Keras's PR-AUC averaged over the
                classes, the monitor: val_map)
-    saving     model.keras ends in a sigmoid per class (tlkit.model.with_probabilities)
+    saving     model.keras ends in a sigmoid per class (tlkit.model.build.with_probabilities)
     thresholds one per class, tuned on val for the best F1 (tune_thresholds), saved as RUN_DIR/thresholds.json,
                used by `tlkit predict` and the reports
     reports    average precision per class (NumPy, as scikit-learn's average_precision_score), mAP macro and micro,
