@@ -3,14 +3,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tlkit import auto_recipe
-from tlkit.auto_recipe import apply, choose_batch_size, choose_image_size, decide_flip
+from tlkit.recipe import auto as auto_recipe
+from tlkit.recipe.auto import apply, choose_batch_size, choose_image_size, decide_flip
 from tlkit.backbones import get_spec
 from tlkit.backbones.weights import record_pretrained_size
 from tlkit.config import as_train_config
-from tlkit.preflight import check_config as validate
+from tlkit.recipe.preflight import check_config as validate
 from tlkit.errors import ConfigError
-from tlkit.recipe_facts import DatasetFacts, describe_dataset
+from tlkit.recipe.facts import DatasetFacts, describe_dataset
 
 
 def _folder(root, classes=5, per_class=30, side=32):

@@ -10,7 +10,7 @@ import pytest
 import tlkit
 from conftest import ROOT, SMALL_VGG_DIGITS
 from tlkit.backbones import get_spec
-from tlkit.preflight import check_config as validate
+from tlkit.recipe.preflight import check_config as validate
 from tlkit.doctor.config_checks import diagnose_config
 from tlkit.doctor.findings import Severity
 from tlkit.errors import ConfigError

@@ -46,7 +46,7 @@ def config_findings(compose):
     """config_findings(overrides) -> (cfg, findings) for the real tlkit/conf/ with those overrides, through the recipe as
     train.py and `tlkit doctor` do. Digits and the staged schedule unless the overrides choose others (the checks of
     a stage's LR name stages 1 and 2)."""
-    from tlkit.auto_recipe import apply
+    from tlkit.recipe.auto import apply
 
     def _run(overrides=()):
         overrides = list(overrides)

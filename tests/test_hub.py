@@ -19,7 +19,7 @@ from conftest import ROOT
 from tlkit.backbones.hub import CATALOGUE, converter_mode
 from tlkit.backbones.listing import hub_markdown_table
 from tlkit.errors import ConfigError, WeightsError
-from tlkit.preflight import check_config
+from tlkit.recipe.preflight import check_config
 
 SIZE, PATCH = 32, 8
 STAGES = [{"name": "head", "train": "head", "epochs": 1},

@@ -125,13 +125,13 @@ ENTRY = ["tlkit.cli", "tlkit.cli_tools", "tlkit.cli_train", "tlkit.cli_config"] 
 @pytest.mark.parametrize("lower, higher", [
     # the bottom: errors, util, config schema and checks, backbones
     (["tlkit.errors", "tlkit.fileio", "tlkit.version", "tlkit.config", "tlkit.backbones"],
-     ["tlkit.data", "tlkit.auto_recipe", "tlkit.recipe_facts", "tlkit.preflight", "tlkit.stages", "tlkit.doctor",
+     ["tlkit.data", "tlkit.recipe.auto", "tlkit.recipe.facts", "tlkit.recipe.preflight", "tlkit.stages", "tlkit.doctor",
       "tlkit.run_setup", "tlkit.trainer", "tlkit.rundir", "tlkit.lr_find", "tlkit.runner", *ENTRY, *POST_TRAINING]),
     # the data layer knows nothing of training, the run directory or the tools
-    (["tlkit.data"], ["tlkit.preflight", "tlkit.doctor", "tlkit.run_setup", "tlkit.trainer", "tlkit.rundir",
+    (["tlkit.data"], ["tlkit.recipe.preflight", "tlkit.doctor", "tlkit.run_setup", "tlkit.trainer", "tlkit.rundir",
                       "tlkit.lr_find", "tlkit.runner", *ENTRY, *POST_TRAINING]),
     # the recipe and the doctor run before training
-    (["tlkit.auto_recipe", "tlkit.recipe_facts", "tlkit.doctor", "tlkit.preflight"],
+    (["tlkit.recipe.auto", "tlkit.recipe.facts", "tlkit.doctor", "tlkit.recipe.preflight"],
      ["tlkit.run_setup", "tlkit.trainer", "tlkit.lr_find", "tlkit.runner", *ENTRY, *POST_TRAINING]),
     # training knows nothing of the tools that read its run directory: tlkit.runner hands them in
     (["tlkit.run_setup", "tlkit.trainer", "tlkit.feature_cache", "tlkit.callbacks", "tlkit.checkpoint",

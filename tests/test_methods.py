@@ -8,7 +8,7 @@ import pytest
 import tlkit
 from tlkit.backbones import get_spec
 from tlkit.config import BackboneConfig, HeadConfig, StageConfig
-from tlkit.preflight import check_config as validate
+from tlkit.recipe.preflight import check_config as validate
 from tlkit.errors import ConfigError
 from tlkit.methods import FineTuning, block_lr_scales
 from tlkit.methods.optimizer import inner_optimizer
@@ -263,7 +263,7 @@ def test_shipped_method_configs_compose(compose):
     assert cfg.regularizer.name.value == "l2sp" and cfg.regularizer.alpha > 0
     assert [s.train for s in cfg.schedule.stages] == ["head", "all"]
     assert cfg.schedule.stages[0].patience and not cfg.schedule.stages[0].cosine  # early-stopped at a constant LR
-    from tlkit.auto_recipe import apply
+    from tlkit.recipe.auto import apply
 
     defaults = tlkit.as_train_config(compose(["data=digits"]))
     defaults, _ = apply(defaults, validate(defaults))  # label smoothing is the recipe's: off under 20k images

@@ -30,7 +30,7 @@ def shapes_table(tmp_path_factory):
 def test_multi_label_rows_with_single_label_task_stop_before_tensorflow(shapes_table):
     """A softmax head would train on 'a;b' rows as if each set were one class: refused, naming task and the row,
     in a fresh interpreter that never imports TensorFlow."""
-    code = (f"import sys\nfrom tlkit.config.store import as_train_config\nfrom tlkit.preflight import check_config\n"
+    code = (f"import sys\nfrom tlkit.config.store import as_train_config\nfrom tlkit.recipe.preflight import check_config\n"
             f"try:\n    check_config(as_train_config({_cfg(shapes_table)!r}))\nexcept Exception as e:\n"
             f"    print(type(e).__name__, e)\nprint('tensorflow' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
@@ -40,7 +40,7 @@ def test_multi_label_rows_with_single_label_task_stop_before_tensorflow(shapes_t
 
 
 def test_multilabel_config_rules(shapes_table):
-    from tlkit.preflight import check_config
+    from tlkit.recipe.preflight import check_config
 
     assert as_train_config({**_cfg(shapes_table), "task": "multilabel"}).trainer.monitor.value == "val_map"
     with pytest.raises(ConfigError, match="task"):

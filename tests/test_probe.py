@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 
 import tlkit
-from tlkit.auto_recipe import decide_flip
+from tlkit.recipe.auto import decide_flip
 from tlkit.backbones import get_spec
 from tlkit.config.schema import BackboneConfig, HeadConfig
 from tlkit.model.build import build_model
-from tlkit.probe import run_probe
+from tlkit.recipe.probe import run_probe
 
 SIZE = 32
 
@@ -144,7 +144,7 @@ def test_one_pretrained_pass_gives_the_features_and_the_batchnorm_variances_of_e
     from keras import ops
 
     from tlkit.backbones.build import batch_norm_layers
-    from tlkit.frozen_pass import frozen_pass
+    from tlkit.recipe.frozen_pass import frozen_pass
 
     keras.utils.set_random_seed(0)
     model = build_model(get_spec("mobilenet_v2"), BackboneConfig(name="mobilenet_v2", weights=None), HeadConfig(), 2,

@@ -21,7 +21,7 @@ from tlkit.version import __version__  # noqa: E402
 def train(cfg, run_dir=None):
     """Run a staged fine-tuning (see tlkit.trainer.train).
 
-    The config is checked first (tlkit.preflight), so a bad value fails before TensorFlow is imported; the
+    The config is checked first (tlkit.recipe.preflight), so a bad value fails before TensorFlow is imported; the
     post-training tools (eval/ report, TensorBoard HParams) run after it (tlkit.runner).
     cfg.resume = RUN_DIR continues an interrupted run from its last completed epoch.
     """

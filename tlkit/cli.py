@@ -47,11 +47,11 @@ def backbones_command(args) -> int:
 
 
 def doctor_command(overrides: list[str], config_dir: Path | None, config_only: bool) -> int:
-    import tlkit.auto_recipe as auto_recipe
+    import tlkit.recipe.auto as auto_recipe
     from tlkit.config import as_train_config
     from tlkit.doctor import Doctor, format_findings, has_errors
     from tlkit.errors import TlkitError
-    from tlkit.preflight import check_run
+    from tlkit.recipe.preflight import check_run
 
     try:
         cfg = as_train_config(compose_config(overrides, config_dir))
@@ -97,7 +97,7 @@ def lr_find_command(items: list[str], config_dir: Path | None) -> int:
     from tlkit.config import as_train_config
     from tlkit.errors import TlkitError
     from tlkit.lr_find import run_command
-    from tlkit.preflight import check_run
+    from tlkit.recipe.preflight import check_run
 
     options = {}
     for item in items:

@@ -49,7 +49,7 @@ def hydra_main(cfg: DictConfig) -> float:
 
 
 def run(cfg: DictConfig, run_dir: str) -> float:
-    from tlkit.preflight import check_run
+    from tlkit.recipe.preflight import check_run
 
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:

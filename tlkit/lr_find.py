@@ -366,13 +366,13 @@ def run_command(cfg, spec, output, stage: str | None = None, start_lr: float = S
                 steps: int = STEPS, rule: str = DEFAULT_RULE, data_scan=None) -> LRFinderResult:
     """`tlkit lr-find`: data, model and freezing as train.py would build them, the sweep, the files in `output`.
 
-    cfg, spec: the checked TrainConfig and its BackboneSpec (tlkit.preflight.check_config); the default recipe is
+    cfg, spec: the checked TrainConfig and its BackboneSpec (tlkit.recipe.preflight.check_config); the default recipe is
     applied here. output: the folder for lr_find.json and lr_find.png. stage: the name of the stage to sweep, one the
     optimizer trains (None: the first such stage). start_lr, end_lr, steps, rule: the sweep, as in find_lr.
-    data_scan: the pre-flight's tlkit.data.scan.DataScan (tlkit.preflight.check_run), so the data is walked once.
+    data_scan: the pre-flight's tlkit.data.scan.DataScan (tlkit.recipe.preflight.check_run), so the data is walked once.
     Returns the LRFinderResult; raises ConfigError for an unknown stage or an invalid sweep.
     """
-    import tlkit.auto_recipe as auto_recipe
+    import tlkit.recipe.auto as auto_recipe
     import tlkit.run_setup as run_setup
     from tlkit.errors import ConfigError
 

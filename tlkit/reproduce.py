@@ -140,7 +140,7 @@ def reproduce_command(overrides: Sequence[str], config_dir: Optional[Path], comp
     """`tlkit reproduce recipe=NAME [overrides]`; `compose(overrides, config_dir)` is cli_config.compose_config,
     config_dir the user's --config-dir or None."""
     from tlkit.config import as_train_config
-    from tlkit.preflight import check_run
+    from tlkit.recipe.preflight import check_run
 
     command = "tlkit reproduce " + " ".join(overrides)
     overrides, recipe, run_dir = split_overrides(overrides)
@@ -209,7 +209,7 @@ def _run(cfg, composed, overrides: List[str], recipe: str, run_dir: Path, comman
 
 def _train(cfg, run_dir: Path, checked=None):
     """What tlkit.train does (the package's facade is not imported from inside it): check, then train; `checked`:
-    tlkit.preflight.check_run(cfg) when already run."""
+    tlkit.recipe.preflight.check_run(cfg) when already run."""
     from tlkit.runner import train
 
     return train(cfg, run_dir, checked)

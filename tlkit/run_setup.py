@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 
 import keras
 
-import tlkit.auto_recipe as auto_recipe
+import tlkit.recipe.auto as auto_recipe
 import tlkit.distribute as distribute
 import tlkit.runtime as runtime
 from tlkit.backbones.spec import BackboneSpec
@@ -38,9 +38,9 @@ class RunSetup:
     compile_options: dict  # jit_compile, steps_per_execution
     freezer: Freezer | None  # set once schedule.bn is known
     lr_factor: float  # trainer.lr_scaling over the replicas (1 unless set)
-    probe: object = None  # tlkit.probe.ProbeResult on the pretrained features, when the recipe needed it
+    probe: object = None  # tlkit.recipe.probe.ProbeResult on the pretrained features, when the recipe needed it
     data_scan: object = None  # tlkit.data.scan.DataScan the data was loaded from (None: the loader scanned it)
-    # The training images through the pretrained model (tlkit.frozen_pass), from the BatchNorm measurement, for the
+    # The training images through the pretrained model (tlkit.recipe.frozen_pass), from the BatchNorm measurement, for the
     # probe: one pass for both (only while the two sample the same images, and the statistics stay as stored).
     pretrained_pass: object = None
 
@@ -59,7 +59,7 @@ def build(cfg: TrainConfig, spec: BackboneSpec, recipe, *, first_stage: int = 0,
     spec: cfg's BackboneSpec; recipe: what auto_recipe.apply returned with cfg (None: no recipe).
     `first_stage`: the stage training starts at (a resumed run): the probe runs only when a probe stage is still
     ahead or the flip is still open. `data_scan`: the pre-flight's tlkit.data.scan.DataScan of cfg.data
-    (tlkit.preflight.check_run), so the loader neither checks nor walks the data again; None: it does.
+    (tlkit.recipe.preflight.check_run), so the loader neither checks nor walks the data again; None: it does.
     """
     strategy = distribute.make_strategy(cfg.trainer)  # before any TensorFlow op: multi-worker collectives need it
     from tlkit.model.pretrain import resolve_weights
@@ -107,7 +107,7 @@ BN_SAMPLE = 1024  # training images the BatchNorm statistics are measured on
 def batch_norm_statistics(setup: RunSetup) -> None:
     """schedule.bn=adapt: re-estimate the backbone's BatchNorm statistics on the training images (AdaBN); null (the
     recipe's): first measure how far the images are from the stored statistics (decide_bn)."""
-    from tlkit.frozen_pass import frozen_pass
+    from tlkit.recipe.frozen_pass import frozen_pass
     from tlkit.stages import batchnorm_shift, reestimate_batchnorm
 
     cfg = setup.cfg
@@ -135,9 +135,9 @@ def batch_norm_statistics(setup: RunSetup) -> None:
 
 
 def run_probe(setup: RunSetup) -> None:
-    """The recipe's probe on the pretrained features (tlkit.probe): decides augment.flip when it is open."""
+    """The recipe's probe on the pretrained features (tlkit.recipe.probe): decides augment.flip when it is open."""
     from tlkit.data.augment import build_augmenter
-    from tlkit.probe import MAX_PROBE_TRAIN, run_probe as fit_probe
+    from tlkit.recipe.probe import MAX_PROBE_TRAIN, run_probe as fit_probe
 
     started = time.time()
     data, cfg = setup.data, setup.cfg
@@ -150,7 +150,7 @@ def run_probe(setup: RunSetup) -> None:
              100 * result.chance, 100 * result.flipped_val_accuracy, time.time() - started)
     if setup.recipe is not None:
         setup.recipe.probe = result.to_dict()
-    if cfg.augment.flip is None:  # open only while the recipe decides it (tlkit.auto_recipe.apply)
+    if cfg.augment.flip is None:  # open only while the recipe decides it (tlkit.recipe.auto.apply)
         evidence = result.to_dict()
         if result.val_map is not None:  # multi-label: mirrored images judged by the probe's mAP, not exact match
             evidence.update(val_accuracy=result.val_map, flipped_val_accuracy=result.flipped_val_map)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from tlkit.config.store import as_train_config
-from tlkit.preflight import check_run
+from tlkit.recipe.preflight import check_run
 
 if TYPE_CHECKING:
     from tlkit.run_results import AfterTraining
@@ -29,7 +29,7 @@ def after_training() -> "AfterTraining":
 
 
 def train(cfg, run_dir=None, checked=None) -> "TrainResult":
-    """Check `cfg` before TensorFlow starts (tlkit.preflight.check_run), then train it (tlkit.trainer.train).
+    """Check `cfg` before TensorFlow starts (tlkit.recipe.preflight.check_run), then train it (tlkit.trainer.train).
 
     cfg: a TrainConfig, or anything tlkit.config.as_train_config takes (a dict, a DictConfig); run_dir: the run
     directory (None: a dated folder, or cfg.resume's). cfg.resume = RUN_DIR continues an interrupted run.

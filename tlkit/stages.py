@@ -31,7 +31,7 @@ class StagePlan:
     warmup_epochs: float
     cosine: bool
     patience: int | None
-    probe: bool = False  # a head stage fitted as a logistic regression on cached features (tlkit.probe)
+    probe: bool = False  # a head stage fitted as a logistic regression on cached features (tlkit.recipe.probe)
 
 
 def plan_stages(stages: list[StageConfig], spec: BackboneSpec, base_lr: float) -> list[StagePlan]:
@@ -76,10 +76,10 @@ def batchnorm_shift(model: keras.Model, batches=None, variances: list | None = N
     """How far images are from what the backbone's BatchNorm statistics describe: the median over BatchNorm layers of
     mean |log(variance of the layer's input on these images / its stored moving variance)|, in inference mode (each
     layer sees its input as the stored statistics of the layers below shape it). Batches: (images 0..255, labels);
-    or `variances`, the tlkit.frozen_pass.FrozenPass.bn_variances of such a pass, already measured."""
+    or `variances`, the tlkit.recipe.frozen_pass.FrozenPass.bn_variances of such a pass, already measured."""
     import numpy as np
 
-    from tlkit.frozen_pass import frozen_pass
+    from tlkit.recipe.frozen_pass import frozen_pass
 
     layers = batch_norm_layers(backbone_of(model))
     if not layers:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import keras
 
-import tlkit.auto_recipe as auto_recipe
+import tlkit.recipe.auto as auto_recipe
 import tlkit.checkpoint as ckpt
 import tlkit.distribute as distribute
 import tlkit.feature_cache as fc
@@ -32,7 +32,7 @@ from tlkit.methods.fine_tuning import FineTuning
 from tlkit.methods.optimizer import lr_groups_of
 from tlkit.model.build import LOGITS_LAYER, head_of
 from tlkit.optim import compile_for_stage
-from tlkit.preflight import check_run
+from tlkit.recipe.preflight import check_run
 from tlkit.run_results import AfterTraining, RunState, restore_run_best, write_results  # noqa: F401  (AfterTraining:
 #   re-exported, the type of train()'s after_training)
 from tlkit.stages import StagePlan, count_params
@@ -54,7 +54,7 @@ def train(cfg: TrainConfig, run_dir: str | Path | None = None, spec: BackboneSpe
     cfg: the TrainConfig (or anything tlkit.config.as_train_config takes); run_dir: where the run's files go (None:
     a dated folder, or cfg.resume's). With `cfg.resume` set, continues that run directory from its last checkpoint
     (a finished run is returned as it is, with model=None).
-    spec, data_scan: the result of tlkit.preflight.check_run(cfg) when the caller already ran it (tlkit.train does,
+    spec, data_scan: the result of tlkit.recipe.preflight.check_run(cfg) when the caller already ran it (tlkit.train does,
     before TensorFlow is imported): the backbone spec and the data's scan, handed on to the recipe and the loader
     so that an image folder is walked once per run.
     after_training: the post-training tools (tlkit.runner.after_training(); see AfterTraining).
@@ -352,8 +352,8 @@ def _fit(run: RunState, plan: StagePlan, target, cache, first: int, progress, ca
 
 
 def _fit_head_by_probe(run: RunState, index: int, count: int, plan: StagePlan) -> bool:
-    """A `probe: true` head stage: the linear head set to the probe's logistic regression (tlkit.probe)."""
-    from tlkit.probe import MAX_PROBE_TRAIN, run_probe
+    """A `probe: true` head stage: the linear head set to the probe's logistic regression (tlkit.recipe.probe)."""
+    from tlkit.recipe.probe import MAX_PROBE_TRAIN, run_probe
 
     started = time.time()
     if run.setup.probe is None:  # after a stage that trained backbone blocks: fit on the current features

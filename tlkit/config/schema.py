@@ -150,7 +150,7 @@ class DataConfig:
     val_dir: Optional[str] = None
     test_dir: Optional[str] = None
     val_split: float = 0.2
-    image_size: Optional[int] = None  # null: chosen by the recipe (tlkit/auto_recipe.py) from the images and weights
+    image_size: Optional[int] = None  # null: chosen by the recipe (tlkit/recipe/auto.py) from the images and weights
     batch_size: Optional[int] = None  # null: chosen by the recipe from the training set's size (32 from 640 images)
     class_weight: ClassWeight = ClassWeight.none
     cache: ImageCache = ImageCache.auto  # decoded, resized uint8 images, kept after the first epoch
@@ -181,7 +181,7 @@ class AugmentConfig:
     crop_area: Optional[float] = None
     color: float = 0.0  # brightness / contrast / saturation jitter strength (0: off)
     # MixUp / CutMix on training batches (tlkit/data/mixing.py): Beta(alpha, alpha) concentration, 0 = off;
-    # training labels become soft. mixup=null: chosen by recipe=auto (tlkit/auto_recipe.py).
+    # training labels become soft. mixup=null: chosen by recipe=auto (tlkit/recipe/auto.py).
     mixup: Optional[float] = None
     cutmix: float = 0.0
 
@@ -197,7 +197,7 @@ class HeadConfig:
 
 @dataclass
 class StageConfig:
-    """One stage. null epochs, lr_scale and warmup_epochs: sized by the recipe (tlkit/auto_recipe.py) from the data."""
+    """One stage. null epochs, lr_scale and warmup_epochs: sized by the recipe (tlkit/recipe/auto.py) from the data."""
 
     name: str = MISSING
     train: str = "head"  # head | all | top:N (the top N blocks) | from:BLOCK (BLOCK and above)
@@ -302,9 +302,9 @@ class DoctorConfig:
 
 @dataclass
 class AutoRecipeConfig:
-    """The default recipe (tlkit/auto_recipe.py): what the config leaves null is chosen from the data, and logged."""
+    """The default recipe (tlkit/recipe/auto.py): what the config leaves null is chosen from the data, and logged."""
 
-    enabled: bool = True  # false: nulls take fixed values (tlkit.auto_recipe.FIXED), no probe
+    enabled: bool = True  # false: nulls take fixed values (tlkit.recipe.auto.FIXED), no probe
     keep: List[str] = field(default_factory=list)  # decisions not made: they take their fixed values instead
     finetune_steps: Optional[int] = None  # the fine-tuning step budget; null: the rule's (300 under 20k images)
 

@@ -48,7 +48,7 @@ def parse_train_target(value: str, spec: BackboneSpec, key: str = "train") -> tu
 def validate(cfg: TrainConfig) -> BackboneSpec:
     """The checks of the config alone (no data, no recipe, no TensorFlow); return the backbone spec.
 
-    tlkit.preflight.check_config runs this, then the checks that need other layers (the recipe's
+    tlkit.recipe.preflight.check_config runs this, then the checks that need other layers (the recipe's
     options, the data, the weights): call that one before training.
     """
     spec = backbone_spec(cfg)
@@ -231,7 +231,7 @@ def _check_mixing(cfg: TrainConfig) -> None:
     """augment.mixup / augment.cutmix: Beta(alpha, alpha) concentrations, 0 = off (tlkit/data/mixing.py)."""
     for key, value in (("augment.mixup", cfg.augment.mixup), ("augment.cutmix", cfg.augment.cutmix)):
         if value is None and key == "augment.mixup":
-            continue  # recipe=auto chooses it (tlkit/auto_recipe.py)
+            continue  # recipe=auto chooses it (tlkit/recipe/auto.py)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
             raise ConfigError(key, value, "an alpha in [0, 1], 0 = off (MixUp: 0.1-0.4 typical; CutMix: 1.0)",
                               hint="null (mixup only) lets recipe=auto choose")

@@ -46,7 +46,7 @@ class Doctor:
         return self.record(diagnose_model(cfg, model, data))
 
     def data_and_model(self, cfg, spec, data, model, probe=None) -> list[Finding]:
-        """The checks that need the data and the built model; `probe`: the recipe's tlkit.probe.ProbeResult."""
+        """The checks that need the data and the built model; `probe`: the recipe's tlkit.recipe.probe.ProbeResult."""
         return self.data(cfg, spec, data, probe=probe) + self.model(cfg, model, data)
 
     def raise_on_errors(self, findings: list[Finding]) -> None:

@@ -1,4 +1,4 @@
-"""What the default recipe (tlkit.auto_recipe) looks at, gathered without TensorFlow.
+"""What the default recipe (tlkit.recipe.auto) looks at, gathered without TensorFlow.
 
     DatasetFacts: training images (after the split and data.max_images), classes, the smallest
     class, the median side of the source images, and what the weights are (ImageNet, a file,

@@ -20,7 +20,7 @@ numbers (scripts/bench_recipes.py, BENCHMARKS.md section 7):
                      from 20k / 500k images), as epochs within [FINETUNE_MIN_EPOCHS, FINETUNE_MAX_EPOCHS];
                      peak LR optimizer.lr x FINETUNE_LR_SCALE after a warmup of 10% of the steps (at least 30)
     augment          random crops keeping >= CROP_AREA of the image; no colour jitter
-    flip             decided by the probe (tlkit.probe) once the model is built: on when the validation
+    flip             decided by the probe (tlkit.recipe.probe) once the model is built: on when the validation
                      images' mirror images are classified about as well as the originals
     mixup            BiT: alpha 0.1 from 20k training images, else off
     label_smoothing  0.1 from 20k images and 10 classes, else off
@@ -39,7 +39,7 @@ from dataclasses import asdict, dataclass, field, replace
 from tlkit.backbones.spec import BackboneSpec
 from tlkit.config.schema import BNPolicy, HeadKind, Task, TrainConfig
 from tlkit.errors import ConfigError
-from tlkit.recipe_facts import DatasetFacts, describe_dataset, pretrained_size
+from tlkit.recipe.facts import DatasetFacts, describe_dataset, pretrained_size
 
 log = logging.getLogger("tlkit.train")
 
@@ -89,7 +89,7 @@ class AutoRecipe:
     facts: DatasetFacts
     regime: str
     decisions: list = field(default_factory=list)
-    probe: dict | None = None  # tlkit.probe.ProbeResult.to_dict(), once it ran
+    probe: dict | None = None  # tlkit.recipe.probe.ProbeResult.to_dict(), once it ran
     bn_shift: float | None = None  # the BatchNorm statistics shift decide_bn saw
 
     def lines(self) -> list[str]:

@@ -4,7 +4,7 @@
 
 tlkit.config.validate checks the config alone (the schema level: values, stage targets, the
 reference block); this module sits above the layers those checks cannot import, and adds what
-needs them, in this order: the recipe's own options (tlkit.auto_recipe), the data (paths,
+needs them, in this order: the recipe's own options (tlkit.recipe.auto), the data (paths,
 class folders, the image pre-scan, tfds metadata; tlkit.data.scan) and the backbone weights
 (last: it may warn, and a warning before an error is noise). Every caller that is about to
 train, or to build the data, runs this, not validate() alone: tlkit.train, the trainer, the
@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import os
 
-from tlkit.auto_recipe import check_auto_config
+from tlkit.recipe.auto import check_auto_config
 from tlkit.backbones.hub import is_hub
 from tlkit.backbones.spec import BackboneSpec
 from tlkit.config.schema import TrainConfig
@@ -36,7 +36,7 @@ def check_config(cfg: TrainConfig) -> BackboneSpec:
 
 def check_run(cfg: TrainConfig) -> tuple[BackboneSpec, DataScan]:
     """check_config, also returning what the data checks scanned: (the backbone spec, the DataScan), to hand on to
-    the recipe (tlkit.auto_recipe.apply) and the loader (tlkit.run_setup.build) so the data is walked once."""
+    the recipe (tlkit.recipe.auto.apply) and the loader (tlkit.run_setup.build) so the data is walked once."""
     spec = validate(cfg)
     check_auto_config(cfg)  # pure Python
     data_scan = check_data_config(cfg.data, cfg.task)  # pure Python: no TensorFlow

@@ -1,6 +1,6 @@
 """The recipe's probe: a linear classifier on the frozen backbone's features, before any stage trains.
 
-It answers two questions the default recipe (tlkit.auto_recipe) leaves to the data:
+It answers two questions the default recipe (tlkit.recipe.auto) leaves to the data:
 - how well do the pretrained features fit the target? (val accuracy of a logistic regression on
   the pooled features, against chance): near transfer when high, far when barely above chance;
 - does a horizontal flip keep labels? The same probe classifies the mirror images of the
@@ -10,7 +10,7 @@ The probe is scikit-learn's LogisticRegression (L2) on standardised features, th
 from PROBE_C: the `linear_probe` contender of scripts/bench_recipes.py (which keeps C=1), so its
 accuracy is what the frozen features allow. A linear head can be set to it
 (`head_weights`): a stage with `probe: true` is this fit, to convergence, in seconds. It costs one
-forward pass over (a sample of) the training set and two over the validation set (tlkit.frozen_pass). Keras and NumPy
+forward pass over (a sample of) the training set and two over the validation set (tlkit.recipe.frozen_pass). Keras and NumPy
 only: the image batches come from the data pipeline.
 """
 from __future__ import annotations
@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 import keras
 import numpy as np
 
-from tlkit.frozen_pass import frozen_pass
+from tlkit.recipe.frozen_pass import frozen_pass
 
 log = logging.getLogger("tlkit.train")
 MAX_PROBE_TRAIN = 5000  # a random sample is enough to judge the features; bounds the cost on big data sets
@@ -56,7 +56,7 @@ def run_probe(model: keras.Model, train_batches, val_batches, train_pass=None) -
     """Fit the probe on `model`'s pooled features of `train_batches` and score it on `val_batches`.
 
     Both are iterables of (images float32 [B, H, W, 3] in 0..255, labels) batches, unaugmented. `train_pass`: the
-    training images' tlkit.frozen_pass.FrozenPass through this same model, when it was already run (train_batches
+    training images' tlkit.recipe.frozen_pass.FrozenPass through this same model, when it was already run (train_batches
     is then not read).
     """
     from sklearn.linear_model import LogisticRegression

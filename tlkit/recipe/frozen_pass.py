@@ -2,7 +2,7 @@
 
 Before anything trains, the recipe asks two things of the pretrained model (tlkit.run_setup): how far the training
 images' BatchNorm statistics are from the stored ones (tlkit.stages.batchnorm_shift) and how well a linear probe on
-the pooled features classifies them (tlkit.probe). Both are the same forward pass over the training images, so it
+the pooled features classifies them (tlkit.recipe.probe). Both are the same forward pass over the training images, so it
 runs once. It is compiled at one batch shape (a smaller last batch is zero-padded, its padding dropped): traced once,
 then each batch costs what inference costs, where an eager pass or a second shape cost a second or two more on
 ResNet-50 than the whole pass over 150 images.
