@@ -1,4 +1,4 @@
-"""The doctor's catalogue of findings (tlkit/doctor_catalogue.py) against the code that makes them and the README.
+"""The doctor's catalogue of findings (tlkit/doctor/catalogue.py) against the code that makes them and the README.
 
 Pure `ast` and text: no TensorFlow. Every Finding(...) / self._diagnose(...) in tlkit/ names a catalogued id with a
 catalogued severity, from the module of a catalogued phase; every catalogued id and severity is made somewhere;
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tlkit.config.validate import validate
-from tlkit.doctor_catalogue import CATALOGUE, FINDING_IDS, PHASES, catalogue_table
+from tlkit.doctor.catalogue import CATALOGUE, FINDING_IDS, PHASES, catalogue_table
 from tlkit.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]

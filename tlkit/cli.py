@@ -211,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "backbones":
         return backbones_command(args)
     if args.command == "doctor" and args.list:
-        from tlkit.doctor_catalogue import catalogue_table
+        from tlkit.doctor.catalogue import catalogue_table
 
         return _print_listing(catalogue_table())
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")

@@ -14,7 +14,7 @@ from tlkit.backbones.zoo import get_spec
 from tlkit.config.reference import check_reference
 from tlkit.config.schema import (AugmentConfig, DataSource, DoctorConfig, HeadKind, Monitor, Pooling, RegularizerName, Task,
                                  TrainConfig)
-from tlkit.doctor_catalogue import FINDING_IDS
+from tlkit.doctor.catalogue import FINDING_IDS
 from tlkit.errors import ConfigError
 
 
@@ -262,7 +262,7 @@ def check_augment_config(cfg: AugmentConfig) -> None:
 
 
 def check_doctor_config(cfg: DoctorConfig) -> None:
-    """doctor.silence: ids the doctor can report (tlkit.doctor_catalogue), so a typo does not silence nothing."""
+    """doctor.silence: ids the doctor can report (tlkit.doctor.catalogue), so a typo does not silence nothing."""
     for index, finding_id in enumerate(cfg.silence):
         if finding_id in FINDING_IDS:
             continue
