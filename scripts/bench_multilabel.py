@@ -36,7 +36,7 @@ def probe_map(cfg) -> float:
 
     from tlkit.config.validate import backbone_spec
     from tlkit.data import load_data
-    from tlkit.feature_cache import features_of
+    from tlkit.training.feature_cache import features_of
     from tlkit.model.build import build_model
     from tlkit.model.multilabel import mean_average_precision
 

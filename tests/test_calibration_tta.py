@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 import tlkit
-from tlkit.calibration import expected_calibration_error, fit_temperature, negative_log_likelihood, softmax
+from tlkit.training.calibration import expected_calibration_error, fit_temperature, negative_log_likelihood, softmax
 from tlkit.errors import ConfigError
 from tlkit.tta import plan_tta, view_images
 
@@ -95,7 +95,7 @@ def test_an_over_confident_keras_model_gets_a_lower_ece_and_saves_its_temperatur
 
     import tensorflow as tf
 
-    from tlkit.calibration import calibrate
+    from tlkit.training.calibration import calibrate
     from tlkit.model.build import with_probabilities
 
     def split(seed):

@@ -112,8 +112,8 @@ def test_case2_two_softmax_units_with_binary_crossentropy_is_impossible(compose)
     trains 2 logits with sparse categorical cross-entropy, whatever the config says."""
     from tlkit.config import BackboneConfig, HeadConfig, OptimizerConfig
     from tlkit.model.build import build_model
-    from tlkit.stages import plan_stages
-    from tlkit.optim import compile_for_stage as _compile
+    from tlkit.training.stages import plan_stages
+    from tlkit.training.optim import compile_for_stage as _compile
 
     spec = get_spec("resnet50")
     model = build_model(spec, BackboneConfig(name="resnet50", weights=None), HeadConfig(), 2, 32)

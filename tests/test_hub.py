@@ -114,7 +114,7 @@ def test_preset_converter_runs_once_inside_the_model_and_blocks_freeze(vit_prese
     keras_hub = _keras_hub()
     from tlkit.config.schema import BNPolicy, StageConfig
     from tlkit.model.build import build_model
-    from tlkit.stages import Freezer, plan_stages
+    from tlkit.training.stages import Freezer, plan_stages
 
     cfg = _config(vit_preset)
     spec = check_config(cfg)

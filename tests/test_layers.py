@@ -125,20 +125,20 @@ ENTRY = ["tlkit.cli", "tlkit.cli_tools", "tlkit.cli_train", "tlkit.cli_config"] 
 @pytest.mark.parametrize("lower, higher", [
     # the bottom: errors, util, config schema and checks, backbones
     (["tlkit.errors", "tlkit.fileio", "tlkit.version", "tlkit.config", "tlkit.backbones"],
-     ["tlkit.data", "tlkit.recipe.auto", "tlkit.recipe.facts", "tlkit.recipe.preflight", "tlkit.stages", "tlkit.doctor",
-      "tlkit.run_setup", "tlkit.trainer", "tlkit.rundir", "tlkit.lr_find", "tlkit.runner", *ENTRY, *POST_TRAINING]),
+     ["tlkit.data", "tlkit.recipe.auto", "tlkit.recipe.facts", "tlkit.recipe.preflight", "tlkit.training.stages", "tlkit.doctor",
+      "tlkit.training.run_setup", "tlkit.training.trainer", "tlkit.training.rundir", "tlkit.training.lr_find", "tlkit.runner", *ENTRY, *POST_TRAINING]),
     # the data layer knows nothing of training, the run directory or the tools
-    (["tlkit.data"], ["tlkit.recipe.preflight", "tlkit.doctor", "tlkit.run_setup", "tlkit.trainer", "tlkit.rundir",
-                      "tlkit.lr_find", "tlkit.runner", *ENTRY, *POST_TRAINING]),
+    (["tlkit.data"], ["tlkit.recipe.preflight", "tlkit.doctor", "tlkit.training.run_setup", "tlkit.training.trainer", "tlkit.training.rundir",
+                      "tlkit.training.lr_find", "tlkit.runner", *ENTRY, *POST_TRAINING]),
     # the recipe and the doctor run before training
     (["tlkit.recipe.auto", "tlkit.recipe.facts", "tlkit.doctor", "tlkit.recipe.preflight"],
-     ["tlkit.run_setup", "tlkit.trainer", "tlkit.lr_find", "tlkit.runner", *ENTRY, *POST_TRAINING]),
+     ["tlkit.training.run_setup", "tlkit.training.trainer", "tlkit.training.lr_find", "tlkit.runner", *ENTRY, *POST_TRAINING]),
     # training knows nothing of the tools that read its run directory: tlkit.runner hands them in
-    (["tlkit.run_setup", "tlkit.trainer", "tlkit.feature_cache", "tlkit.callbacks", "tlkit.checkpoint",
-      "tlkit.metrics_record", "tlkit.run_results", "tlkit.rundir", "tlkit.lr_find"],
+    (["tlkit.training.run_setup", "tlkit.training.trainer", "tlkit.training.feature_cache", "tlkit.training.callbacks", "tlkit.training.checkpoint",
+      "tlkit.training.metrics_record", "tlkit.training.run_results", "tlkit.training.rundir", "tlkit.training.lr_find"],
      ["tlkit.runner", *ENTRY, *POST_TRAINING]),
     # nothing below the command lines imports them (the tools get composing passed in)
-    (["tlkit.trainer", "tlkit.run_setup", "tlkit.lr_find", "tlkit.runner", *POST_TRAINING], ENTRY),
+    (["tlkit.training.trainer", "tlkit.training.run_setup", "tlkit.training.lr_find", "tlkit.runner", *POST_TRAINING], ENTRY),
 ])
 def test_layers_point_down(lower, higher):
     assert _violations(lower, higher) == []

@@ -6,7 +6,7 @@ import math
 import pytest
 
 import tlkit
-from tlkit import lr_find
+from tlkit.training import lr_find
 from tlkit.config import as_train_config
 from tlkit.recipe.preflight import check_config as validate
 from tlkit.errors import ConfigError
@@ -67,7 +67,7 @@ def test_finder_on_a_fine_tuning_stage_trains_those_blocks_and_restores_every_we
 
     from tlkit.data import load_data
     from tlkit.model.build import build_model
-    from tlkit.stages import Freezer, plan_stages
+    from tlkit.training.stages import Freezer, plan_stages
 
     cfg = as_train_config({"backbone": {"name": "vgg16", "weights": None},
                            "data": {"source": "synthetic", "image_size": 32, "num_images": 40, "batch_size": 8},

@@ -117,7 +117,7 @@ def test_unknown_mode_is_refused():
 
 def _served(mode: str):
     from tlkit.model.build import build_model, with_probabilities
-    from tlkit.stages import reestimate_batchnorm
+    from tlkit.training.stages import reestimate_batchnorm
 
     spec = get_spec("mobilenet_v2")
     model = build_model(spec, BackboneConfig(name=spec.name, weights=None, preprocess=mode), HeadConfig(),

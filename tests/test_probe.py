@@ -70,7 +70,7 @@ def test_the_probe_head_is_the_fitted_classifier_on_raw_features(vgg):
 def test_batchnorm_statistics_shift_and_adabn():
     """Random MobileNetV2 statistics (mean 0, variance 1) are far from what images give; re-estimated on them (AdaBN)
     they are close, and the old statistics can be put back."""
-    from tlkit.stages import batchnorm_shift, reestimate_batchnorm, restore_batchnorm
+    from tlkit.training.stages import batchnorm_shift, reestimate_batchnorm, restore_batchnorm
 
     keras.utils.set_random_seed(0)
     model = build_model(get_spec("mobilenet_v2"), BackboneConfig(name="mobilenet_v2", weights=None), HeadConfig(), 2,

@@ -19,7 +19,7 @@ from tlkit.version import __version__  # noqa: E402
 
 
 def train(cfg, run_dir=None):
-    """Run a staged fine-tuning (see tlkit.trainer.train).
+    """Run a staged fine-tuning (see tlkit.training.trainer.train).
 
     The config is checked first (tlkit.recipe.preflight), so a bad value fails before TensorFlow is imported; the
     post-training tools (eval/ report, TensorBoard HParams) run after it (tlkit.runner).

@@ -79,9 +79,9 @@ def doctor_command(overrides: list[str], config_dir: Path | None, config_only: b
 
 
 def _data_and_model_checks(doctor, cfg, spec, recipe, data_scan) -> None:
-    """Builds the data pipeline and the model as training would (tlkit.run_setup; no training) for the checks that
+    """Builds the data pipeline and the model as training would (tlkit.training.run_setup; no training) for the checks that
     need them; the recipe's probe runs too, so its decisions are shown."""
-    import tlkit.run_setup as run_setup
+    import tlkit.training.run_setup as run_setup
 
     setup = run_setup.build(cfg, spec, recipe, data_scan=data_scan)
     doctor.data_and_model(setup.cfg, spec, setup.data, setup.model, setup.probe)
@@ -96,7 +96,7 @@ def lr_find_command(items: list[str], config_dir: Path | None) -> int:
 
     from tlkit.config import as_train_config
     from tlkit.errors import TlkitError
-    from tlkit.lr_find import run_command
+    from tlkit.training.lr_find import run_command
     from tlkit.recipe.preflight import check_run
 
     options = {}

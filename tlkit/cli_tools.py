@@ -45,7 +45,7 @@ def _optional(value: str):
 def evaluate_command(items: list[str]) -> int:
     from tlkit.data.scan import has_test_split
     from tlkit.evaluate import evaluate_run, summary_text
-    from tlkit.rundir import EVAL_DIR, load_config
+    from tlkit.training.rundir import EVAL_DIR, load_config
 
     args = parse_key_values(items, {"run": str, "split": str, "output": _optional, "tta": _optional, "data.": None},
                             "evaluate")

@@ -18,9 +18,9 @@ from omegaconf import DictConfig
 import tlkit.console  # noqa: F401  first of tlkit: keeps TensorFlow's C++ start-up lines out of the console
 from tlkit.config import as_train_config, register_schema
 from tlkit.config.overrides import check_command_line, resume_command_line, run_dir_override
-from tlkit.distribute import is_chief
+from tlkit.training.distribute import is_chief
 from tlkit.errors import TlkitError
-from tlkit.rundir import check_can_create, has_progress
+from tlkit.training.rundir import check_can_create, has_progress
 
 log = logging.getLogger("tlkit")
 

@@ -22,7 +22,7 @@ from typing import Callable, Mapping, Optional, Sequence
 import numpy as np
 
 import tlkit.multilabel_report as multilabel_report
-import tlkit.rundir as rundir
+import tlkit.training.rundir as rundir
 from tlkit.fileio import read_json
 
 log = logging.getLogger("tlkit.evaluate")
@@ -72,7 +72,7 @@ def metrics_from_predictions(probabilities: np.ndarray, labels: np.ndarray, clas
     ]
     weights = support / support.sum() if support.sum() else np.zeros_like(support, dtype=np.float64)
     true_probability = probabilities[np.arange(n), labels] if n else np.zeros(0)
-    from tlkit.calibration import expected_calibration_error
+    from tlkit.training.calibration import expected_calibration_error
     from tlkit.plots import normalize_rows
 
     return {
@@ -80,7 +80,7 @@ def metrics_from_predictions(probabilities: np.ndarray, labels: np.ndarray, clas
         "accuracy": top.get("1", float("nan")),
         "top_k_accuracy": top,
         "loss": float(np.mean(-np.log(np.clip(true_probability, 1e-12, 1.0)))) if n else float("nan"),
-        "ece": expected_calibration_error(probabilities, labels),  # tlkit.calibration: 0 = calibrated
+        "ece": expected_calibration_error(probabilities, labels),  # tlkit.training.calibration: 0 = calibrated
         "macro_avg": {"precision": float(precision.mean()), "recall": float(recall.mean()), "f1": float(f1.mean())},
         "weighted_avg": {"precision": float((precision * weights).sum()), "recall": float((recall * weights).sum()),
                          "f1": float((f1 * weights).sum())},

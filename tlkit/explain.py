@@ -19,7 +19,7 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 
-import tlkit.rundir as rundir
+import tlkit.training.rundir as rundir
 from tlkit.gradcam import COLORMAP, ExplainError, GradCam, check_block_name, overlay, resize_map, spec_of
 
 log = logging.getLogger("tlkit.explain")

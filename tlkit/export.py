@@ -31,7 +31,7 @@ from typing import Optional
 
 import numpy as np
 
-import tlkit.rundir as rundir
+import tlkit.training.rundir as rundir
 from tlkit.errors import ConfigError
 from tlkit.model.load import load_model
 from tlkit.model.multilabel import read_thresholds

@@ -18,7 +18,7 @@ from typing import Mapping, Optional, Sequence
 import numpy as np
 
 import tlkit.model.multilabel as ml
-import tlkit.rundir as rundir
+import tlkit.training.rundir as rundir
 from tlkit.fileio import read_json
 
 PR_CURVES_FILE = "{split}_pr_curves.png"

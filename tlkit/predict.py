@@ -32,7 +32,7 @@ from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-import tlkit.rundir as rundir
+import tlkit.training.rundir as rundir
 from tlkit.fileio import read_json
 from tlkit.data.decode import HEAD_BYTES, decode_rgb_pillow, decode_rgb_tf, tf_decodes
 

@@ -174,7 +174,7 @@ def _resolve(path: str) -> str:
 
 
 def _run(cfg, composed, overrides: List[str], recipe: str, run_dir: Path, command: str, checked=None) -> int:
-    import tlkit.rundir as rundir
+    import tlkit.training.rundir as rundir
 
     try:
         rundir.check_can_create(run_dir)

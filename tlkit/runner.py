@@ -14,8 +14,8 @@ from tlkit.config.store import as_train_config
 from tlkit.recipe.preflight import check_run
 
 if TYPE_CHECKING:
-    from tlkit.run_results import AfterTraining
-    from tlkit.trainer import TrainResult
+    from tlkit.training.run_results import AfterTraining
+    from tlkit.training.trainer import TrainResult
 
 
 def after_training() -> "AfterTraining":
@@ -23,13 +23,13 @@ def after_training() -> "AfterTraining":
     (tlkit.evaluate), the HParams for TensorBoard (tlkit.sweep)."""
     from tlkit.evaluate import evaluate_bundle, report_after_training
     from tlkit.sweep import log_hparams
-    from tlkit.run_results import AfterTraining
+    from tlkit.training.run_results import AfterTraining
 
     return AfterTraining(evaluate=evaluate_bundle, write_report=report_after_training, log_hparams=log_hparams)
 
 
 def train(cfg, run_dir=None, checked=None) -> "TrainResult":
-    """Check `cfg` before TensorFlow starts (tlkit.recipe.preflight.check_run), then train it (tlkit.trainer.train).
+    """Check `cfg` before TensorFlow starts (tlkit.recipe.preflight.check_run), then train it (tlkit.training.trainer.train).
 
     cfg: a TrainConfig, or anything tlkit.config.as_train_config takes (a dict, a DictConfig); run_dir: the run
     directory (None: a dated folder, or cfg.resume's). cfg.resume = RUN_DIR continues an interrupted run.
@@ -37,6 +37,6 @@ def train(cfg, run_dir=None, checked=None) -> "TrainResult":
     """
     cfg = as_train_config(cfg)
     spec, data_scan = checked or check_run(cfg)  # a bad value fails here, in a second, before any model is built
-    from tlkit.trainer import train as train_stages
+    from tlkit.training.trainer import train as train_stages
 
     return train_stages(cfg, run_dir, spec=spec, data_scan=data_scan, after_training=after_training())

@@ -349,7 +349,7 @@ def hparams_of(cfg) -> dict:
         "unfreeze": str(stages[1].train) if len(stages) > 1 else str(stages[0].train),
         "epochs_max": int(sum(int(s.epochs or 0) for s in stages)),  # null (the recipe's, not applied): 0
         "bn": plain(cfg.schedule.bn),
-        # Fine-tuning methods (tlkit/methods, issue 9): what a sweep over them compares.
+        # Fine-tuning methods (tlkit/training/methods, issue 9): what a sweep over them compares.
         "lr_decay": plain(cfg.schedule.lr_decay),
         "regularizer": plain(cfg.regularizer.name),
         "label_smoothing": float(cfg.loss.label_smoothing or 0.0),

@@ -56,7 +56,7 @@ def flip_safety(run_dir) -> tuple[bool, str]:
     flip probe's decision, or the config's), with the probe's reason from metrics.json when it decided."""
     from omegaconf import OmegaConf
 
-    import tlkit.rundir as rundir
+    import tlkit.training.rundir as rundir
 
     if run_dir is None:
         return False, "no run directory says whether mirroring keeps the labels"
@@ -140,7 +140,7 @@ class TTAPredictor:
 
     def summary(self, averaged: np.ndarray, labels: Optional[np.ndarray] = None) -> dict:
         """What TTA changed for the images seen so far (`averaged`: their TTA probabilities, in order)."""
-        from tlkit.calibration import expected_calibration_error, negative_log_likelihood
+        from tlkit.training.calibration import expected_calibration_error, negative_log_likelihood
 
         plain = np.concatenate(self.plain) if self.plain else np.zeros_like(averaged)
         before, after = plain.argmax(axis=1), np.asarray(averaged).argmax(axis=1)

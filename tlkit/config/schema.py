@@ -97,7 +97,7 @@ class Task(str, Enum):
 
 
 class StrategyName(str, Enum):
-    """Where training runs (tlkit/distribute.py). data.batch_size is the global batch, split across replicas."""
+    """Where training runs (tlkit/training/distribute.py). data.batch_size is the global batch, split across replicas."""
 
     auto = "auto"  # multi_worker when TF_CONFIG lists 2+ tasks, mirrored with 2+ local GPUs, else Keras's default
     one_device = "one_device"  # tf.distribute.OneDeviceStrategy (a no-op on the JAX/torch backends)
@@ -230,7 +230,7 @@ class ScheduleConfig:
     # (pretrained weights); train from random weights
     bn: Optional[BNPolicy] = None
     stages: List[StageConfig] = field(default_factory=_auto_stages)
-    # Discriminative LRs (tlkit/methods): the top trained block at the stage LR, each block below
+    # Discriminative LRs (tlkit/training/methods): the top trained block at the stage LR, each block below
     # lr_decay x the one above (null: one LR); block_lr: {BLOCK: multiplier} replaces that for a block.
     lr_decay: Optional[float] = None
     block_lr: Dict[str, float] = field(default_factory=dict)  # Hydra adds keys with +: +schedule.block_lr.conv4=0.3
@@ -240,7 +240,7 @@ class ScheduleConfig:
 class OptimizerConfig:
     name: OptimizerName = OptimizerName.adam
     # The first stage's base LR; later stages scale it by lr_scale. A number, or "auto": the LR finder
-    # (tlkit/lr_find.py) picks it before training. Any-typed because OmegaConf has no Union[float, str]:
+    # (tlkit/training/lr_find.py) picks it before training. Any-typed because OmegaConf has no Union[float, str]:
     # as_train_config normalises it to a float or "auto" and refuses anything else (validate.normalize_lr).
     lr: Any = 1e-3
     weight_decay: float = 0.0
@@ -283,11 +283,11 @@ class TrainerConfig:
     # A checkpoint after an epoch once this many seconds of training passed since the last one (0: every epoch):
     # short epochs are cheaper to redo than to save (BENCHMARKS.md section 5).
     checkpoint_every_s: float = 30.0
-    strategy: StrategyName = StrategyName.auto  # tf.distribute strategy: see tlkit/distribute.py, README "Scaling out"
+    strategy: StrategyName = StrategyName.auto  # tf.distribute strategy: see tlkit/training/distribute.py, README "Scaling out"
     # After the run, train the same recipe from random weights (RUN_DIR/scratch/) and log both: what transfer gave.
     compare_scratch: bool = False
     lr_scaling: LRScaling = LRScaling.none  # how the LR follows the number of replicas
-    # After training: temperature scaling fitted on val (tlkit/calibration.py), folded into model.keras's softmax;
+    # After training: temperature scaling fitted on val (tlkit/training/calibration.py), folded into model.keras's softmax;
     # metrics.json "calibration" has ECE / NLL before and after, RUN_DIR/eval/reliability.png the diagram.
     calibrate: bool = True
 

@@ -160,7 +160,7 @@ def _check_schedule(cfg: TrainConfig, spec: BackboneSpec) -> None:
             raise ConfigError(f"{key}.patience", stage.patience, "an integer >= 1, or null to turn early stopping off")
 
 
-AUTO_LR = "auto"  # optimizer.lr=auto: the LR finder (tlkit/lr_find.py) picks it before training
+AUTO_LR = "auto"  # optimizer.lr=auto: the LR finder (tlkit/training/lr_find.py) picks it before training
 _LR_ALLOWED = "a learning rate > 0 (e.g. 1e-3), or auto (the LR finder picks it before training; see tlkit lr-find)"
 
 
@@ -201,7 +201,7 @@ def _check_optimizer(cfg: TrainConfig) -> None:
 
 
 def _check_methods(cfg: TrainConfig, spec: BackboneSpec) -> None:
-    """Fine-tuning methods (tlkit/methods): discriminative LRs, EMA, L2-SP, label smoothing."""
+    """Fine-tuning methods (tlkit/training/methods): discriminative LRs, EMA, L2-SP, label smoothing."""
     levels = [("schedule", cfg.schedule.lr_decay, cfg.schedule.block_lr)]
     levels += [(f"schedule.stages.{i}", s.lr_decay, s.block_lr) for i, s in enumerate(cfg.schedule.stages)]
     for prefix, decay, block_lr in levels:
@@ -240,7 +240,7 @@ def _check_mixing(cfg: TrainConfig) -> None:
 def _check_trainer(cfg: TrainConfig) -> None:
     if cfg.trainer.verbose not in (0, 1, 2):
         raise ConfigError("trainer.verbose", cfg.trainer.verbose, "0 (silent), 1 (progress bar) or 2 (one line per epoch)")
-    from tlkit.distribute import check_strategy_config  # pure Python: TF_CONFIG and the backend's name
+    from tlkit.training.distribute import check_strategy_config  # pure Python: TF_CONFIG and the backend's name
 
     check_strategy_config(cfg.trainer)
 

@@ -22,7 +22,7 @@ from tlkit.data.scan import source_name
 from tlkit.doctor.findings import Finding, Severity
 
 if TYPE_CHECKING:
-    from tlkit.stages import StagePlan
+    from tlkit.training.stages import StagePlan
 
 RAW_RANGE_FIX = ("feed raw RGB 0-255 images: remove Rescaling(1/255), preprocess_input or normalisation from your "
                  "data pipeline; tlkit preprocesses inside the model (backbone.preprocess=auto)")

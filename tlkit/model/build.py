@@ -100,7 +100,7 @@ def with_probabilities(model: keras.Model, temperature: float = 1.0, multilabel:
     """The model users save and serve: the same layers, ending in a softmax (`multilabel`: a sigmoid per class,
     task=multilabel).
 
-    temperature: tlkit.calibration's T; other than 1, the logits are divided by it first (a core Keras
+    temperature: tlkit.training.calibration's T; other than 1, the logits are divided by it first (a core Keras
     Rescaling layer, so model.keras still loads with plain keras.models.load_model).
     """
     logits = model.outputs[0]

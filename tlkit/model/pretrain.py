@@ -86,7 +86,7 @@ def pretrain_backbone(spec: BackboneSpec, images: np.ndarray, labels: np.ndarray
 
     Adam with a cosine decay and random shifts of up to 1/8 of the image; returns the final
     training accuracy and loss, and the path. Sets the global random seed to `seed` (what makes the file the same on
-    every machine): a caller that seeds its own work seeds after this (tlkit.run_setup.build does).
+    every machine): a caller that seeds its own work seeds after this (tlkit.training.run_setup.build does).
     """
     keras.utils.set_random_seed(seed)
     size = int(images.shape[1])

@@ -27,7 +27,7 @@ numbers (scripts/bench_recipes.py, BENCHMARKS.md section 7):
 
 `auto.enabled=false` turns the rules off (every null takes its FIXED value, no probe); `auto.keep=[NAME]`
 does that for one decision. Pure Python (no TensorFlow): `apply` runs after validate() and before the
-data pipeline and the model are built (tlkit.trainer, tlkit doctor, tlkit lr-find); `decide_flip` runs
+data pipeline and the model are built (tlkit.training.trainer, tlkit doctor, tlkit lr-find); `decide_flip` runs
 in the trainer after the probe.
 """
 from __future__ import annotations
@@ -64,7 +64,7 @@ FLIP_TOLERANCE_IMAGES, FLIP_TOLERANCE_FRACTION = 2, 0.05
 FLIP_PROBE_ABOVE_CHANCE = 0.10
 AUTO = "auto"  # augment=auto: the recipe's crops and flips
 # task=multilabel: MixUp and label smoothing are written for one class per image (the flip is decided by the probe's
-# mAP on mirrored images, tlkit.run_setup.run_probe)
+# mAP on mirrored images, tlkit.training.run_setup.run_probe)
 MULTILABEL_OFF = "off: task=multilabel"
 DECISIONS = ("image_size", "bn", "batch_size", "schedule", "augment", "flip", "mixup", "label_smoothing")
 BN_TRAIN_BATCH_MIN = 16  # the doctor's bn-train-small-batch warns below this
@@ -245,7 +245,7 @@ def apply(cfg: TrainConfig, spec: BackboneSpec, data_scan=None) -> tuple[TrainCo
     """`cfg` with every null the recipe may fill filled in; (cfg, None) when nothing is open.
 
     spec: cfg's BackboneSpec; data_scan: the pre-flight's tlkit.data.scan.DataScan of cfg.data (None: an image
-    folder is walked here). The flip stays null when the probe is to decide it (tlkit.trainer runs the probe;
+    folder is walked here). The flip stays null when the probe is to decide it (tlkit.training.trainer runs the probe;
     decide_flip).
     """
     if not is_active(cfg):

@@ -1,7 +1,7 @@
 """One inference pass over images through the pretrained model: pooled features and BatchNorm input statistics.
 
-Before anything trains, the recipe asks two things of the pretrained model (tlkit.run_setup): how far the training
-images' BatchNorm statistics are from the stored ones (tlkit.stages.batchnorm_shift) and how well a linear probe on
+Before anything trains, the recipe asks two things of the pretrained model (tlkit.training.run_setup): how far the training
+images' BatchNorm statistics are from the stored ones (tlkit.training.stages.batchnorm_shift) and how well a linear probe on
 the pooled features classifies them (tlkit.recipe.probe). Both are the same forward pass over the training images, so it
 runs once. It is compiled at one batch shape (a smaller last batch is zero-padded, its padding dropped): traced once,
 then each batch costs what inference costs, where an eager pass or a second shape cost a second or two more on

@@ -36,7 +36,7 @@ def check_config(cfg: TrainConfig) -> BackboneSpec:
 
 def check_run(cfg: TrainConfig) -> tuple[BackboneSpec, DataScan]:
     """check_config, also returning what the data checks scanned: (the backbone spec, the DataScan), to hand on to
-    the recipe (tlkit.recipe.auto.apply) and the loader (tlkit.run_setup.build) so the data is walked once."""
+    the recipe (tlkit.recipe.auto.apply) and the loader (tlkit.training.run_setup.build) so the data is walked once."""
     spec = validate(cfg)
     check_auto_config(cfg)  # pure Python
     data_scan = check_data_config(cfg.data, cfg.task)  # pure Python: no TensorFlow

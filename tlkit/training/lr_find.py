@@ -14,7 +14,7 @@ from `start_lr` to `end_lr` (1e-7 -> 10 over 100 steps by default), one batch pe
   Either lies inside the swept range and below the LR where the loss diverged.
 
 Head-only stages run on the pooled features of the frozen backbone (the batches the sweep
-needs, once; tlkit.feature_cache), as the trainer does, unless MixUp/CutMix is on. The model's
+needs, once; tlkit.training.feature_cache), as the trainer does, unless MixUp/CutMix is on. The model's
 weights are restored afterwards. The suggestion is the stage's peak LR; as optimizer.lr it is
 divided by the stage's lr_scale. For a later stage the head starts untrained (the finder does not
 train the stages before it), so there the suggestion is a rough guide.
@@ -158,8 +158,8 @@ def find_lr(cfg, data, model, freezer, plan, stage_index: int, compile_options: 
     cfg: the run's TrainConfig (optimizer, loss, class weights, feature cache and mixing settings).
     data: the run's DataBundle (its training epochs feed the sweep, one batch per step).
     model: the built tlkit model; it stays uncompiled (the sweep compiles a second Model on its layers).
-    freezer: the run's tlkit.stages.Freezer, which sets what `plan` trains.
-    plan: the tlkit.stages.StagePlan of the stage to sweep; stage_index: its index in cfg.schedule.stages.
+    freezer: the run's tlkit.training.stages.Freezer, which sets what `plan` trains.
+    plan: the tlkit.training.stages.StagePlan of the stage to sweep; stage_index: its index in cfg.schedule.stages.
     compile_options: Keras compile options of the run (jit_compile...; steps_per_execution is ignored: one step
         per LR); None: Keras' defaults.
     start_lr, end_lr, steps: the sweep, exponentially from start_lr to end_lr in at most `steps` steps.
@@ -168,7 +168,7 @@ def find_lr(cfg, data, model, freezer, plan, stage_index: int, compile_options: 
     """
     from tlkit.config.schema import ClassWeight, OptimizerName
     from tlkit.data import class_weights
-    from tlkit.feature_cache import eligibility
+    from tlkit.training.feature_cache import eligibility
 
     check_sweep(start_lr, end_lr, steps, rule)
     result = LRFinderResult(plan.name, stage_index, cfg.schedule.stages[stage_index].lr_scale,
@@ -200,10 +200,10 @@ def _compiled_target(cfg, data, model, freezer, plan, use_cache: bool, steps: in
     backbone's features of the batches the sweep needs when `use_cache`, else a second Model on `model`'s layers."""
     import keras
 
-    import tlkit.distribute as distribute
-    import tlkit.feature_cache as fc
-    from tlkit.methods.fine_tuning import FineTuning
-    from tlkit.optim import make_loss, make_optimizer
+    import tlkit.training.distribute as distribute
+    import tlkit.training.feature_cache as fc
+    from tlkit.training.methods.fine_tuning import FineTuning
+    from tlkit.training.optim import make_loss, make_optimizer
 
     per_epoch = data.steps_per_epoch
     with distribute.model_scope(model):
@@ -316,13 +316,13 @@ def auto_lr(cfg, spec, data, model, freezer, run_dir, compile_options: dict | No
     measured at the global batch. LR findings the pre-flight doctor skipped are checked here.
 
     cfg, spec: the run's TrainConfig (with optimizer.lr=auto) and BackboneSpec. data, model, freezer: the run's
-    DataBundle, built model and tlkit.stages.Freezer (as in find_lr). run_dir: the run directory, where
+    DataBundle, built model and tlkit.training.stages.Freezer (as in find_lr). run_dir: the run directory, where
     lr_find.json/.png are written (and read back on resume). compile_options: as in find_lr. lr_factor: the
-    distribution LR factor the trainer multiplies optimizer.lr by (tlkit.distribute.lr_factor). doctor: the run's
+    distribution LR factor the trainer multiplies optimizer.lr by (tlkit.training.distribute.lr_factor). doctor: the run's
     tlkit.doctor.Doctor, to record the LR findings (None: not checked).
     The metrics entry: optimizer_lr, suggestion, rule, steps_run and diverged (the last two None on resume).
     """
-    from tlkit.stages import plan_stages
+    from tlkit.training.stages import plan_stages
 
     index = next((i for i, stage in enumerate(cfg.schedule.stages) if not stage.probe), 0)
     previous = Path(run_dir) / JSON_FILE
@@ -373,7 +373,7 @@ def run_command(cfg, spec, output, stage: str | None = None, start_lr: float = S
     Returns the LRFinderResult; raises ConfigError for an unknown stage or an invalid sweep.
     """
     import tlkit.recipe.auto as auto_recipe
-    import tlkit.run_setup as run_setup
+    import tlkit.training.run_setup as run_setup
     from tlkit.errors import ConfigError
 
     check_sweep(start_lr, end_lr, steps, rule)

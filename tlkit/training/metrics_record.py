@@ -28,8 +28,8 @@ class RunMetrics:
     bn: str  # schedule.bn as run (the recipe's decision filled in)
     monitor: str  # what the best epoch is judged on (val_accuracy, val_loss)
     precision: str  # float32 | mixed_float16 | mixed_bfloat16
-    stages: list  # one record per stage (tlkit.trainer), without wall_time_s (timings.json has the times)
-    best: dict  # the stage and epoch model.keras comes from (tlkit.callbacks.RunBest.to_dict)
+    stages: list  # one record per stage (tlkit.training.trainer), without wall_time_s (timings.json has the times)
+    best: dict  # the stage and epoch model.keras comes from (tlkit.training.callbacks.RunBest.to_dict)
     final: dict  # {val,test}_{loss,accuracy} of the saved model: top-level keys of metrics.json
     epochs: int  # epochs trained over all stages
     doctor: dict  # {"findings": the pre-flight findings, "runtime": the runtime monitor's diagnoses}
@@ -38,7 +38,7 @@ class RunMetrics:
     model_saved: bool
     auto_recipe: dict | None  # what the default recipe chose, and why (None: auto.enabled=false)
     lr_finder: dict | None  # optimizer.lr=auto: the LR the finder picked
-    # trainer.calibrate: temperature scaling (tlkit.calibration.Calibration.to_dict): T, ECE / NLL before and after
+    # trainer.calibrate: temperature scaling (tlkit.training.calibration.Calibration.to_dict): T, ECE / NLL before and after
     calibration: dict | None = None
     scratch: dict | None = None  # trainer.compare_scratch: the same recipe from random weights
 

@@ -1,9 +1,9 @@
 """What a finished run writes, and the state the trainer's stages share to get there.
 
     RunState      the run's set-up, stage records, runtime diagnoses, best epoch, checkpoint timings
-    write_results calibrate the restored model (trainer.calibrate: tlkit.calibration, T folded into model.keras),
+    write_results calibrate the restored model (trainer.calibrate: tlkit.training.calibration, T folded into model.keras),
                   evaluate it (through AfterTraining, the tools the caller passes in), then model.keras,
-                  metrics.json (tlkit.metrics_record.RunMetrics), the HParams, timings.json, eval/
+                  metrics.json (tlkit.training.metrics_record.RunMetrics), the HParams, timings.json, eval/
 """
 from __future__ import annotations
 
@@ -15,18 +15,18 @@ from typing import Callable
 
 import keras
 
-import tlkit.checkpoint as ckpt
-import tlkit.rundir as rundir
-from tlkit.calibration import Calibration, calibrate, write_reliability
-from tlkit.callbacks import RunBest
+import tlkit.training.checkpoint as ckpt
+import tlkit.training.rundir as rundir
+from tlkit.training.calibration import Calibration, calibrate, write_reliability
+from tlkit.training.callbacks import RunBest
 from tlkit.config.schema import TrainConfig
 from tlkit.doctor import Doctor
-from tlkit.feature_cache import FeatureCache
-from tlkit.methods.fine_tuning import FineTuning
-from tlkit.metrics_record import RunMetrics
+from tlkit.training.feature_cache import FeatureCache
+from tlkit.training.methods.fine_tuning import FineTuning
+from tlkit.training.metrics_record import RunMetrics
 from tlkit.model.build import preprocess_mode, with_probabilities
 from tlkit.model.multilabel import write_thresholds
-from tlkit.run_setup import RunSetup
+from tlkit.training.run_setup import RunSetup
 
 log = logging.getLogger("tlkit.train")
 # task=multilabel: the report keys that become top-level metrics.json keys beside loss and accuracy (val_map, ...)
@@ -65,7 +65,7 @@ class RunState:
     runtime: list = field(default_factory=list)  # the runtime monitor's diagnoses
     epoch: int = 0
     features: FeatureCache | None = None  # valid until a stage trains backbone blocks
-    methods: FineTuning | None = None  # discriminative LRs, L2-SP, EMA, label smoothing (tlkit/methods)
+    methods: FineTuning | None = None  # discriminative LRs, L2-SP, EMA, label smoothing (tlkit/training/methods)
     checkpoint_s: dict = field(default_factory=lambda: {"snapshot": 0.0, "write": 0.0, "waited": 0.0})
     run_best: RunBest | None = None  # the best epoch over all stages: what model.keras holds
 
@@ -135,7 +135,7 @@ def write_results(run: RunState, status: str, after_training: AfterTraining, sta
 
 
 def _calibrate(run: RunState, status: str) -> Calibration | None:
-    """trainer.calibrate: temperature scaling on val (tlkit.calibration), for a completed run."""
+    """trainer.calibrate: temperature scaling on val (tlkit.training.calibration), for a completed run."""
     if not run.cfg.trainer.calibrate or status != "completed":
         return None
     if run.data.multilabel:

@@ -9,15 +9,15 @@ import keras
 from keras import ops
 
 from tlkit.config.schema import OptimizerConfig, OptimizerName
-from tlkit.distribute import model_scope
-from tlkit.stages import StagePlan
+from tlkit.training.distribute import model_scope
+from tlkit.training.stages import StagePlan
 
 
 def compile_for_stage(model: keras.Model, opt_cfg: OptimizerConfig, plan: StagePlan, steps_per_epoch: int,
                       options: dict | None = None, *, methods=None, data=None) -> None:
     """A fresh optimizer per stage: recompiling is what makes a change of `trainable` take effect.
 
-    `methods`: the run's tlkit.methods.FineTuning (discriminative LRs, L2-SP, label smoothing);
+    `methods`: the run's tlkit.training.methods.FineTuning (discriminative LRs, L2-SP, label smoothing);
     None compiles plain cross-entropy and one LR. `data`: the run's DataBundle (task=multilabel: the positive
     weights of data.class_weight=auto come from its training labels).
     """
@@ -50,7 +50,7 @@ def lr_schedule(plan: StagePlan, steps_per_epoch: int) -> keras.optimizers.sched
 
 
 def make_optimizer(opt_cfg: OptimizerConfig, learning_rate, **methods) -> keras.optimizers.Optimizer:
-    """`methods` (lr_scales, pulls, lr_groups; see tlkit.methods.optimizer) or EMA: the fine-tuning subclass."""
+    """`methods` (lr_scales, pulls, lr_groups; see tlkit.training.methods.optimizer) or EMA: the fine-tuning subclass."""
     name = OptimizerName(opt_cfg.name)
     common = {"learning_rate": learning_rate, "clipnorm": opt_cfg.clipnorm,
               "use_ema": bool(opt_cfg.ema), "ema_momentum": opt_cfg.ema_momentum}
@@ -63,7 +63,7 @@ def make_optimizer(opt_cfg: OptimizerConfig, learning_rate, **methods) -> keras.
     else:
         cls, kwargs = keras.optimizers.Adam, {"weight_decay": decay}
     if methods or opt_cfg.ema:  # the subclass also warms the EMA up
-        from tlkit.methods.optimizer import with_fine_tuning
+        from tlkit.training.methods.optimizer import with_fine_tuning
 
         return with_fine_tuning(cls)(**kwargs, **common, **methods)
     return cls(**kwargs, **common)

@@ -14,13 +14,13 @@ from dataclasses import dataclass, replace
 import keras
 
 import tlkit.recipe.auto as auto_recipe
-import tlkit.distribute as distribute
-import tlkit.runtime as runtime
+import tlkit.training.distribute as distribute
+import tlkit.training.runtime as runtime
 from tlkit.backbones.spec import BackboneSpec
 from tlkit.config.schema import BNPolicy, TrainConfig
 from tlkit.config.validate import resolved_image_size
 from tlkit.model.build import build_model
-from tlkit.stages import Freezer, plan_stages
+from tlkit.training.stages import Freezer, plan_stages
 
 log = logging.getLogger("tlkit.train")
 
@@ -45,7 +45,7 @@ class RunSetup:
     pretrained_pass: object = None
 
     def plans(self, peak_lr: float | None = None):
-        """The stages as tlkit.stages.StagePlan: at the current optimizer.lr scaled for the replicas, or, with
+        """The stages as tlkit.training.stages.StagePlan: at the current optimizer.lr scaled for the replicas, or, with
         `peak_lr`, at that LR as it is (the LR finder plans at 1.0: each stage's lr is then its lr_scale)."""
         if peak_lr is None:
             lr = self.cfg.optimizer.lr
@@ -108,7 +108,7 @@ def batch_norm_statistics(setup: RunSetup) -> None:
     """schedule.bn=adapt: re-estimate the backbone's BatchNorm statistics on the training images (AdaBN); null (the
     recipe's): first measure how far the images are from the stored statistics (decide_bn)."""
     from tlkit.recipe.frozen_pass import frozen_pass
-    from tlkit.stages import batchnorm_shift, reestimate_batchnorm
+    from tlkit.training.stages import batchnorm_shift, reestimate_batchnorm
 
     cfg = setup.cfg
     has_batch_norm = setup.spec.has_batch_norm

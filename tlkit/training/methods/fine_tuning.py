@@ -11,9 +11,9 @@ import keras
 import numpy as np
 
 from tlkit.config.schema import RegularizerName, StageConfig, TrainConfig
-from tlkit.methods.optimizer import inner_optimizer, lr_groups_of
+from tlkit.training.methods.optimizer import inner_optimizer, lr_groups_of
 from tlkit.model.build import backbone_of
-from tlkit.stages import Freezer, StagePlan
+from tlkit.training.stages import Freezer, StagePlan
 
 HEAD_GROUP = "head"
 
@@ -49,7 +49,7 @@ class FineTuning:
         return decay, dict(block_lr or {})
 
     def optimizer_options(self, target: keras.Model, plan: StagePlan) -> dict:
-        """Keyword arguments for tlkit.optim.make_optimizer; {} when no method changes the optimizer."""
+        """Keyword arguments for tlkit.training.optim.make_optimizer; {} when no method changes the optimizer."""
         trainable = {id(v) for v in target.trainable_weights}
         by_block = {}
         for block in plan.blocks:

@@ -11,7 +11,7 @@ complete checkpoint. It holds everything the rest of the run depends on:
   monitor, and the best epoch's weights (of the stage, and of the run when an earlier stage holds it).
 
 The training data of epoch e is a pure function of (seed, e) (tlkit.data.pipeline.TrainEpochs,
-tlkit.feature_cache.FeatureBatches), so with trainer.deterministic a resumed run writes the
+tlkit.training.feature_cache.FeatureBatches), so with trainer.deterministic a resumed run writes the
 same metrics.json as an uninterrupted one. The file is removed when the run completes.
 """
 from __future__ import annotations
@@ -28,7 +28,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-import tlkit.rundir as rundir
+import tlkit.training.rundir as rundir
 from tlkit.errors import TlkitError
 
 log = logging.getLogger("tlkit.train")
@@ -53,7 +53,7 @@ class StageProgress:
     finished: bool  # no epoch left to run (early stopping or the stage's last epoch)
     best: dict  # BestWeights.state()
     monitor: dict | None  # RuntimeMonitor.state()
-    attempt: int = 0  # 1: the recipe's retry of a stage the runtime monitor stopped (tlkit.trainer)
+    attempt: int = 0  # 1: the recipe's retry of a stage the runtime monitor stopped (tlkit.training.trainer)
 
 
 @dataclass
@@ -64,7 +64,7 @@ class Checkpoint:
     model_variables: list = field(repr=False)
     optimizer_variables: list = field(repr=False)
     best_weights: list | None = field(repr=False)
-    run_best: dict | None = None  # tlkit.callbacks.RunBest.state()
+    run_best: dict | None = None  # tlkit.training.callbacks.RunBest.state()
     run_best_weights: list | None = field(default=None, repr=False)
 
 
@@ -76,7 +76,7 @@ def snapshot(progress: StageProgress, records: list, runtime: list, model: keras
              optimizer: keras.optimizers.Optimizer, best_weights: list | None, run_best=None) -> dict:
     """Copies of everything a checkpoint holds, taken between two epochs (cheap next to writing them).
 
-    `run_best`: the run's tlkit.callbacks.RunBest (its weights are saved while an earlier stage holds them)."""
+    `run_best`: the run's tlkit.training.callbacks.RunBest (its weights are saved while an earlier stage holds them)."""
     state = {"format": FORMAT_VERSION, "progress": dict(progress.__dict__), "records": records, "runtime": runtime,
              "run_best": run_best.state() if run_best is not None else None}
     arrays = {"state": np.frombuffer(json.dumps(state).encode(), dtype=np.uint8)}
@@ -239,7 +239,7 @@ def restore_variables(variables, values: list, what: str) -> None:
 
 def restore_optimizer(model: keras.Model, values: list) -> None:
     """Build the freshly compiled optimizer on the stage's variables, then load its state."""
-    from tlkit.distribute import model_scope
+    from tlkit.training.distribute import model_scope
 
     with model_scope(model):  # under a tf.distribute strategy the slots are mirrored variables
         model.optimizer.build(model.trainable_variables)
@@ -278,7 +278,7 @@ class CheckpointWriter(keras.callbacks.Callback):
         self.progress, self.stage_epochs = progress, stage_epochs
         self.records, self.runtime, self.best, self.monitor = records, runtime, best, monitor
         self.model_to_save = model_to_save  # the full model, also when the head trains on cached features
-        self.run_best = run_best  # tlkit.callbacks.RunBest: the best epoch of the stages before this one
+        self.run_best = run_best  # tlkit.training.callbacks.RunBest: the best epoch of the stages before this one
         self.every_s = float(every_s)  # trainer.checkpoint_every_s: 0 checkpoints every epoch
         self._since = time.perf_counter()
         self.seconds = {"snapshot": 0.0, "write": 0.0, "waited": 0.0}  # what checkpoints cost (timings.json)

@@ -1,10 +1,10 @@
 """Fine-tuning from a TrainConfig to a run directory.
 
     set-up:   config -> the recipe's choices + doctor(config) (no TensorFlow yet) -> run set-up (data, model,
-              the recipe's probe; tlkit.run_setup) -> doctor(data, model)
+              the recipe's probe; tlkit.training.run_setup) -> doctor(data, model)
     stages:   for each stage: freeze/unfreeze blocks, recompile, fit under the runtime monitor, restore the
               stage's best epoch (a stage the monitor stopped is retried once, gentler)
-    finalize: the run's best epoch -> evaluate -> model.keras + metrics.json + eval/ (tlkit.run_results, with the
+    finalize: the run's best epoch -> evaluate -> model.keras + metrics.json + eval/ (tlkit.training.run_results, with the
               post-training tools the caller passes in)
 """
 from __future__ import annotations
@@ -17,25 +17,25 @@ from pathlib import Path
 import keras
 
 import tlkit.recipe.auto as auto_recipe
-import tlkit.checkpoint as ckpt
-import tlkit.distribute as distribute
-import tlkit.feature_cache as fc
-import tlkit.run_setup as run_setup
-import tlkit.rundir as rundir
+import tlkit.training.checkpoint as ckpt
+import tlkit.training.distribute as distribute
+import tlkit.training.feature_cache as fc
+import tlkit.training.run_setup as run_setup
+import tlkit.training.rundir as rundir
 from tlkit.backbones.spec import BackboneSpec
-from tlkit.callbacks import BestWeights, EpochLog, RunBest, StageContext
+from tlkit.training.callbacks import BestWeights, EpochLog, RunBest, StageContext
 from tlkit.config.schema import BNPolicy, ClassWeight, Monitor, TrainConfig
 from tlkit.config.store import as_train_config
 from tlkit.config.validate import lr_is_auto
 from tlkit.doctor import Doctor, Severity
-from tlkit.methods.fine_tuning import FineTuning
-from tlkit.methods.optimizer import lr_groups_of
+from tlkit.training.methods.fine_tuning import FineTuning
+from tlkit.training.methods.optimizer import lr_groups_of
 from tlkit.model.build import LOGITS_LAYER, head_of
-from tlkit.optim import compile_for_stage
+from tlkit.training.optim import compile_for_stage
 from tlkit.recipe.preflight import check_run
-from tlkit.run_results import AfterTraining, RunState, restore_run_best, write_results  # noqa: F401  (AfterTraining:
+from tlkit.training.run_results import AfterTraining, RunState, restore_run_best, write_results  # noqa: F401  (AfterTraining:
 #   re-exported, the type of train()'s after_training)
-from tlkit.stages import StagePlan, count_params
+from tlkit.training.stages import StagePlan, count_params
 
 log = logging.getLogger("tlkit.train")
 
@@ -43,7 +43,7 @@ log = logging.getLogger("tlkit.train")
 @dataclass
 class TrainResult:
     run_dir: Path
-    metrics: dict  # metrics.json's content (tlkit.metrics_record.RunMetrics.to_dict)
+    metrics: dict  # metrics.json's content (tlkit.training.metrics_record.RunMetrics.to_dict)
     model: keras.Model  # the training model (logits out); model.keras holds the probabilities version
 
 
@@ -69,7 +69,7 @@ def train(cfg: TrainConfig, run_dir: str | Path | None = None, spec: BackboneSpe
 
 
 def _set_up(cfg: TrainConfig, run_dir, spec, data_scan) -> RunState | TrainResult:
-    """Config checks, the recipe, the run directory (resume), the pre-flight doctor, data and model (tlkit.run_setup),
+    """Config checks, the recipe, the run directory (resume), the pre-flight doctor, data and model (tlkit.training.run_setup),
     the LR finder: everything before the first stage trains. A finished run (resume=) comes back as its result."""
     if spec is None:
         spec, data_scan = check_run(cfg)
@@ -156,8 +156,8 @@ def _open_run_dir(cfg: TrainConfig, run_dir):
 
 
 def _auto_lr(setup: run_setup.RunSetup, run_dir: Path, doctor: Doctor) -> dict:
-    """optimizer.lr=auto: the LR finder (tlkit/lr_find.py) on the first stage the optimizer trains."""
-    from tlkit.lr_find import auto_lr
+    """optimizer.lr=auto: the LR finder (tlkit/training/lr_find.py) on the first stage the optimizer trains."""
+    from tlkit.training.lr_find import auto_lr
 
     setup.cfg, entry = auto_lr(setup.cfg, setup.spec, setup.data, setup.model, setup.freezer, run_dir,
                                setup.compile_options, setup.lr_factor, doctor if setup.cfg.doctor.enabled else None)
@@ -223,8 +223,8 @@ def _retry_stage(run: RunState, index: int, count: int, plan: StagePlan, class_w
     lower LR, with BatchNorm statistics re-estimated on the training images (AdaBN) if they were kept frozen."""
     from dataclasses import replace
 
-    from tlkit.stages import reestimate_batchnorm
-    from tlkit.run_setup import BN_SAMPLE
+    from tlkit.training.stages import reestimate_batchnorm
+    from tlkit.training.run_setup import BN_SAMPLE
 
     failed = run.records.pop()
     weights, best_state, best_weights = start

@@ -17,7 +17,7 @@ import time
 import keras
 import numpy as np
 
-import tlkit.distribute as distribute
+import tlkit.training.distribute as distribute
 from tlkit.config.schema import FeatureCacheMode
 from tlkit.data.mixing import mixing_enabled
 from tlkit.model.build import head_of
@@ -30,7 +30,7 @@ def eligibility(cfg, plan, model: keras.Model) -> tuple[bool, str]:
     """Whether a stage may train on cached features: the one rule the trainer and the LR finder share.
 
     cfg: the run's TrainConfig (trainer.feature_cache, augment's MixUp/CutMix); plan: the stage's
-    tlkit.stages.StagePlan; model: the built tlkit model (its strategy decides multi-worker).
+    tlkit.training.stages.StagePlan; model: the built tlkit model (its strategy decides multi-worker).
     Returns (True, "") or (False, why): `why` is "" when nothing needs saying (a stage that trains backbone
     blocks, trainer.feature_cache=off), else a sentence for the log. The memory budget is the trainer's own check:
     it depends on how many views the cache holds.

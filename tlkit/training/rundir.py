@@ -27,7 +27,7 @@ import os
 import uuid
 from pathlib import Path
 
-from tlkit.fileio import RunDirError, atomic_write, read_json  # noqa: F401  (re-exported: tlkit.rundir.atomic_write)
+from tlkit.fileio import RunDirError, atomic_write, read_json  # noqa: F401  (re-exported: tlkit.training.rundir.atomic_write)
 from tlkit.fileio import describe_os_error as _describe_os_error
 from tlkit.text_table import text_table
 
@@ -37,7 +37,7 @@ MODEL_FILE = "model.keras"
 HISTORY_FILE = "history.csv"
 TENSORBOARD_DIR = "tensorboard"
 CONFIG_FILE = "config.yaml"
-CHECKPOINT_FILE = "checkpoint.npz"  # tlkit.checkpoint: the last completed epoch, removed when the run completes
+CHECKPOINT_FILE = "checkpoint.npz"  # tlkit.training.checkpoint: the last completed epoch, removed when the run completes
 HYDRA_CONFIG_FILE = ".hydra/config.yaml"
 EVAL_DIR = "eval"
 EXPORT_DIR = "export"
@@ -122,7 +122,7 @@ def read_metrics(run_dir: Path) -> dict:
 
 
 def summary_table(stages: list[dict]) -> str:
-    """A fixed-width table of the stage records (tlkit.trainer), for the console and train.log."""
+    """A fixed-width table of the stage records (tlkit.training.trainer), for the console and train.log."""
     header = ("stage", "trains", "epochs", "best", "val_loss", "val_acc", "peak lr", "trainable", "time")
     rows = [(s["name"], s["train"], str(s["epochs_run"]), str(s["best_epoch"]), _fmt(s.get("val_loss")),
              _fmt(s.get("val_accuracy")), _fmt(s.get("lr"), ".2g"), f"{s['trainable_params']:,}",
