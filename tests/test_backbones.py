@@ -209,7 +209,7 @@ def test_has_batch_norm_matches_the_built_model(built):
 def test_each_block_hands_on_one_feature_map_for_grad_cam(built):
     """tlkit explain's feature maps: every block's output, found from the spec, shrinking stem to top; NASNet's
     cells take the two cells before them, so only its last block hands on a single map."""
-    from tlkit.gradcam import block_outputs
+    from tlkit.tools.gradcam import block_outputs
 
     spec, backbone, _ = built
     outputs = block_outputs(backbone, spec)

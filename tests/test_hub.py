@@ -137,7 +137,7 @@ def test_a_hub_vit_trains_staged_and_exports_to_tflite_within_1e_4(hub_run):
 
     import keras
 
-    from tlkit.export import TFLiteRunner, export
+    from tlkit.tools.export import TFLiteRunner, export
 
     stages = json.loads((hub_run / "metrics.json").read_text())["stages"]
     assert [s["blocks"] for s in stages] == [[], ["layer2", "top"], ["stem", "layer1", "layer2", "top"]]

@@ -117,8 +117,8 @@ def test_nothing_inside_the_package_imports_its_facade():
     assert sorted(f"{module} (line {targets['tlkit']})" for module, targets in GRAPH.items() if "tlkit" in targets) == []
 
 
-POST_TRAINING = ["tlkit.evaluate", "tlkit.predict", "tlkit.export", "tlkit.reproduce", "tlkit.sweep", "tlkit.tta",
-                 "tlkit.explain", "tlkit.gradcam", "tlkit.multilabel_report"]
+POST_TRAINING = ["tlkit.tools.evaluate", "tlkit.tools.predict", "tlkit.tools.export", "tlkit.reproduce", "tlkit.tools.sweep", "tlkit.tools.tta",
+                 "tlkit.tools.explain", "tlkit.tools.gradcam", "tlkit.tools.multilabel_report"]
 ENTRY = ["tlkit.cli", "tlkit.cli_tools", "tlkit.cli_train", "tlkit.cli_config"]  # the top: command lines, Hydra
 
 

@@ -117,7 +117,7 @@ def test_multilabel_run_end_to_end(multilabel_run, shapes_table):
     is what predict applies, eval/ has per-class AP and the PR curves."""
     import keras
 
-    from tlkit.predict import predict
+    from tlkit.tools.predict import predict
 
     run_dir, metrics = multilabel_run
     assert [s["name"] for s in metrics["stages"]] == ["head", "top"] and metrics["monitor"] == "val_map"
@@ -147,7 +147,7 @@ def test_multilabel_run_end_to_end(multilabel_run, shapes_table):
 def test_a_multilabel_run_exports_to_tflite_with_its_thresholds(multilabel_run):
     """The TFLite file serves the sigmoids (parity with model.keras); its model card names the task and carries the
     thresholds a label needs, instead of promising softmax probabilities that sum to 1."""
-    from tlkit.export import export
+    from tlkit.tools.export import export
 
     run_dir, metrics = multilabel_run
     path = export(run_dir, "tflite")

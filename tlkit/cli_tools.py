@@ -1,6 +1,6 @@
 """The post-training commands of `tlkit` (tlkit/cli.py parses the command line, this runs them): evaluate,
 predict, export, explain on key=value arguments, and sweep-summary. Each is a thin layer over its library
-function (tlkit.evaluate, tlkit.predict, tlkit.export, tlkit.explain, tlkit.sweep); errors a user can fix exit 2
+function (tlkit.tools.evaluate, tlkit.tools.predict, tlkit.tools.export, tlkit.tools.explain, tlkit.tools.sweep); errors a user can fix exit 2
 with their message.
 """
 from __future__ import annotations
@@ -44,7 +44,7 @@ def _optional(value: str):
 
 def evaluate_command(items: list[str]) -> int:
     from tlkit.data.scan import has_test_split
-    from tlkit.evaluate import evaluate_run, summary_text
+    from tlkit.tools.evaluate import evaluate_run, summary_text
     from tlkit.training.rundir import EVAL_DIR, load_config
 
     args = parse_key_values(items, {"run": str, "split": str, "output": _optional, "tta": _optional, "data.": None},
@@ -65,8 +65,8 @@ def evaluate_command(items: list[str]) -> int:
 
 
 def predict_command(items: list[str]) -> int:
-    from tlkit.predict import load_model_and_classes, predict, write_predictions
-    from tlkit.tta import plan_tta
+    from tlkit.tools.predict import load_model_and_classes, predict, write_predictions
+    from tlkit.tools.tta import plan_tta
 
     args = parse_key_values(items, {"run": str, "inputs": str, "top_k": int, "batch_size": int, "output": _optional,
                                     "progress": lambda v: v.lower() in ("1", "true", "yes"), "tta": _optional},
@@ -97,7 +97,7 @@ def predict_command(items: list[str]) -> int:
 def export_command(items: list[str]) -> int:
     import json
 
-    from tlkit.export import CARD_FILE, export
+    from tlkit.tools.export import CARD_FILE, export
 
     args = parse_key_values(items, {"run": str, "format": str, "quantize": _optional, "output": _optional,
                                     "verify": lambda v: v.lower() in ("1", "true", "yes")}, "export")
@@ -122,7 +122,7 @@ def export_command(items: list[str]) -> int:
 
 
 def explain_command(items: list[str]) -> int:
-    from tlkit.explain import explain_run
+    from tlkit.tools.explain import explain_run
 
     args = parse_key_values(items, {"run": str, "inputs": str, "block": _optional, "class": _optional,
                                     "output": _optional, "batch_size": int}, "explain")
@@ -135,7 +135,7 @@ def explain_command(items: list[str]) -> int:
 
 
 def sweep_summary_command(multirun_dir: str, plot: bool = True) -> int:
-    from tlkit.sweep import markdown_table, summarize, swept_params, write_summary
+    from tlkit.tools.sweep import markdown_table, summarize, swept_params, write_summary
 
     try:
         rows = summarize(multirun_dir)

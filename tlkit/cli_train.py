@@ -37,7 +37,7 @@ def hydra_main(cfg: DictConfig) -> float:
     try:
         return run(cfg, hydra_config.runtime.output_dir)
     except (Exception, SystemExit) as error:  # noqa: BLE001 - any error of one trial
-        from tlkit.sweep import write_failure
+        from tlkit.tools.sweep import write_failure
 
         path = write_failure(hydra_config.runtime.output_dir, error, time.time() - started)
         log.error("trial %s failed: %s: %s (traceback in %s)", hydra_config.job.num, type(error).__name__,
@@ -55,7 +55,7 @@ def run(cfg: DictConfig, run_dir: str) -> float:
     try:
         config = as_train_config(cfg)  # keys a leading + added that the schema lacks fail here
         if multirun:  # a relaunched sweep (same hydra.sweep.dir): finished trials are skipped,
-            from tlkit.sweep import FAILURE_FILE  # interrupted ones resume, failed ones run again
+            from tlkit.tools.sweep import FAILURE_FILE  # interrupted ones resume, failed ones run again
 
             (Path(run_dir) / FAILURE_FILE).unlink(missing_ok=True)
             if has_progress(run_dir):

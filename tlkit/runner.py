@@ -3,7 +3,7 @@
     result = train(cfg, run_dir)
 
 tlkit.train (the facade), train.py through it, and `tlkit reproduce` call this. It sits above the trainer and
-the post-training tools (tlkit.evaluate, tlkit.sweep) and hands those tools to the trainer (after_training()), so
+the post-training tools (tlkit.tools.evaluate, tlkit.tools.sweep) and hands those tools to the trainer (after_training()), so
 the trainer imports nothing above it. The trainer and the tools import Keras: they load only after the checks.
 """
 from __future__ import annotations
@@ -20,9 +20,9 @@ if TYPE_CHECKING:
 
 def after_training() -> "AfterTraining":
     """The tools the trainer hands a finished run to: the final metrics and RUN_DIR/eval/ from one evaluation pass
-    (tlkit.evaluate), the HParams for TensorBoard (tlkit.sweep)."""
-    from tlkit.evaluate import evaluate_bundle, report_after_training
-    from tlkit.sweep import log_hparams
+    (tlkit.tools.evaluate), the HParams for TensorBoard (tlkit.tools.sweep)."""
+    from tlkit.tools.evaluate import evaluate_bundle, report_after_training
+    from tlkit.tools.sweep import log_hparams
     from tlkit.training.run_results import AfterTraining
 
     return AfterTraining(evaluate=evaluate_bundle, write_report=report_after_training, log_hparams=log_hparams)

@@ -22,7 +22,7 @@ from tlkit.model.preprocessing import PREPROCESS_LAYER, preprocessing_model
 BACKBONE_LAYER = "backbone"
 LOGITS_LAYER = "logits"
 PROBABILITIES_LAYER = "probabilities"
-MODEL_NAME_PREFIX = "tlkit_"  # a tlkit model is named tlkit_<backbone name> (tlkit.gradcam reads it back)
+MODEL_NAME_PREFIX = "tlkit_"  # a tlkit model is named tlkit_<backbone name> (tlkit.tools.gradcam reads it back)
 
 
 def preprocess_mode(spec: BackboneSpec, backbone_cfg: BackboneConfig) -> str:

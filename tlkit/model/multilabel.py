@@ -8,7 +8,7 @@
     thresholds one per class, tuned on val for the best F1 (tune_thresholds), saved as RUN_DIR/thresholds.json,
                used by `tlkit predict` and the reports
     reports    average precision per class (NumPy, as scikit-learn's average_precision_score), mAP macro and micro,
-               F1 at the thresholds (tlkit.multilabel_report draws the PR curves)
+               F1 at the thresholds (tlkit.tools.multilabel_report draws the PR curves)
 
 Keras and NumPy only (no TensorFlow import).
 """

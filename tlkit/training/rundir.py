@@ -8,16 +8,16 @@
       tensorboard/       one TensorBoard run for all stages
       model.keras        the trained model, RGB 0-255 in, probabilities out
       metrics.json       summary: see `write_metrics`
-      eval/              written at the end of training and by `tlkit evaluate` (tlkit.evaluate):
+      eval/              written at the end of training and by `tlkit evaluate` (tlkit.tools.evaluate):
         report.json              per split ("val", "test"): accuracy, top-k, per-class
                                  precision/recall/F1, confusion matrix, confidently wrong images
         training_curves.png      loss, accuracy and LR per epoch, stage boundaries marked
         SPLIT_confusion_matrix.png    row-normalised, class names on the axes
         SPLIT_confidently_wrong.png   the most confidently misclassified images, each with its Grad-CAM
-                                      heat map for the predicted class (tlkit.explain)
-      export/            `tlkit export` (tlkit.export): one folder per format, each with the
+                                      heat map for the predicted class (tlkit.tools.explain)
+      export/            `tlkit export` (tlkit.tools.export): one folder per format, each with the
                          model file and model_card.json (class names, input contract)
-      explain/           `tlkit explain` (tlkit.explain): Grad-CAM pictures of given images, explain.json
+      explain/           `tlkit explain` (tlkit.tools.explain): Grad-CAM pictures of given images, explain.json
 """
 from __future__ import annotations
 

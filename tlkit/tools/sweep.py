@@ -20,7 +20,7 @@ from pathlib import Path
 
 from tlkit.fileio import read_json
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("tlkit.sweep")  # a fixed name, as every tlkit logger has (train.log lines show it)
 
 FAILURE_FILE = "failure.json"
 SUMMARY_MD = "sweep_summary.md"

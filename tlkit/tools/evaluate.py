@@ -21,7 +21,7 @@ from typing import Callable, Mapping, Optional, Sequence
 
 import numpy as np
 
-import tlkit.multilabel_report as multilabel_report
+import tlkit.tools.multilabel_report as multilabel_report
 import tlkit.training.rundir as rundir
 from tlkit.fileio import read_json
 
@@ -40,7 +40,7 @@ class SplitEvaluation:
     wrong_images: np.ndarray  # uint8 [k, H, W, 3], the images of report["confidently_wrong"], same order
     probabilities: Optional[np.ndarray] = field(default=None, repr=False)  # [N, classes], the split's order
     labels: Optional[np.ndarray] = field(default=None, repr=False)  # [N]
-    # uint8 [k, H, W, 3]: those images with the Grad-CAM of their (wrong) predicted class (tlkit.explain); None
+    # uint8 [k, H, W, 3]: those images with the Grad-CAM of their (wrong) predicted class (tlkit.tools.explain); None
     # where Grad-CAM does not apply
     wrong_overlays: Optional[np.ndarray] = field(default=None, repr=False)
 
@@ -112,10 +112,10 @@ def evaluate_split(model, dataset, class_names: Sequence[str], files: Optional[S
                    known: Optional[tuple] = None) -> SplitEvaluation:
     """Run `model` (probabilities out) over a batched (images 0-255, labels) dataset.
 
-    predict: images -> probabilities instead of the model's own call (tlkit.tta.TTAPredictor); known:
+    predict: images -> probabilities instead of the model's own call (tlkit.tools.tta.TTAPredictor); known:
     (probabilities, labels) the model outputs on this dataset in its order, already computed: used while the
     labels agree with the dataset's (the model runs only for the wrong-image overlays)."""
-    from tlkit.predict import model_probabilities
+    from tlkit.tools.predict import model_probabilities
 
     probabilities, labels = [], []
     wrong: list = []  # (confidence, index, predicted, true, image), best kept, most confident first
@@ -146,7 +146,7 @@ def evaluate_split(model, dataset, class_names: Sequence[str], files: Optional[S
         for confidence, index, pred, true, _ in wrong
     ]
     images = np.stack([w[4] for w in wrong]) if wrong else np.zeros((0, 1, 1, 3), dtype=np.uint8)
-    from tlkit.explain import wrong_image_overlays
+    from tlkit.tools.explain import wrong_image_overlays
 
     overlays = wrong_image_overlays(model, images, [w[2] for w in wrong])
     return SplitEvaluation(report=report, wrong_images=images, probabilities=probabilities, labels=labels,
@@ -187,12 +187,12 @@ def evaluate_run(run_dir: str | Path, split: str = "val", data_overrides: Option
     """Evaluate RUN_DIR/model.keras on `split` ("val" or "test") and write the report files.
 
     `data_overrides` (e.g. {"data.test_dir": "/new/test"}) merge onto the run's saved
-    config. `tta`: flip, crops or N (tlkit.tta; mirror views only where the run's flip decision allows them): the
+    config. `tta`: flip, crops or N (tlkit.tools.tta; mirror views only where the run's flip decision allows them): the
     report then holds TTA's metrics and, under "tta", what it changed. Returns the split's report (JSON-ready dict).
     """
     from tlkit.model.load import load_model
-    from tlkit.predict import model_probabilities
-    from tlkit.tta import TTAPredictor, plan_tta
+    from tlkit.tools.predict import model_probabilities
+    from tlkit.tools.tta import TTAPredictor, plan_tta
 
     run_dir = Path(run_dir)
     model = load_model(run_dir / rundir.MODEL_FILE)
@@ -341,7 +341,7 @@ def summary_text(report: dict, split: str, worst: int = 5) -> str:
         lines.append(f"  {pair['true']} -> {pair['predicted']}: {pair['count']} "
                      f"({pair['share_of_true']:.0%} of {pair['true']})")
     if report.get("tta"):
-        from tlkit.tta import summary_line
+        from tlkit.tools.tta import summary_line
 
         lines.append("  " + summary_line(report["tta"]))
     return "\n".join(lines)

@@ -179,13 +179,13 @@ def predict(run_or_model, inputs, top_k: int = 5, batch_size: int = 32, class_na
 
     Returns (rows, failures): a row is {"path", "predictions": [{"label", "index",
     "probability"}, ...] (k, most likely first), "probabilities": [...] (every class)}.
-    tta: flip, crops or N (tlkit.tta: mirror views only when the run's flip decision allows them; a loaded model
-    has no run, so none), or a tlkit.tta.TTAPlan: probabilities averaged over the views, and each row gains
+    tta: flip, crops or N (tlkit.tools.tta: mirror views only when the run's flip decision allows them; a loaded model
+    has no run, so none), or a tlkit.tools.tta.TTAPlan: probabilities averaged over the views, and each row gains
     "without_tta": the top-1 label of the plain image.
     thresholds: task=multilabel, one per class (None: a run directory's thresholds.json, when it has one): each row
     gains "labels", every class whose probability is >= its threshold (tlkit.model.multilabel).
     """
-    from tlkit.tta import TTAPlan, TTAPredictor, plan_tta
+    from tlkit.tools.tta import TTAPlan, TTAPredictor, plan_tta
 
     from tlkit.model.multilabel import read_thresholds
 

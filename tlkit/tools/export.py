@@ -5,7 +5,7 @@
 Every export embeds the preprocessing and returns probabilities. The input contract, the
 same for every format: float32 RGB images in 0-255, NHWC, the run's fixed size
 [batch, H, W, 3] (batch is free), already resized to H x W (bilinear, the whole image; see
-tlkit.predict). The SavedModel has two signatures:
+tlkit.tools.predict). The SavedModel has two signatures:
 
     serving_default(image: float32 [None, H, W, 3], 0-255)  -> {"probabilities": [None, N]}
     serve_bytes(image_bytes: string [None])                 -> {"probabilities": [None, N]}
@@ -35,7 +35,7 @@ import tlkit.training.rundir as rundir
 from tlkit.errors import ConfigError
 from tlkit.model.load import load_model
 from tlkit.model.multilabel import read_thresholds
-from tlkit.predict import model_probabilities
+from tlkit.tools.predict import model_probabilities
 from tlkit.version import __version__
 
 log = logging.getLogger("tlkit.export")
@@ -102,7 +102,7 @@ def decode_for_serving(image_bytes, height: int, width: int):
     """One encoded image -> float32 [H, W, 3] in 0..255, exactly as `tlkit predict` and the training
     pipeline read a file (tlkit.data.decode.decode_rgb_tf: transparency over white)."""
     from tlkit.data.decode import decode_rgb_tf
-    from tlkit.predict import tf_resize_like_training
+    from tlkit.tools.predict import tf_resize_like_training
 
     return tf_resize_like_training(decode_rgb_tf(image_bytes, dtype="float32"), height, width)
 
@@ -117,7 +117,7 @@ def serving_module(model, with_bytes: bool = True):
     """
     import tensorflow as tf
 
-    from tlkit.predict import call_model
+    from tlkit.tools.predict import call_model
 
     height, width = _size(model)
     module = tf.Module()
@@ -181,7 +181,7 @@ def to_onnx(model, path: Path) -> Path:
                           hint='pip install "tlkit[onnx]" (tf2onnx, onnxruntime)') from error
     import tensorflow as tf
 
-    from tlkit.predict import call_model
+    from tlkit.tools.predict import call_model
 
     height, width = _size(model)
     signature = [tf.TensorSpec([None, height, width, 3], tf.float32, name="image")]
@@ -359,7 +359,7 @@ def _versions() -> dict:
 
 def _verify(run_dir: Path, model, fmt: str, path: Path, quantize: Optional[str]) -> dict:
     """Compare the export with model.keras on val images; for quantized TFLite, the val accuracy change."""
-    from tlkit.evaluate import load_split
+    from tlkit.tools.evaluate import load_split
 
     try:
         dataset, _, _ = load_split(run_dir, "val", None, int(model.input_shape[1]))

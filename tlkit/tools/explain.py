@@ -4,10 +4,10 @@
       NNN_<file name>.png   the image, its Grad-CAM heat map and the two overlaid, titled with the prediction
       explain.json          per image: path, predicted class and probability, explained class, picture file
 
-Images are read exactly as `tlkit predict` reads them (tlkit.predict: same decoding and resize, RGB 0-255), and the
-heat map is computed by tlkit.gradcam through the model's own preprocessing. The overlay is drawn on the image at
+Images are read exactly as `tlkit predict` reads them (tlkit.tools.predict: same decoding and resize, RGB 0-255), and the
+heat map is computed by tlkit.tools.gradcam through the model's own preprocessing. The overlay is drawn on the image at
 its own size: the model sees the whole image resized (no crop), so the map stretches back onto it.
-`wrong_image_overlays` gives the eval report's confidently-wrong grid its heat-map row (tlkit.evaluate).
+`wrong_image_overlays` gives the eval report's confidently-wrong grid its heat-map row (tlkit.tools.evaluate).
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from typing import List, Optional, Sequence
 import numpy as np
 
 import tlkit.training.rundir as rundir
-from tlkit.gradcam import COLORMAP, ExplainError, GradCam, check_block_name, overlay, resize_map, spec_of
+from tlkit.tools.gradcam import COLORMAP, ExplainError, GradCam, check_block_name, overlay, resize_map, spec_of
 
 log = logging.getLogger("tlkit.explain")
 
@@ -44,7 +44,7 @@ class ExplainResult:
     output: Path
     method: str  # GradCam.describe()
     explanations: List[Explanation]
-    failures: list  # tlkit.predict.Failure: files that could not be read
+    failures: list  # tlkit.tools.predict.Failure: files that could not be read
 
 
 def _backbone_name(run_dir: Path) -> Optional[str]:
@@ -61,11 +61,11 @@ def explain_run(run_dir, inputs, block: Optional[str] = None, class_name: Option
     """Grad-CAM pictures of every readable image in `inputs` (files, folders, globs: as tlkit predict).
 
     run_dir: a run directory (model.keras, config.yaml, metrics.json). block: the backbone block whose feature map is
-    explained (a name from `tlkit backbones`), None: tlkit.gradcam's automatic choice. class_name: explain this class
+    explained (a name from `tlkit backbones`), None: tlkit.tools.gradcam's automatic choice. class_name: explain this class
     in every image, None: each image's predicted class. output: the folder, default RUN_DIR/explain/.
     """
     from tlkit.backbones.zoo import get_spec
-    from tlkit.predict import list_inputs, load_model_and_classes
+    from tlkit.tools.predict import list_inputs, load_model_and_classes
 
     run_dir = Path(run_dir)
     backbone_name = _backbone_name(run_dir)
@@ -104,7 +104,7 @@ def _class_index(class_name: Optional[str], names: Sequence[str]) -> Optional[in
 
 
 def _explain_chunk(cam: GradCam, paths: Sequence[str], first: int, names: Sequence[str], classes, out: Path):
-    from tlkit.predict import Failure, read_image, resize_like_training
+    from tlkit.tools.predict import Failure, read_image, resize_like_training
 
     # Not predict.load_images: the pictures are drawn on each image at its own size, so the originals are kept
     images, good, failures = [], [], []

@@ -1,4 +1,4 @@
-"""Evaluation reports of a multi-label run (task=multilabel): what tlkit.evaluate writes for one.
+"""Evaluation reports of a multi-label run (task=multilabel): what tlkit.tools.evaluate writes for one.
 
     evaluate_bundle(model, data)  val: probabilities -> per-class thresholds tuned for F1 (tlkit.model.multilabel), AP per
                                   class, mAP macro / micro, F1 at the thresholds; test: the same at val's thresholds
@@ -27,7 +27,7 @@ EVAL_BATCH = 256
 
 @dataclass
 class MultiLabelEvaluation:
-    """One split's evaluation (what tlkit.evaluate.SplitEvaluation is for single-label runs)."""
+    """One split's evaluation (what tlkit.tools.evaluate.SplitEvaluation is for single-label runs)."""
 
     report: dict  # JSON-ready
     probabilities: np.ndarray = field(repr=False)  # [N, classes] sigmoids, the split's order
@@ -36,7 +36,7 @@ class MultiLabelEvaluation:
 
 def split_probabilities(model, dataset, predict=None):
     """(probabilities [N, classes], multi-hot labels [N, classes]) of `model` over a batched (images, labels) split."""
-    from tlkit.predict import model_probabilities
+    from tlkit.tools.predict import model_probabilities
 
     probabilities, labels = [], []
     for images, batch_labels in dataset.unbatch().batch(EVAL_BATCH):
