@@ -167,7 +167,7 @@ def test_tta_never_flips_when_the_run_judged_flips_unsafe(run, tmp_path):
 
 
 def test_predict_with_tta_says_what_it_left_out(run, tmp_path, capsys):
-    from tlkit.cli import main as cli_main
+    from tlkit.cli.main import main as cli_main
 
     run_dir, _ = run
     table = json.loads((run_dir / "metrics.json").read_text())
@@ -189,7 +189,7 @@ def test_predict_with_tta_says_what_it_left_out(run, tmp_path, capsys):
 
 def test_evaluate_without_a_split_covers_the_tables_test_rows(run, tmp_path, capsys):
     """`tlkit evaluate run=RUN` evaluates every split the data gives: for data=csv the rows whose split is test."""
-    from tlkit.cli import main as cli_main
+    from tlkit.cli.main import main as cli_main
 
     run_dir, _ = run
     assert cli_main(["evaluate", f"run={run_dir}", f"output={tmp_path}"]) == 0

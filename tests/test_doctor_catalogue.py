@@ -118,7 +118,7 @@ def test_readme_tables_list_exactly_the_catalogued_ids():
 
 
 def test_doctor_list_prints_the_catalogue_without_tensorflow_or_a_config(tmp_path):
-    code = ("import sys; from tlkit.cli import main; rc = main(['doctor', '--list']); "
+    code = ("import sys; from tlkit.cli.main import main; rc = main(['doctor', '--list']); "
             "heavy = sorted(m for m in ('tensorflow', 'keras', 'hydra') if m in sys.modules); "
             "print('HEAVY', heavy); sys.exit(rc)")
     result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120,

@@ -16,7 +16,7 @@ from PIL import Image
 
 import tlkit
 from tlkit import plots
-from tlkit.cli import main as cli_main
+from tlkit.cli.main import main as cli_main
 
 SIZE = 32
 CLASSES = ["class_0", "class_1", "class_2"]

@@ -13,7 +13,7 @@ from PIL import Image
 
 import tlkit
 from tlkit import plots
-from tlkit.cli import main as cli_main
+from tlkit.cli.main import main as cli_main
 
 SIZE, PATCH = 32, 8
 COLOURS = {"blue": (40, 40, 230), "red": (230, 40, 40)}  # class names sort as the run's class order

@@ -151,7 +151,7 @@ def test_a_hub_vit_trains_staged_and_exports_to_tflite_within_1e_4(hub_run):
 
 
 def _tlkit(*args):
-    code = ("import sys; from tlkit.cli import main; rc = main(sys.argv[1:]); "
+    code = ("import sys; from tlkit.cli.main import main; rc = main(sys.argv[1:]); "
             "print('HEAVY', sorted(m for m in ('tensorflow', 'keras', 'keras_hub') if m in sys.modules)); sys.exit(rc)")
     return subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, capture_output=True, text=True, timeout=120,
                           env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "KAGGLEHUB_CACHE": "/nowhere/kh"})

@@ -101,7 +101,7 @@ def _violations(lower, higher) -> list:
 
 
 def test_the_graph_sees_the_package():
-    assert len(GRAPH) > 50 and "tlkit.cli" in GRAPH and "tlkit.config.validate" in GRAPH
+    assert len(GRAPH) > 50 and "tlkit.cli.main" in GRAPH and "tlkit.config.validate" in GRAPH
     assert "tlkit.config.schema" in GRAPH["tlkit.config.validate"]  # edges are found
 
 
@@ -117,33 +117,33 @@ def test_nothing_inside_the_package_imports_its_facade():
     assert sorted(f"{module} (line {targets['tlkit']})" for module, targets in GRAPH.items() if "tlkit" in targets) == []
 
 
-POST_TRAINING = ["tlkit.tools.evaluate", "tlkit.tools.predict", "tlkit.tools.export", "tlkit.reproduce", "tlkit.tools.sweep", "tlkit.tools.tta",
+POST_TRAINING = ["tlkit.tools.evaluate", "tlkit.tools.predict", "tlkit.tools.export", "tlkit.cli.reproduce", "tlkit.tools.sweep", "tlkit.tools.tta",
                  "tlkit.tools.explain", "tlkit.tools.gradcam", "tlkit.tools.multilabel_report"]
-ENTRY = ["tlkit.cli", "tlkit.cli_tools", "tlkit.cli_train", "tlkit.cli_config"]  # the top: command lines, Hydra
+ENTRY = ["tlkit.cli.main", "tlkit.cli.tool_commands", "tlkit.cli.train_command", "tlkit.cli.compose"]  # the top: command lines, Hydra
 
 
 @pytest.mark.parametrize("lower, higher", [
     # the bottom: errors, util, config schema and checks, backbones
     (["tlkit.errors", "tlkit.fileio", "tlkit.version", "tlkit.config", "tlkit.backbones"],
      ["tlkit.data", "tlkit.recipe.auto", "tlkit.recipe.facts", "tlkit.recipe.preflight", "tlkit.training.stages", "tlkit.doctor",
-      "tlkit.training.run_setup", "tlkit.training.trainer", "tlkit.training.rundir", "tlkit.training.lr_find", "tlkit.runner", *ENTRY, *POST_TRAINING]),
+      "tlkit.training.run_setup", "tlkit.training.trainer", "tlkit.training.rundir", "tlkit.training.lr_find", "tlkit.cli.runner", *ENTRY, *POST_TRAINING]),
     # the data layer knows nothing of training, the run directory or the tools
     (["tlkit.data"], ["tlkit.recipe.preflight", "tlkit.doctor", "tlkit.training.run_setup", "tlkit.training.trainer", "tlkit.training.rundir",
-                      "tlkit.training.lr_find", "tlkit.runner", *ENTRY, *POST_TRAINING]),
+                      "tlkit.training.lr_find", "tlkit.cli.runner", *ENTRY, *POST_TRAINING]),
     # the recipe and the doctor run before training
     (["tlkit.recipe.auto", "tlkit.recipe.facts", "tlkit.doctor", "tlkit.recipe.preflight"],
-     ["tlkit.training.run_setup", "tlkit.training.trainer", "tlkit.training.lr_find", "tlkit.runner", *ENTRY, *POST_TRAINING]),
-    # training knows nothing of the tools that read its run directory: tlkit.runner hands them in
+     ["tlkit.training.run_setup", "tlkit.training.trainer", "tlkit.training.lr_find", "tlkit.cli.runner", *ENTRY, *POST_TRAINING]),
+    # training knows nothing of the tools that read its run directory: tlkit.cli.runner hands them in
     (["tlkit.training.run_setup", "tlkit.training.trainer", "tlkit.training.feature_cache", "tlkit.training.callbacks", "tlkit.training.checkpoint",
       "tlkit.training.metrics_record", "tlkit.training.run_results", "tlkit.training.rundir", "tlkit.training.lr_find"],
-     ["tlkit.runner", *ENTRY, *POST_TRAINING]),
+     ["tlkit.cli.runner", *ENTRY, *POST_TRAINING]),
     # nothing below the command lines imports them (the tools get composing passed in)
-    (["tlkit.training.trainer", "tlkit.training.run_setup", "tlkit.training.lr_find", "tlkit.runner", *POST_TRAINING], ENTRY),
+    (["tlkit.training.trainer", "tlkit.training.run_setup", "tlkit.training.lr_find", "tlkit.cli.runner", *POST_TRAINING], ENTRY),
 ])
 def test_layers_point_down(lower, higher):
     assert _violations(lower, higher) == []
 
 
 def test_only_the_entry_points_import_the_cli():
-    assert sorted(module for module, targets in GRAPH.items() if "tlkit.cli" in targets) == ["tlkit.__main__"]
-    assert sorted(module for module, targets in GRAPH.items() if "tlkit.cli_train" in targets) == ["tlkit.cli"]
+    assert sorted(module for module, targets in GRAPH.items() if "tlkit.cli.main" in targets) == ["tlkit.__main__"]
+    assert sorted(module for module, targets in GRAPH.items() if "tlkit.cli.train_command" in targets) == ["tlkit.cli.main"]

@@ -46,7 +46,7 @@ def test_sweep_without_divergence_runs_every_step():
 
 def test_lr_find_command_on_a_real_model_diverges_and_writes_its_files(tmp_path):
     """VGG16 (random weights, 32 px) on digits, head stage on cached features, LR up to 1e3: it must diverge."""
-    from tlkit.cli import main
+    from tlkit.cli.main import main
 
     out = tmp_path / "lrf"
     code = main(["lr-find", "backbone=vgg16", "backbone.weights=null", "data=digits", "data.image_size=32",
@@ -98,7 +98,7 @@ def test_finder_on_a_fine_tuning_stage_trains_those_blocks_and_restores_every_we
 
 
 def test_lr_find_refuses_an_unknown_stage(tmp_path, capsys):
-    from tlkit.cli import main
+    from tlkit.cli.main import main
 
     code = main(["lr-find", "backbone=vgg16", "backbone.weights=null", "data=digits", "data.image_size=32",
                  "stage=nope", f"output={tmp_path}"])

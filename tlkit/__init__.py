@@ -22,10 +22,10 @@ def train(cfg, run_dir=None):
     """Run a staged fine-tuning (see tlkit.training.trainer.train).
 
     The config is checked first (tlkit.recipe.preflight), so a bad value fails before TensorFlow is imported; the
-    post-training tools (eval/ report, TensorBoard HParams) run after it (tlkit.runner).
+    post-training tools (eval/ report, TensorBoard HParams) run after it (tlkit.cli.runner).
     cfg.resume = RUN_DIR continues an interrupted run from its last completed epoch.
     """
-    from tlkit.runner import train as _train
+    from tlkit.cli.runner import train as _train
 
     return _train(cfg, run_dir)
 

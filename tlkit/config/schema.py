@@ -326,7 +326,7 @@ class ReferenceResult:
 
 @dataclass
 class ReferenceConfig:
-    """A published result this recipe reproduces (`tlkit reproduce recipe=NAME`, tlkit/reproduce.py)."""
+    """A published result this recipe reproduces (`tlkit reproduce recipe=NAME`, tlkit/cli/reproduce.py)."""
 
     source: str = MISSING  # where the numbers come from: paper, guide, or the command that measured them
     tolerance: float = MISSING  # absolute: a result passes when |achieved - value| <= tolerance

@@ -6,7 +6,7 @@
     TensorBoard (RUN_DIR/tensorboard/eval).
 
 The trainer calls `evaluate_bundle` for its final metrics and `report_after_training` once model.keras is
-saved (val, and test when there is one), both handed to it by tlkit.runner (it imports no tool above it); `tlkit evaluate run=RUN_DIR [data.xxx=...]` does the same for a finished
+saved (val, and test when there is one), both handed to it by tlkit.cli.runner (it imports no tool above it); `tlkit evaluate run=RUN_DIR [data.xxx=...]` does the same for a finished
 run, optionally on other data (the overrides merge onto the run's saved config).
 """
 from __future__ import annotations

@@ -36,7 +36,7 @@ MULTILABEL_FINAL = ("map", "map_micro", "macro_f1")
 @dataclass(frozen=True)
 class AfterTraining:
     """What the trainer hands a finished run to: tools above it (evaluation reports, TensorBoard HParams), passed in
-    by its caller (tlkit.runner.after_training()), so the trainer imports none of them.
+    by its caller (tlkit.cli.runner.after_training()), so the trainer imports none of them.
 
     evaluate: (model with probabilities out, DataBundle, known) -> {"val": evaluation, "test": ...}, each
         evaluation's `.report` holding "loss" and "accuracy": the final metrics come from it. known: None, or

@@ -57,7 +57,7 @@ def train(cfg: TrainConfig, run_dir: str | Path | None = None, spec: BackboneSpe
     spec, data_scan: the result of tlkit.recipe.preflight.check_run(cfg) when the caller already ran it (tlkit.train does,
     before TensorFlow is imported): the backbone spec and the data's scan, handed on to the recipe and the loader
     so that an image folder is walked once per run.
-    after_training: the post-training tools (tlkit.runner.after_training(); see AfterTraining).
+    after_training: the post-training tools (tlkit.cli.runner.after_training(); see AfterTraining).
     """
     started = time.time()
     run = _set_up(as_train_config(cfg), run_dir, spec, data_scan)

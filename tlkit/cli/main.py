@@ -17,11 +17,11 @@
                                        RUN_DIR/reproduce.json and a table (exit 0 reproduced, 1 not, 2 errors)
 
     tlkit train [--config-dir DIR] [overrides...] [-m]
-                                       train: exactly `python train.py [overrides]` (tlkit/cli_train.py)
+                                       train: exactly `python train.py [overrides]` (tlkit/cli/train_command.py)
 
 `doctor`, `lr-find` and `reproduce` take train's Hydra overrides and compose the same configs (the package's
-tlkit/conf/, plus --config-dir DIR: tlkit/cli_config.py). This module is an entry point, like train.py: it may
-use Hydra; the library does not. The post-training commands run in tlkit/cli_tools.py.
+tlkit/conf/, plus --config-dir DIR: tlkit/cli/compose.py). This module is an entry point, like train.py: it may
+use Hydra; the library does not. The post-training commands run in tlkit/cli/tool_commands.py.
 """
 from __future__ import annotations
 
@@ -32,8 +32,8 @@ import sys
 from pathlib import Path
 
 from tlkit.backbones.listing import backbones_table, listed_specs, parse_count, select
-from tlkit.cli_config import compose_config, user_config_dir
-from tlkit.cli_tools import LIBRARY_COMMANDS, run_library_command, sweep_summary_command
+from tlkit.cli.compose import compose_config, user_config_dir
+from tlkit.cli.tool_commands import LIBRARY_COMMANDS, run_library_command, sweep_summary_command
 from tlkit.errors import error_chain
 
 
@@ -201,7 +201,7 @@ def _print_listing(text: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["train"]:
-        from tlkit.cli_train import main as train_main
+        from tlkit.cli.train_command import main as train_main
 
         train_main(argv[1:])  # Hydra's command line, as `python train.py`; errors exit with their own status
         return 0
@@ -227,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "lr-find":
         return lr_find_command(args.items, config_dir)
     if args.command == "reproduce":
-        from tlkit.reproduce import reproduce_command
+        from tlkit.cli.reproduce import reproduce_command
 
         return reproduce_command(args.overrides, config_dir, compose_config)
     return doctor_command(args.overrides, config_dir, args.config_only)

@@ -1,4 +1,4 @@
-"""The post-training commands of `tlkit` (tlkit/cli.py parses the command line, this runs them): evaluate,
+"""The post-training commands of `tlkit` (tlkit/cli/main.py parses the command line, this runs them): evaluate,
 predict, export, explain on key=value arguments, and sweep-summary. Each is a thin layer over its library
 function (tlkit.tools.evaluate, tlkit.tools.predict, tlkit.tools.export, tlkit.tools.explain, tlkit.tools.sweep); errors a user can fix exit 2
 with their message.

@@ -1,6 +1,6 @@
 """`tlkit train [overrides]`, which is `python train.py [overrides]`: compose tlkit's configs (pkg://tlkit.conf,
 plus the user's --config-dir), check the command line (before Hydra composes, before TensorFlow starts), hand
-typed objects to tlkit. An entry point like tlkit.cli: it may use Hydra; the library does not.
+typed objects to tlkit. An entry point like tlkit.cli.main: it may use Hydra; the library does not.
 """
 import errno
 import logging
@@ -61,7 +61,7 @@ def run(cfg: DictConfig, run_dir: str) -> float:
             if has_progress(run_dir):
                 config.resume = run_dir
         checked = check_run(config)  # before TensorFlow is imported: a bad value costs a second, not a model build
-        from tlkit.runner import train
+        from tlkit.cli.runner import train
 
         result = train(config, run_dir, checked=checked)
     except TlkitError as error:

@@ -3,7 +3,7 @@
 tlkit's configs are package data (pkg://tlkit.conf), so every command works from any directory after a plain
 install. A folder of the user's own (`--config-dir DIR`) is put ahead of them on Hydra's search path, as Hydra's
 own --config-dir does for `tlkit train`: DIR/recipe/mine.yaml is `recipe=mine`. An entry-point module (like
-tlkit.cli): it may use Hydra; the library does not.
+tlkit.cli.main): it may use Hydra; the library does not.
 """
 from __future__ import annotations
 

@@ -210,7 +210,7 @@ def _run(cfg, composed, overrides: List[str], recipe: str, run_dir: Path, comman
 def _train(cfg, run_dir: Path, checked=None):
     """What tlkit.train does (the package's facade is not imported from inside it): check, then train; `checked`:
     tlkit.recipe.preflight.check_run(cfg) when already run."""
-    from tlkit.runner import train
+    from tlkit.cli.runner import train
 
     return train(cfg, run_dir, checked)
 
