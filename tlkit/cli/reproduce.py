@@ -10,7 +10,7 @@
 
 A result passes when |achieved - value| <= tolerance: far above the reference fails too,
 because then the run does not match what was published (another split, a leak). The
-composing is cli_config.compose_config's (passed in): this module does not import Hydra.
+composing is tlkit.cli.compose.compose_config's (passed in): this module does not import Hydra.
 """
 from __future__ import annotations
 
@@ -137,7 +137,7 @@ def _fail(message: str) -> int:
 
 
 def reproduce_command(overrides: Sequence[str], config_dir: Optional[Path], compose: Callable) -> int:
-    """`tlkit reproduce recipe=NAME [overrides]`; `compose(overrides, config_dir)` is cli_config.compose_config,
+    """`tlkit reproduce recipe=NAME [overrides]`; `compose(overrides, config_dir)` is tlkit.cli.compose.compose_config,
     config_dir the user's --config-dir or None."""
     from tlkit.config import as_train_config
     from tlkit.recipe.preflight import check_run
