@@ -72,7 +72,7 @@ def _checkpoint_size(args, root: Path) -> int:
     """One checkpoint's size (a completed run removes its own): the model, its Adam state, the best weights."""
     import keras
 
-    from tlkit import checkpoint as ckpt
+    from tlkit.training import checkpoint as ckpt
     from tlkit.backbones import get_spec
 
     spec = get_spec(args.backbone)

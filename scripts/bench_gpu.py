@@ -1,10 +1,10 @@
 """Training throughput of tlkit's model on an accelerator: precision, XLA, steps_per_execution, frozen vs full.
 
-Every variant builds tlkit's training model (tlkit.model.build_model: preprocessing, backbone
-with weights=None, pooling, head), sets what trains the way the trainer does (tlkit.stages.Freezer,
-bn=frozen) and compiles it with tlkit.optim.compile_for_stage (Adam, warmup + cosine LR, tlkit's loss
+Every variant builds tlkit's training model (tlkit.model.build.build_model: preprocessing, backbone
+with weights=None, pooling, head), sets what trains the way the trainer does (tlkit.training.stages.Freezer,
+bn=frozen) and compiles it with tlkit.training.optim.compile_for_stage (Adam, warmup + cosine LR, tlkit's loss
 and accuracy) plus the trainer's compile options (jit_compile, steps_per_execution), inside
-tlkit.runtime.dtype_policy. It then trains with model.fit on synthetic in-memory images: uint8
+tlkit.training.runtime.dtype_policy. It then trains with model.fit on synthetic in-memory images: uint8
 pixels made once with numpy, converted to float32 (what the trainer's pipeline hands the model),
 numpy arrays straight into fit (no tf.data). The first epoch (tracing, XLA compile, first
 transfers) is warm-up; the throughput is the median images/s of the later epochs, each
@@ -109,18 +109,18 @@ def sync(model) -> None:
 def measure(variant: Variant, x: np.ndarray, y: np.ndarray, num_classes: int) -> dict:
     import keras
 
-    from tlkit import runtime
+    from tlkit.training import runtime
     from tlkit.backbones import get_spec
     from tlkit.config.schema import BackboneConfig, BNPolicy, HeadConfig, OptimizerConfig, StageConfig
-    from tlkit.model import build_model
-    from tlkit.optim import compile_for_stage
-    from tlkit.stages import Freezer, count_params, plan_stages
+    from tlkit.model.build import build_model
+    from tlkit.training.optim import compile_for_stage
+    from tlkit.training.stages import Freezer, count_params, plan_stages
 
     keras.backend.clear_session()
     gc.collect()
     keras.utils.set_random_seed(0)
     spec = get_spec(variant.backbone)
-    with runtime.dtype_policy(variant.precision):  # as tlkit.trainer: the policy applies to the layers built here
+    with runtime.dtype_policy(variant.precision):  # as tlkit.training.trainer: the policy applies to the layers built here
         model = build_model(spec, BackboneConfig(name=spec.name, weights=None), HeadConfig(), num_classes, variant.size)
     stage = plan_stages([StageConfig(name=variant.train, train=variant.train, epochs=variant.epochs)], spec, 1e-3)[0]
     Freezer(model, spec, BNPolicy.frozen).apply(stage)
@@ -164,7 +164,7 @@ def measure(variant: Variant, x: np.ndarray, y: np.ndarray, num_classes: int) ->
 def environment() -> dict:
     import keras
 
-    from tlkit import runtime
+    from tlkit.training import runtime
 
     device = runtime.detect_device()
     facts = {

@@ -5,7 +5,7 @@ frozen features, on rendered shapes (tlkit/data/shapes.py: 0-3 coloured shapes p
 
 Backbone: MobileNetV2 with tlkit:digits weights (pretrained here on digits 0-4, cached on first use), 32 px. The
 probe: scikit-learn LogisticRegression (C=1, standardised features) per class on the frozen pretrained backbone's
-pooled features of the training images; both scored by val mAP (tlkit.multilabel, NumPy AP per class).
+pooled features of the training images; both scored by val mAP (tlkit.model.multilabel, NumPy AP per class).
 """
 from __future__ import annotations
 
@@ -36,9 +36,9 @@ def probe_map(cfg) -> float:
 
     from tlkit.config.validate import backbone_spec
     from tlkit.data import load_data
-    from tlkit.feature_cache import features_of
-    from tlkit.model import build_model
-    from tlkit.multilabel import mean_average_precision
+    from tlkit.training.feature_cache import features_of
+    from tlkit.model.build import build_model
+    from tlkit.model.multilabel import mean_average_precision
 
     data = load_data(cfg.data, None, 32, cfg.seed, task=cfg.task)
     model = build_model(backbone_spec(cfg), cfg.backbone, cfg.head, len(data.class_names), 32)

@@ -8,7 +8,7 @@
 
 Everything is built here and cached under --root (default ~/.cache/tlkit/bench_recipes):
 - each transfer pair's source task (tlkit.data.tasks: digits, glyphs, shapes, textures) pretrains
-  each backbone once (tlkit.pretrain, 32 px), saved as a weights file;
+  each backbone once (tlkit.model.pretrain, 32 px), saved as a weights file;
 - each cell (pair, backbone, images per class) and seed draws its target train set (the val and
   test sets are the same for every seed and budget) and writes it as class folders.
 Every contender gets the same weights file and the same folders, and runs in its own process:
@@ -89,9 +89,9 @@ SMOKE_OVERRIDES = ["auto.finetune_steps=20"]  # CI: the default recipe, shortene
 
 
 def pretrained_weights(root: Path, pair_name: str, backbone: str, epochs: int | None = None) -> Path:
-    """The backbone pretrained on the pair's source task (tlkit.pretrain, what backbone.weights=tlkit:PAIR makes), in
+    """The backbone pretrained on the pair's source task (tlkit.model.pretrain, what backbone.weights=tlkit:PAIR makes), in
     ROOT/weights: made once, in its own process, then reused."""
-    from tlkit.pretrain import weights_file_name
+    from tlkit.model.pretrain import weights_file_name
 
     path = root / "weights" / weights_file_name(backbone, pair_name, SIZE)
     if path.exists():
@@ -106,7 +106,7 @@ def pretrained_weights(root: Path, pair_name: str, backbone: str, epochs: int | 
 
 def _pretrain_here(pair_name: str, backbone: str, folder: str, epochs: int) -> None:
     from tlkit.backbones import get_spec
-    from tlkit.pretrain import ensure_pretrained
+    from tlkit.model.pretrain import ensure_pretrained
 
     path = ensure_pretrained(get_spec(backbone), pair_name, root=folder, epochs=epochs or None)
     print(json.dumps({"pretrain": pair_name, "backbone": backbone, "path": str(path)}), flush=True)

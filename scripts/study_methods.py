@@ -2,7 +2,7 @@
 
     python scripts/study_methods.py [--seeds 0 1] [--size 32] [--only staged,lp_ft]
 
-Offline, so the task is made here (tlkit.data.tasks' digits pair, tlkit.pretrain): ResNet50 is
+Offline, so the task is made here (tlkit.data.tasks' digits pair, tlkit.model.pretrain): ResNet50 is
 trained from scratch on scikit-learn digits 0-4 and its weights saved; every contender transfers
 that file to digits 5-9 (the same train/val folders, 32 px, augment=none because flips change
 digits). Each contender is a real `python train.py` run with the overrides shown; the
@@ -41,12 +41,12 @@ METHODS = {
 
 
 def make_task(root: Path, size: int) -> Path:
-    """Pretrained weights (digits 0-4, tlkit.pretrain) and the target folders (digits 5-9): reused when present."""
+    """Pretrained weights (digits 0-4, tlkit.model.pretrain) and the target folders (digits 5-9): reused when present."""
     import numpy as np
 
     from tlkit.backbones import get_spec
     from tlkit.data.tasks import PAIRS, write_folders
-    from tlkit.pretrain import ensure_pretrained
+    from tlkit.model.pretrain import ensure_pretrained
 
     weights = ensure_pretrained(get_spec("resnet50"), "digits", root=root)
     if not (root / "target").exists():

@@ -3,14 +3,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tlkit import auto_recipe
-from tlkit.auto_recipe import apply, choose_batch_size, choose_image_size, decide_flip
+from tlkit.recipe import auto as auto_recipe
+from tlkit.recipe.auto import apply, choose_batch_size, choose_image_size, decide_flip
 from tlkit.backbones import get_spec
 from tlkit.backbones.weights import record_pretrained_size
 from tlkit.config import as_train_config
-from tlkit.preflight import check_config as validate
+from tlkit.recipe.preflight import check_config as validate
 from tlkit.errors import ConfigError
-from tlkit.recipe_facts import DatasetFacts, describe_dataset
+from tlkit.recipe.facts import DatasetFacts, describe_dataset
 
 
 def _folder(root, classes=5, per_class=30, side=32):
@@ -22,7 +22,7 @@ def _folder(root, classes=5, per_class=30, side=32):
 
 
 def _weights_file(tmp_path, size=32):
-    """A .weights.h5 that says it was trained at `size` px (what tlkit.pretrain writes); the recipe only reads that."""
+    """A .weights.h5 that says it was trained at `size` px (what tlkit.model.pretrain writes); the recipe only reads that."""
     import h5py
 
     path = tmp_path / "backbone.weights.h5"
@@ -158,7 +158,7 @@ def test_early_stopping_never_ends_a_stage_before_min_epochs():
     count survives a resume (it is in the checkpointed state)."""
     import keras
 
-    from tlkit.callbacks import BestWeights
+    from tlkit.training.callbacks import BestWeights
 
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2)])
     model.stop_training = False  # what fit() sets before the first epoch

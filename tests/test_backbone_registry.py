@@ -70,7 +70,7 @@ def test_format_count():
 
 
 def _tlkit(*args):
-    code = ("import sys; from tlkit.cli import main; rc = main(sys.argv[1:]); "
+    code = ("import sys; from tlkit.cli.main import main; rc = main(sys.argv[1:]); "
             "print('HEAVY', sorted(m for m in ('tensorflow', 'keras') if m in sys.modules)); sys.exit(rc)")
     return subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, capture_output=True, text=True, timeout=120,
                           env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})

@@ -30,7 +30,7 @@ from tlkit.backbones.blocks import BlockError, LayerGraph, assign_blocks, parame
 from tlkit.backbones.build import batch_norm_layers, build_backbone
 from tlkit.backbones.weights import CACHE_SUBDIR, imagenet_weights_cached, imagenet_weights_path
 from tlkit.errors import ConfigError, WeightsError
-from tlkit.preprocessing import ImagePreprocessing
+from tlkit.model.preprocessing import ImagePreprocessing
 
 from backbone_twins import narrow_twin
 
@@ -209,7 +209,7 @@ def test_has_batch_norm_matches_the_built_model(built):
 def test_each_block_hands_on_one_feature_map_for_grad_cam(built):
     """tlkit explain's feature maps: every block's output, found from the spec, shrinking stem to top; NASNet's
     cells take the two cells before them, so only its last block hands on a single map."""
-    from tlkit.gradcam import block_outputs
+    from tlkit.tools.gradcam import block_outputs
 
     spec, backbone, _ = built
     outputs = block_outputs(backbone, spec)

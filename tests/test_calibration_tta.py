@@ -8,9 +8,9 @@ import pytest
 from PIL import Image
 
 import tlkit
-from tlkit.calibration import expected_calibration_error, fit_temperature, negative_log_likelihood, softmax
+from tlkit.training.calibration import expected_calibration_error, fit_temperature, negative_log_likelihood, softmax
 from tlkit.errors import ConfigError
-from tlkit.tta import plan_tta, view_images
+from tlkit.tools.tta import plan_tta, view_images
 
 SIZE = 32
 
@@ -95,8 +95,8 @@ def test_an_over_confident_keras_model_gets_a_lower_ece_and_saves_its_temperatur
 
     import tensorflow as tf
 
-    from tlkit.calibration import calibrate
-    from tlkit.model import with_probabilities
+    from tlkit.training.calibration import calibrate
+    from tlkit.model.build import with_probabilities
 
     def split(seed):
         images, labels = _colour_images(300, seed)
@@ -152,7 +152,7 @@ def _with_flip(run_dir, tmp_path, flip: bool):
 
 
 def test_tta_never_flips_when_the_run_judged_flips_unsafe(run, tmp_path):
-    from tlkit.evaluate import evaluate_run
+    from tlkit.tools.evaluate import evaluate_run
 
     run_dir, _ = run
     unsafe = evaluate_run(run_dir, "test", write=False, tta="flip")  # trained with augment.flip=false
@@ -167,7 +167,7 @@ def test_tta_never_flips_when_the_run_judged_flips_unsafe(run, tmp_path):
 
 
 def test_predict_with_tta_says_what_it_left_out(run, tmp_path, capsys):
-    from tlkit.cli import main as cli_main
+    from tlkit.cli.main import main as cli_main
 
     run_dir, _ = run
     table = json.loads((run_dir / "metrics.json").read_text())
@@ -181,7 +181,7 @@ def test_predict_with_tta_says_what_it_left_out(run, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "TTA tta=flip: 1 view(s) (identity); 0 of 3 top-1 predictions changed" in err
     assert "left out flip: a mirror view: the run did not train on mirrored images" in err
-    from tlkit.predict import predict
+    from tlkit.tools.predict import predict
 
     rows, _ = predict(run_dir, folder, tta="crops", progress=False)
     assert len(rows) == 3 and all(row["without_tta"] in ("a", "b", "c") for row in rows)
@@ -189,7 +189,7 @@ def test_predict_with_tta_says_what_it_left_out(run, tmp_path, capsys):
 
 def test_evaluate_without_a_split_covers_the_tables_test_rows(run, tmp_path, capsys):
     """`tlkit evaluate run=RUN` evaluates every split the data gives: for data=csv the rows whose split is test."""
-    from tlkit.cli import main as cli_main
+    from tlkit.cli.main import main as cli_main
 
     run_dir, _ = run
     assert cli_main(["evaluate", f"run={run_dir}", f"output={tmp_path}"]) == 0

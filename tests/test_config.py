@@ -7,7 +7,7 @@ import pytest
 from conftest import CONF_DIR, ROOT
 from tlkit.config import as_train_config
 from tlkit.config.validate import parse_train_target
-from tlkit.preflight import check_config as validate
+from tlkit.recipe.preflight import check_config as validate
 from tlkit.backbones import get_spec
 from tlkit.errors import ConfigError
 
@@ -44,7 +44,7 @@ def test_quickstart_recipe_shows_transfer_with_the_default_recipe(compose):
 
 
 def test_tlkit_weights_name_a_source_task_and_are_made_once(tmp_path, monkeypatch):
-    from tlkit import pretrain
+    from tlkit.model import pretrain
 
     with pytest.raises(ConfigError, match=r"(?s)backbone.weights='tlkit:nothing'.*tlkit:digits \(scikit-learn digits 0-4\)"):
         validate(as_train_config({"backbone": {"name": "vgg16", "weights": "tlkit:nothing"},
@@ -154,7 +154,7 @@ def test_train_py_rejects_a_bad_config_before_tensorflow_starts(tmp_path):
 
 def test_validation_does_not_import_tensorflow():
     code = (
-        "import sys; from tlkit.config import as_train_config; from tlkit.preflight import check_config as validate\n"
+        "import sys; from tlkit.config import as_train_config; from tlkit.recipe.preflight import check_config as validate\n"
         "cfg = as_train_config({'backbone': {'name': 'xception', 'weights': None}, 'data': {'source': 'digits'},"
         " 'schedule': {'stages': [{'name': 'head'}]}})\n"
         "validate(cfg); print('tensorflow' in sys.modules, 'keras' in sys.modules)"

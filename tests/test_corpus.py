@@ -355,8 +355,8 @@ def test_transparency_is_white_in_training_predict_and_serving_alike(tmp_path):
 
     from tlkit.data import load_data
     from tlkit.data.pipeline import _read_image
-    from tlkit.export import decode_for_serving
-    from tlkit.predict import load_images, read_image
+    from tlkit.tools.export import decode_for_serving
+    from tlkit.tools.predict import load_images, read_image
 
     size = 24
     files = _transparent_files(tmp_path / "val" / "a", size)

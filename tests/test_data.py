@@ -263,10 +263,10 @@ def test_folder_path_form_loads_every_format_with_a_stable_split(image_root):
 def test_a_run_walks_its_image_folders_once(split_roots, monkeypatch):
     """The pre-flight's scan is handed on: the recipe's facts and the loader reuse it, with the same result."""
     import tlkit
-    import tlkit.auto_recipe as auto_recipe
+    import tlkit.recipe.auto as auto_recipe
     import tlkit.data.scan as scan
     from tlkit.data import load_data
-    from tlkit.preflight import check_run
+    from tlkit.recipe.preflight import check_run
 
     walked = []
     real = scan.scan_classes

@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 
 from conftest import ROOT
-from tlkit import distribute
+from tlkit.training import distribute
 from tlkit.config import as_train_config
 from tlkit.config.schema import LRScaling, StrategyName, TrainerConfig
-from tlkit.preflight import check_config as validate
+from tlkit.recipe.preflight import check_config as validate
 from tlkit.errors import ConfigError
 
 

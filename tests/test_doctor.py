@@ -10,7 +10,7 @@ import pytest
 import tlkit
 from conftest import ROOT, SMALL_VGG_DIGITS
 from tlkit.backbones import get_spec
-from tlkit.preflight import check_config as validate
+from tlkit.recipe.preflight import check_config as validate
 from tlkit.doctor.config_checks import diagnose_config
 from tlkit.doctor.findings import Severity
 from tlkit.errors import ConfigError
@@ -111,9 +111,9 @@ def test_case2_two_softmax_units_with_binary_crossentropy_is_impossible(compose)
     """Fully unfrozen ResNet50, Dense(2, softmax) + binary_crossentropy: by construction tlkit
     trains 2 logits with sparse categorical cross-entropy, whatever the config says."""
     from tlkit.config import BackboneConfig, HeadConfig, OptimizerConfig
-    from tlkit.model import build_model
-    from tlkit.stages import plan_stages
-    from tlkit.optim import compile_for_stage as _compile
+    from tlkit.model.build import build_model
+    from tlkit.training.stages import plan_stages
+    from tlkit.training.optim import compile_for_stage as _compile
 
     spec = get_spec("resnet50")
     model = build_model(spec, BackboneConfig(name="resnet50", weights=None), HeadConfig(), 2, 32)
@@ -166,7 +166,7 @@ def test_case5_top_included_and_one_softmax_unit_is_impossible():
     """VGG19 with include_top=True then Dense(1, softmax): output always 1.0. tlkit builds
     include_top=False always and refuses fewer than 2 outputs."""
     from tlkit.config import BackboneConfig, HeadConfig
-    from tlkit.model import build_model
+    from tlkit.model.build import build_model
 
     spec = get_spec("vgg19")
     model = build_model(spec, BackboneConfig(name="vgg19", weights=None), HeadConfig(), 2, 32)

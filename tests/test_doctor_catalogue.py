@@ -1,4 +1,4 @@
-"""The doctor's catalogue of findings (tlkit/doctor_catalogue.py) against the code that makes them and the README.
+"""The doctor's catalogue of findings (tlkit/doctor/catalogue.py) against the code that makes them and the README.
 
 Pure `ast` and text: no TensorFlow. Every Finding(...) / self._diagnose(...) in tlkit/ names a catalogued id with a
 catalogued severity, from the module of a catalogued phase; every catalogued id and severity is made somewhere;
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tlkit.config.validate import validate
-from tlkit.doctor_catalogue import CATALOGUE, FINDING_IDS, PHASES, catalogue_table
+from tlkit.doctor.catalogue import CATALOGUE, FINDING_IDS, PHASES, catalogue_table
 from tlkit.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -118,7 +118,7 @@ def test_readme_tables_list_exactly_the_catalogued_ids():
 
 
 def test_doctor_list_prints_the_catalogue_without_tensorflow_or_a_config(tmp_path):
-    code = ("import sys; from tlkit.cli import main; rc = main(['doctor', '--list']); "
+    code = ("import sys; from tlkit.cli.main import main; rc = main(['doctor', '--list']); "
             "heavy = sorted(m for m in ('tensorflow', 'keras', 'hydra') if m in sys.modules); "
             "print('HEAVY', heavy); sys.exit(rc)")
     result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120,

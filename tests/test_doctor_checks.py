@@ -46,7 +46,7 @@ def config_findings(compose):
     """config_findings(overrides) -> (cfg, findings) for the real tlkit/conf/ with those overrides, through the recipe as
     train.py and `tlkit doctor` do. Digits and the staged schedule unless the overrides choose others (the checks of
     a stage's LR name stages 1 and 2)."""
-    from tlkit.auto_recipe import apply
+    from tlkit.recipe.auto import apply
 
     def _run(overrides=()):
         overrides = list(overrides)
@@ -506,7 +506,7 @@ def test_folder_split_records_its_files(tmp_path):
 @pytest.fixture(scope="module")
 def build():
     from tlkit.config import BackboneConfig, HeadConfig
-    from tlkit.model import build_model
+    from tlkit.model.build import build_model
 
     def _build(name, zero_init=True, num_classes=2):
         spec = get_spec(name)

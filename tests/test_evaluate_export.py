@@ -16,7 +16,7 @@ from PIL import Image
 
 import tlkit
 from tlkit import plots
-from tlkit.cli import main as cli_main
+from tlkit.cli.main import main as cli_main
 
 SIZE = 32
 CLASSES = ["class_0", "class_1", "class_2"]
@@ -94,7 +94,7 @@ def _pipeline_image(path):
 
 
 def _probabilities(model, images):
-    from tlkit.predict import model_probabilities
+    from tlkit.tools.predict import model_probabilities
 
     return model_probabilities(model, images)
 
@@ -126,7 +126,7 @@ def test_training_writes_the_evaluation_report(run_dir):
 
 
 def test_evaluate_run_with_data_overrides_and_cli(run_dir, capsys):
-    from tlkit.evaluate import evaluate_run
+    from tlkit.tools.evaluate import evaluate_run
 
     report = evaluate_run(run_dir, "val", {"data.val_split": 0.5}, output=run_dir / "eval_half")
     assert report["num_images"] == 24 and report["data_overrides"] == {"data.val_split": 0.5}
@@ -139,7 +139,7 @@ def test_evaluate_run_with_data_overrides_and_cli(run_dir, capsys):
 def test_a_plotting_failure_never_loses_the_run(run_dir, model, monkeypatch, caplog, tmp_path):
     import tensorflow as tf
 
-    from tlkit.evaluate import evaluate_bundle, report_after_training
+    from tlkit.tools.evaluate import evaluate_bundle, report_after_training
 
     def broken(*args, **kwargs):
         raise RuntimeError("no fonts")
@@ -159,7 +159,7 @@ def test_a_plotting_failure_never_loses_the_run(run_dir, model, monkeypatch, cap
 def test_final_metrics_are_what_the_saved_model_gives(run_dir):
     """The trainer's final metrics reuse the calibration's logits instead of a second pass: they must equal what
     model.keras itself reports on the same split."""
-    from tlkit.evaluate import evaluate_run
+    from tlkit.tools.evaluate import evaluate_run
 
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["calibration"]["applied"] in (True, False)  # the calibration ran: its logits were reused
@@ -171,12 +171,12 @@ def test_final_metrics_are_what_the_saved_model_gives(run_dir):
 def test_precomputed_probabilities_are_used_only_where_they_line_up(model, monkeypatch):
     import tensorflow as tf
 
-    import tlkit.predict
-    from tlkit.evaluate import evaluate_split
+    import tlkit.tools.predict
+    from tlkit.tools.evaluate import evaluate_split
 
     calls = []
-    real = tlkit.predict.model_probabilities
-    monkeypatch.setattr(tlkit.predict, "model_probabilities", lambda m, images: calls.append(len(images)) or real(m, images))
+    real = tlkit.tools.predict.model_probabilities
+    monkeypatch.setattr(tlkit.tools.predict, "model_probabilities", lambda m, images: calls.append(len(images)) or real(m, images))
     images, labels = np.random.default_rng(0).uniform(0, 255, (6, SIZE, SIZE, 3)).astype(np.float32), np.array([0, 1, 2] * 2)
     dataset = tf.data.Dataset.from_tensor_slices((images, labels)).batch(3)
     known = np.eye(3)[labels] * 0.9 + 0.1 / 3  # right on every image, confidence 0.93
@@ -211,7 +211,7 @@ def test_confusion_matrix_stays_readable_with_120_classes(tmp_path):
 
 
 def test_predict_mixed_folder(run_dir, model, mixed_folder, tmp_path):
-    from tlkit.predict import load_images, predict, write_predictions
+    from tlkit.tools.predict import load_images, predict, write_predictions
 
     root, good, bad = mixed_folder
     rows, failures = predict(run_dir, root, top_k=5, batch_size=4, progress=False)
@@ -234,7 +234,7 @@ def test_predict_mixed_folder(run_dir, model, mixed_folder, tmp_path):
         expected = _probabilities(model, _pipeline_image(by_name[name])[None])[0]
         np.testing.assert_allclose(row["probabilities"], expected, atol=1e-6, err_msg=name)
     # Transparency is composited over white, whichever decoder reads the file (tlkit.data.decode).
-    from tlkit.predict import resize_like_training
+    from tlkit.tools.predict import resize_like_training
 
     for name in ["rgba.png", "palette.png", "alpha.webp"]:
         rgba = np.asarray(Image.open(by_name[name]).convert("RGBA")).astype(np.float32)
@@ -276,7 +276,7 @@ def test_predict_cli_on_a_glob(run_dir, mixed_folder, tmp_path, capsys):
 @pytest.fixture(scope="module")
 def real_images(mixed_folder):
     """Resized real images from the mixed folder plus their original bytes (for serve_bytes)."""
-    from tlkit.predict import load_images
+    from tlkit.tools.predict import load_images
 
     root, good, _ = mixed_folder
     paths = [str(root / name) for name in good]
@@ -299,8 +299,8 @@ def _check_card(card, fmt):
 def test_saved_model_signatures_match_keras(run_dir, model, real_images):
     import tensorflow as tf
 
-    from tlkit.export import export
-    from tlkit.predict import predict
+    from tlkit.tools.export import export
+    from tlkit.tools.predict import predict
 
     path = export(run_dir, "saved_model")
     card = _card(path)
@@ -337,7 +337,7 @@ def test_tflite_interpreter_matches_keras(run_dir, model, real_images, client, c
     while TensorFlow still ships it."""
     if client == "litert":
         pytest.importorskip("ai_edge_litert", reason="pip install -e '.[dev]' installs ai-edge-litert")
-    from tlkit.export import TFLiteRunner, export
+    from tlkit.tools.export import TFLiteRunner, export
 
     path = export(run_dir, "tflite")
     assert path.name == "model.tflite"
@@ -358,7 +358,7 @@ def test_tflite_interpreter_matches_keras(run_dir, model, real_images, client, c
 
 @pytest.mark.parametrize("quantize", ["float16", "int8"])
 def test_quantized_tflite_reports_the_accuracy_change(run_dir, model, real_images, quantize):
-    from tlkit.export import TFLiteRunner, export
+    from tlkit.tools.export import TFLiteRunner, export
 
     path = export(run_dir, "tflite", quantize=quantize)
     card = _card(path)
@@ -388,7 +388,7 @@ def test_keras_export_and_cli(run_dir, capsys):
 def test_onnx_runtime_matches_keras(run_dir, model, real_images):
     pytest.importorskip("tf2onnx")
     pytest.importorskip("onnxruntime")
-    from tlkit.export import export, onnx_runner
+    from tlkit.tools.export import export, onnx_runner
 
     path = export(run_dir, "onnx")
     _check_card(_card(path), "onnx")

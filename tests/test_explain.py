@@ -1,4 +1,4 @@
-"""Grad-CAM (`tlkit explain`, tlkit.gradcam): the heat map points at what decided the class.
+"""Grad-CAM (`tlkit explain`, tlkit.tools.gradcam): the heat map points at what decided the class.
 
 One run is trained once for the module (tlkit.train, VGG16 from random weights, 32 px) on images whose class is the
 colour of one 8 x 8 patch (red or blue) at a random place; every image also has a green patch of the same size
@@ -13,7 +13,7 @@ from PIL import Image
 
 import tlkit
 from tlkit import plots
-from tlkit.cli import main as cli_main
+from tlkit.cli.main import main as cli_main
 
 SIZE, PATCH = 32, 8
 COLOURS = {"blue": (40, 40, 230), "red": (230, 40, 40)}  # class names sort as the run's class order
@@ -65,7 +65,7 @@ def patch_run(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def explained(patch_run, tmp_path_factory):
-    from tlkit.explain import explain_run
+    from tlkit.tools.explain import explain_run
 
     run, probes, _ = patch_run
     return explain_run(run, probes, output=tmp_path_factory.mktemp("explained"))
@@ -105,8 +105,8 @@ def test_the_heat_map_lies_on_the_deciding_patch(patch_run, explained):
 
 
 def test_a_coarser_block_still_points_at_the_patch(patch_run):
-    from tlkit.gradcam import GradCam, spec_of
-    from tlkit.predict import load_images
+    from tlkit.tools.gradcam import GradCam, spec_of
+    from tlkit.tools.predict import load_images
 
     run, probes, boxes = patch_run
     model = tlkit.load_model(run / "model.keras")
@@ -155,9 +155,9 @@ def test_explain_cli_refuses_unknown_block_and_class(patch_run, tmp_path, capsys
 def test_confidently_wrong_grid_gains_a_heat_map_row(patch_run):
     import tensorflow as tf
 
-    from tlkit.evaluate import evaluate_split
-    from tlkit.gradcam import GradCam, overlay, spec_of
-    from tlkit.predict import load_images
+    from tlkit.tools.evaluate import evaluate_split
+    from tlkit.tools.gradcam import GradCam, overlay, spec_of
+    from tlkit.tools.predict import load_images
 
     run, probes, boxes = patch_run
     model = tlkit.load_model(run / "model.keras")
@@ -187,8 +187,8 @@ def test_confidently_wrong_grid_gains_a_heat_map_row(patch_run):
 def test_grad_cam_refuses_a_model_tlkit_did_not_build():
     import keras
 
-    from tlkit.explain import wrong_image_overlays
-    from tlkit.gradcam import ExplainError, GradCam, spec_of
+    from tlkit.tools.explain import wrong_image_overlays
+    from tlkit.tools.gradcam import ExplainError, GradCam, spec_of
 
     model = keras.Sequential([keras.Input((SIZE, SIZE, 3)), keras.layers.Conv2D(2, 3), keras.layers.Flatten()],
                              name="mine")

@@ -12,7 +12,7 @@ def config(feature_cache, **overrides):
         # ResNet50: BatchNorm in every block (frozen) and healthy features at random init.
         "backbone": {"name": "resnet50", "weights": None},
         "data": {"source": "synthetic", "image_size": 32, "num_images": 80, "num_classes": 3, "batch_size": 128},
-        "augment": {"name": "none"},  # a preset: its nulls are off (tlkit.auto_recipe)
+        "augment": {"name": "none"},  # a preset: its nulls are off (tlkit.recipe.auto)
         "head": {"dropout": 0.0},
         "optimizer": {"lr": 1e-2},
         "schedule": {"name": "frozen", "stages": [{"name": "head", "train": "head", "epochs": 6, "patience": None}]},

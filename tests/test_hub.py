@@ -19,7 +19,7 @@ from conftest import ROOT
 from tlkit.backbones.hub import CATALOGUE, converter_mode
 from tlkit.backbones.listing import hub_markdown_table
 from tlkit.errors import ConfigError, WeightsError
-from tlkit.preflight import check_config
+from tlkit.recipe.preflight import check_config
 
 SIZE, PATCH = 32, 8
 STAGES = [{"name": "head", "train": "head", "epochs": 1},
@@ -113,8 +113,8 @@ def test_preset_converter_runs_once_inside_the_model_and_blocks_freeze(vit_prese
 
     keras_hub = _keras_hub()
     from tlkit.config.schema import BNPolicy, StageConfig
-    from tlkit.model import build_model
-    from tlkit.stages import Freezer, plan_stages
+    from tlkit.model.build import build_model
+    from tlkit.training.stages import Freezer, plan_stages
 
     cfg = _config(vit_preset)
     spec = check_config(cfg)
@@ -137,7 +137,7 @@ def test_a_hub_vit_trains_staged_and_exports_to_tflite_within_1e_4(hub_run):
 
     import keras
 
-    from tlkit.export import TFLiteRunner, export
+    from tlkit.tools.export import TFLiteRunner, export
 
     stages = json.loads((hub_run / "metrics.json").read_text())["stages"]
     assert [s["blocks"] for s in stages] == [[], ["layer2", "top"], ["stem", "layer1", "layer2", "top"]]
@@ -151,7 +151,7 @@ def test_a_hub_vit_trains_staged_and_exports_to_tflite_within_1e_4(hub_run):
 
 
 def _tlkit(*args):
-    code = ("import sys; from tlkit.cli import main; rc = main(sys.argv[1:]); "
+    code = ("import sys; from tlkit.cli.main import main; rc = main(sys.argv[1:]); "
             "print('HEAVY', sorted(m for m in ('tensorflow', 'keras', 'keras_hub') if m in sys.modules)); sys.exit(rc)")
     return subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, capture_output=True, text=True, timeout=120,
                           env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "KAGGLEHUB_CACHE": "/nowhere/kh"})

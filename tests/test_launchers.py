@@ -86,7 +86,7 @@ def test_two_trial_sweep_through_submitit_local(tmp_path):
                              capture_output=True, text=True, timeout=120)
     assert summary.returncode == 0, summary.stderr
     assert "optimizer.lr=0.001" in summary.stdout and "optimizer.lr=0.003" in summary.stdout
-    from tlkit.sweep import summarize
+    from tlkit.tools.sweep import summarize
 
     rows = summarize(sweep_dir)
     assert sorted(r["trial"] for r in rows) == [0, 1] and all(r["status"] == "completed" for r in rows)

@@ -1,4 +1,4 @@
-"""The package is layered: no import cycles (function-local imports included) and a few arrows that never point up.
+"""The package is layered: no import cycles (function-local imports included), and imports that never point up a layer.
 
 Pure `ast` over tlkit/ (no TensorFlow, nothing imported), the same analysis as the import-cycle tool: every
 `import` / `from ... import` of a tlkit module anywhere in a file is an edge, `from tlkit import x` is an edge to
@@ -101,7 +101,7 @@ def _violations(lower, higher) -> list:
 
 
 def test_the_graph_sees_the_package():
-    assert len(GRAPH) > 50 and "tlkit.cli" in GRAPH and "tlkit.config.validate" in GRAPH
+    assert len(GRAPH) > 50 and "tlkit.cli.main" in GRAPH and "tlkit.config.validate" in GRAPH
     assert "tlkit.config.schema" in GRAPH["tlkit.config.validate"]  # edges are found
 
 
@@ -117,33 +117,56 @@ def test_nothing_inside_the_package_imports_its_facade():
     assert sorted(f"{module} (line {targets['tlkit']})" for module, targets in GRAPH.items() if "tlkit" in targets) == []
 
 
-POST_TRAINING = ["tlkit.evaluate", "tlkit.predict", "tlkit.export", "tlkit.reproduce", "tlkit.sweep", "tlkit.tta",
-                 "tlkit.explain", "tlkit.gradcam", "tlkit.multilabel_report"]
-ENTRY = ["tlkit.cli", "tlkit.cli_tools", "tlkit.cli_train", "tlkit.cli_config"]  # the top: command lines, Hydra
+# The layers, bottom to top: a module may import its own layer and the layers below it, never one above. A module
+# is in the layer of its longest prefix listed here, and every module of the package is in one.
+LAYERS = [
+    ("utilities", ["tlkit.errors", "tlkit.fileio", "tlkit.version", "tlkit.text_table", "tlkit.console",
+                   "tlkit.preprocessing_modes", "tlkit.plots"]),
+    ("backbone specs", ["tlkit.backbones"]),
+    # config validation reads the doctor's catalogue (doctor.silence) and checks trainer.strategy with
+    # tlkit.training.distribute: those two sit here, below the rest of their packages
+    ("config", ["tlkit.config", "tlkit.conf", "tlkit.doctor.catalogue", "tlkit.training.distribute"]),
+    ("data", ["tlkit.data"]),
+    ("model", ["tlkit.model"]),
+    ("recipe", ["tlkit.recipe"]),  # the default recipe and the pre-flight check: before training
+    ("doctor", ["tlkit.doctor"]),
+    # training knows nothing of the tools that read its run directory: tlkit.cli.runner hands them in
+    ("training", ["tlkit.training"]),
+    ("post-training tools", ["tlkit.tools"]),
+    ("entry points", ["tlkit.cli"]),
+    ("facade", ["tlkit", "tlkit.__main__"]),  # these two exactly: tlkit.train and friends, `python -m tlkit`
+]
+COMMAND_LINES = ["tlkit.cli.main", "tlkit.cli.train_command", "tlkit.cli.tool_commands", "tlkit.cli.compose"]  # Hydra
 
 
-@pytest.mark.parametrize("lower, higher", [
-    # the bottom: errors, util, config schema and checks, backbones
-    (["tlkit.errors", "tlkit.fileio", "tlkit.version", "tlkit.config", "tlkit.backbones"],
-     ["tlkit.data", "tlkit.auto_recipe", "tlkit.recipe_facts", "tlkit.preflight", "tlkit.stages", "tlkit.doctor",
-      "tlkit.run_setup", "tlkit.trainer", "tlkit.rundir", "tlkit.lr_find", "tlkit.runner", *ENTRY, *POST_TRAINING]),
-    # the data layer knows nothing of training, the run directory or the tools
-    (["tlkit.data"], ["tlkit.preflight", "tlkit.doctor", "tlkit.run_setup", "tlkit.trainer", "tlkit.rundir",
-                      "tlkit.lr_find", "tlkit.runner", *ENTRY, *POST_TRAINING]),
-    # the recipe and the doctor run before training
-    (["tlkit.auto_recipe", "tlkit.recipe_facts", "tlkit.doctor", "tlkit.preflight"],
-     ["tlkit.run_setup", "tlkit.trainer", "tlkit.lr_find", "tlkit.runner", *ENTRY, *POST_TRAINING]),
-    # training knows nothing of the tools that read its run directory: tlkit.runner hands them in
-    (["tlkit.run_setup", "tlkit.trainer", "tlkit.feature_cache", "tlkit.callbacks", "tlkit.checkpoint",
-      "tlkit.metrics_record", "tlkit.run_results", "tlkit.rundir", "tlkit.lr_find"],
-     ["tlkit.runner", *ENTRY, *POST_TRAINING]),
-    # nothing below the command lines imports them (the tools get composing passed in)
-    (["tlkit.trainer", "tlkit.run_setup", "tlkit.lr_find", "tlkit.runner", *POST_TRAINING], ENTRY),
-])
-def test_layers_point_down(lower, higher):
-    assert _violations(lower, higher) == []
+def layer_of(module: str):
+    """The index in LAYERS of the layer `module` is in (None: in none)."""
+    matches = [(len(prefix), index) for index, (_, prefixes) in enumerate(LAYERS) for prefix in prefixes
+               if module == prefix or (prefix != "tlkit" and module.startswith(prefix + "."))]
+    return max(matches)[1] if matches else None
+
+
+def test_every_module_is_in_a_layer():
+    assert sorted(module for module in GRAPH if layer_of(module) is None) == []
+    assert layer_of("tlkit.doctor.catalogue") < layer_of("tlkit.doctor.findings") == layer_of("tlkit.doctor")
+    assert layer_of("tlkit.training.distribute") < layer_of("tlkit.recipe.auto") < layer_of("tlkit.training.trainer")
+
+
+@pytest.mark.parametrize("layer", [name for name, _ in LAYERS])
+def test_layers_point_down(layer):
+    index = [name for name, _ in LAYERS].index(layer)
+    assert sorted(f"{module} -> {target} (line {line})" for module, targets in GRAPH.items()
+                  if layer_of(module) == index for target, line in targets.items() if layer_of(target) > index) == []
+
+
+def test_runner_and_reproduce_import_no_command_line():
+    """The composing is passed in (tlkit.cli.reproduce gets cli.compose.compose_config): only the command lines use
+    Hydra, and tlkit.train (the runner) loads none of them."""
+    assert _violations(["tlkit.cli.runner", "tlkit.cli.reproduce"], COMMAND_LINES) == []
 
 
 def test_only_the_entry_points_import_the_cli():
-    assert sorted(module for module, targets in GRAPH.items() if "tlkit.cli" in targets) == ["tlkit.__main__"]
-    assert sorted(module for module, targets in GRAPH.items() if "tlkit.cli_train" in targets) == ["tlkit.cli"]
+    assert sorted(module for module, targets in GRAPH.items() if "tlkit.cli.main" in targets) == ["tlkit.__main__"]
+    assert sorted(module for module, targets in GRAPH.items() if "tlkit.cli.train_command" in targets) == ["tlkit.cli.main"]
+    assert sorted(module for module, targets in GRAPH.items() if not _within(module, ["tlkit.cli"])
+                  and any(_within(target, ["tlkit.cli"]) for target in targets)) == ["tlkit", "tlkit.__main__"]

@@ -6,9 +6,9 @@ import math
 import pytest
 
 import tlkit
-from tlkit import lr_find
+from tlkit.training import lr_find
 from tlkit.config import as_train_config
-from tlkit.preflight import check_config as validate
+from tlkit.recipe.preflight import check_config as validate
 from tlkit.errors import ConfigError
 
 
@@ -46,7 +46,7 @@ def test_sweep_without_divergence_runs_every_step():
 
 def test_lr_find_command_on_a_real_model_diverges_and_writes_its_files(tmp_path):
     """VGG16 (random weights, 32 px) on digits, head stage on cached features, LR up to 1e3: it must diverge."""
-    from tlkit.cli import main
+    from tlkit.cli.main import main
 
     out = tmp_path / "lrf"
     code = main(["lr-find", "backbone=vgg16", "backbone.weights=null", "data=digits", "data.image_size=32",
@@ -66,8 +66,8 @@ def test_finder_on_a_fine_tuning_stage_trains_those_blocks_and_restores_every_we
     import numpy as np
 
     from tlkit.data import load_data
-    from tlkit.model import build_model
-    from tlkit.stages import Freezer, plan_stages
+    from tlkit.model.build import build_model
+    from tlkit.training.stages import Freezer, plan_stages
 
     cfg = as_train_config({"backbone": {"name": "vgg16", "weights": None},
                            "data": {"source": "synthetic", "image_size": 32, "num_images": 40, "batch_size": 8},
@@ -98,7 +98,7 @@ def test_finder_on_a_fine_tuning_stage_trains_those_blocks_and_restores_every_we
 
 
 def test_lr_find_refuses_an_unknown_stage(tmp_path, capsys):
-    from tlkit.cli import main
+    from tlkit.cli.main import main
 
     code = main(["lr-find", "backbone=vgg16", "backbone.weights=null", "data=digits", "data.image_size=32",
                  "stage=nope", f"output={tmp_path}"])

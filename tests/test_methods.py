@@ -8,13 +8,13 @@ import pytest
 import tlkit
 from tlkit.backbones import get_spec
 from tlkit.config import BackboneConfig, HeadConfig, StageConfig
-from tlkit.preflight import check_config as validate
+from tlkit.recipe.preflight import check_config as validate
 from tlkit.errors import ConfigError
-from tlkit.methods import FineTuning, block_lr_scales
-from tlkit.methods.optimizer import inner_optimizer
-from tlkit.model import build_model, head_of
-from tlkit.optim import compile_for_stage, make_accuracy, make_loss
-from tlkit.stages import Freezer, plan_stages
+from tlkit.training.methods import FineTuning, block_lr_scales
+from tlkit.training.methods.optimizer import inner_optimizer
+from tlkit.model.build import build_model, head_of
+from tlkit.training.optim import compile_for_stage, make_accuracy, make_loss
+from tlkit.training.stages import Freezer, plan_stages
 
 SIZE, CLASSES = 32, 3
 
@@ -161,7 +161,7 @@ def test_l2sp_penalty_and_its_gradient_at_a_known_point(vgg):
 
 def test_ema_weights_are_validated_kept_and_restored():
     """Validation runs on the EMA weights and the stage ends holding them (so the saved model has them)."""
-    from tlkit.callbacks import BestWeights
+    from tlkit.training.callbacks import BestWeights
 
     keras.utils.set_random_seed(1)
     inputs = keras.Input((4,))
@@ -263,7 +263,7 @@ def test_shipped_method_configs_compose(compose):
     assert cfg.regularizer.name.value == "l2sp" and cfg.regularizer.alpha > 0
     assert [s.train for s in cfg.schedule.stages] == ["head", "all"]
     assert cfg.schedule.stages[0].patience and not cfg.schedule.stages[0].cosine  # early-stopped at a constant LR
-    from tlkit.auto_recipe import apply
+    from tlkit.recipe.auto import apply
 
     defaults = tlkit.as_train_config(compose(["data=digits"]))
     defaults, _ = apply(defaults, validate(defaults))  # label smoothing is the recipe's: off under 20k images
@@ -280,7 +280,7 @@ def test_shipped_method_configs_compose(compose):
 def test_lp_ft_fine_tunes_from_the_early_stopped_head(compose, tmp_path, monkeypatch):
     """Stage 1 trains the head (on cached features) until the monitor stops improving; stage 2 starts
     from exactly that head. The other methods run along to show they work with the cache and stages."""
-    import tlkit.trainer as trainer
+    import tlkit.training.trainer as trainer
 
     heads = []
 

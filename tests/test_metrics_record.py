@@ -1,7 +1,7 @@
-"""metrics.json is written from a typed record (tlkit.metrics_record.RunMetrics): its keys, in the file's order."""
+"""metrics.json is written from a typed record (tlkit.training.metrics_record.RunMetrics): its keys, in the file's order."""
 from dataclasses import fields
 
-from tlkit.metrics_record import RunMetrics
+from tlkit.training.metrics_record import RunMetrics
 
 KEYS = ["status", "backbone", "weights", "preprocess", "image_size", "class_names", "num_train", "num_val",
         "num_test", "schedule", "bn", "monitor", "precision", "stages", "best", "val_loss", "val_accuracy",

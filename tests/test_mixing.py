@@ -6,7 +6,7 @@ import pytest
 
 import tlkit
 from tlkit.config import as_train_config
-from tlkit.preflight import check_config as validate
+from tlkit.recipe.preflight import check_config as validate
 from tlkit.errors import ConfigError
 
 BATCH, SIZE = 8, 12

@@ -12,7 +12,7 @@ SIZE = 32
 
 @pytest.fixture(scope="module")
 def binary_model():
-    from tlkit.model import build_model
+    from tlkit.model.build import build_model
 
     spec = get_spec("mobilenet_v2")
     return build_model(spec, BackboneConfig(name=spec.name, weights=None), HeadConfig(), num_classes=2, image_size=SIZE)
@@ -33,7 +33,7 @@ def test_zero_initialised_head_starts_uniform(binary_model):
 
 
 def test_saved_model_ends_in_probabilities_and_reloads(binary_model, tmp_path):
-    from tlkit.model import with_probabilities
+    from tlkit.model.build import with_probabilities
 
     images = np.random.default_rng(1).uniform(0, 255, (3, SIZE, SIZE, 3)).astype("float32")
     # Give the head non-zero weights so probabilities differ per image.
@@ -51,7 +51,7 @@ def test_saved_model_ends_in_probabilities_and_reloads(binary_model, tmp_path):
 
 
 def test_one_class_is_refused_with_the_binary_hint():
-    from tlkit.model import build_model
+    from tlkit.model.build import build_model
 
     spec = get_spec("vgg16")
     with pytest.raises(ConfigError) as info:
@@ -60,7 +60,7 @@ def test_one_class_is_refused_with_the_binary_hint():
 
 
 def test_preprocess_override_is_explicit():
-    from tlkit.model import preprocess_mode
+    from tlkit.model.build import preprocess_mode
 
     spec = get_spec("resnet50")
     assert preprocess_mode(spec, BackboneConfig(name="resnet50")) == "caffe"

@@ -1,4 +1,4 @@
-"""task=multilabel (tlkit/multilabel.py): the table's layouts, the single-label refusal before TensorFlow, the NumPy
+"""task=multilabel (tlkit/model/multilabel.py): the table's layouts, the single-label refusal before TensorFlow, the NumPy
 AP against scikit-learn, thresholds, and one end-to-end run on rendered shapes (tlkit/data/shapes.py)."""
 import csv
 import json
@@ -30,7 +30,7 @@ def shapes_table(tmp_path_factory):
 def test_multi_label_rows_with_single_label_task_stop_before_tensorflow(shapes_table):
     """A softmax head would train on 'a;b' rows as if each set were one class: refused, naming task and the row,
     in a fresh interpreter that never imports TensorFlow."""
-    code = (f"import sys\nfrom tlkit.config.store import as_train_config\nfrom tlkit.preflight import check_config\n"
+    code = (f"import sys\nfrom tlkit.config.store import as_train_config\nfrom tlkit.recipe.preflight import check_config\n"
             f"try:\n    check_config(as_train_config({_cfg(shapes_table)!r}))\nexcept Exception as e:\n"
             f"    print(type(e).__name__, e)\nprint('tensorflow' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
@@ -40,7 +40,7 @@ def test_multi_label_rows_with_single_label_task_stop_before_tensorflow(shapes_t
 
 
 def test_multilabel_config_rules(shapes_table):
-    from tlkit.preflight import check_config
+    from tlkit.recipe.preflight import check_config
 
     assert as_train_config({**_cfg(shapes_table), "task": "multilabel"}).trainer.monitor.value == "val_map"
     with pytest.raises(ConfigError, match="task"):
@@ -83,7 +83,7 @@ def test_label_columns_layout_gives_the_same_multi_hot(shapes_table, tmp_path):
 def test_average_precision_matches_scikit_learn_and_thresholds_maximise_f1():
     from sklearn.metrics import average_precision_score, f1_score
 
-    from tlkit.multilabel import f1_scores, mean_average_precision, tune_thresholds
+    from tlkit.model.multilabel import f1_scores, mean_average_precision, tune_thresholds
 
     rng = np.random.default_rng(0)
     labels = (rng.random((200, 4)) < 0.3).astype(int)
@@ -117,7 +117,7 @@ def test_multilabel_run_end_to_end(multilabel_run, shapes_table):
     is what predict applies, eval/ has per-class AP and the PR curves."""
     import keras
 
-    from tlkit.predict import predict
+    from tlkit.tools.predict import predict
 
     run_dir, metrics = multilabel_run
     assert [s["name"] for s in metrics["stages"]] == ["head", "top"] and metrics["monitor"] == "val_map"
@@ -147,7 +147,7 @@ def test_multilabel_run_end_to_end(multilabel_run, shapes_table):
 def test_a_multilabel_run_exports_to_tflite_with_its_thresholds(multilabel_run):
     """The TFLite file serves the sigmoids (parity with model.keras); its model card names the task and carries the
     thresholds a label needs, instead of promising softmax probabilities that sum to 1."""
-    from tlkit.export import export
+    from tlkit.tools.export import export
 
     run_dir, metrics = multilabel_run
     path = export(run_dir, "tflite")
@@ -165,7 +165,7 @@ class _Killed(BaseException):
 def test_a_killed_multilabel_run_resumes_to_the_uninterrupted_result(shapes_table, tmp_path, monkeypatch):
     """Resume with task=multilabel: the run's best is tracked on val_map across the kill, and the resumed run ends
     where an uninterrupted one does (same mAP, same stages, the same thresholds.json)."""
-    import tlkit.checkpoint as ckpt
+    import tlkit.training.checkpoint as ckpt
     from tlkit import train
 
     def cfg():
@@ -200,8 +200,8 @@ def test_a_killed_multilabel_run_resumes_to_the_uninterrupted_result(shapes_tabl
 def test_tta_on_a_multilabel_run_averages_the_sigmoids(multilabel_run, shapes_table):
     """tta= works for task=multilabel: the report's mAP is that of the averaged sigmoids, "tta" says how many label
     sets changed and what mAP was without it; mirror views stay out (the run trained without flips)."""
-    from tlkit.evaluate import evaluate_run, summary_text
-    from tlkit.predict import predict
+    from tlkit.tools.evaluate import evaluate_run, summary_text
+    from tlkit.tools.predict import predict
 
     run_dir, metrics = multilabel_run
     plain = evaluate_run(run_dir, "val", write=False)

@@ -18,9 +18,9 @@ from block_checks import trainable_blocks
 from tlkit.backbones import get_spec
 from tlkit.config import BackboneConfig, HeadConfig
 from tlkit.config.schema import BNPolicy, StageConfig
-from tlkit.model import backbone_of, build_model
-from tlkit.preprocessing import PREPROCESS_LAYER, preprocess_mode_of
-from tlkit.stages import Freezer, plan_stages
+from tlkit.model.build import backbone_of, build_model
+from tlkit.model.preprocessing import PREPROCESS_LAYER, preprocess_mode_of
+from tlkit.training.stages import Freezer, plan_stages
 
 FULL = os.environ.get("TLKIT_FULL_TESTS") == "1"
 CASES = [("convnext_tiny", "stage3"), ("efficientnet_v2_b0", "top"), ("inception_resnet_v2", "block8"),

@@ -36,9 +36,9 @@ def test_the_wheel_holds_every_config_and_recipe(tmp_path):
     shipped = {f"tlkit/conf/{p.relative_to(CONF_DIR).as_posix()}" for p in CONF_DIR.rglob("*.yaml")}
     assert len(shipped) > 40 and "tlkit/conf/recipe/quickstart.yaml" in shipped
     assert shipped <= names, sorted(shipped - names)
-    assert "tlkit/cli_train.py" in names and "tlkit/conf/__init__.py" in names
+    assert "tlkit/cli/train_command.py" in names and "tlkit/conf/__init__.py" in names
     metadata = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
-    assert "tlkit = tlkit.cli:main" in metadata
+    assert "tlkit = tlkit.cli.main:main" in metadata
 
 
 def test_tlkit_train_composes_what_train_py_composes_from_any_directory(tmp_path):

@@ -21,7 +21,7 @@ import pytest
 import tlkit
 from tlkit.backbones import all_specs, get_spec
 from tlkit.config import BackboneConfig, HeadConfig
-from tlkit.preprocessing import ImagePreprocessing, preprocess_mode_of, preprocessing_model
+from tlkit.model.preprocessing import ImagePreprocessing, preprocess_mode_of, preprocessing_model
 from tlkit.preprocessing_modes import BACKBONE_MODES, INPUT_RANGES, MODE_NAMES, MODES
 
 SIZE = 32
@@ -77,7 +77,7 @@ def _images(n=6, seed=0):
 def test_every_place_derives_its_modes_from_the_table():
     from tlkit.backbones.spec import PREPROCESS_MODES
     from tlkit.config.schema import Preprocess
-    from tlkit.preprocessing import MODES as LAYER_MODES
+    from tlkit.model.preprocessing import MODES as LAYER_MODES
 
     assert PREPROCESS_MODES == BACKBONE_MODES == ("caffe", "tf", "torch", "none")
     assert LAYER_MODES == MODE_NAMES == tuple(MODES)
@@ -116,8 +116,8 @@ def test_unknown_mode_is_refused():
 
 
 def _served(mode: str):
-    from tlkit.model import build_model, with_probabilities
-    from tlkit.stages import reestimate_batchnorm
+    from tlkit.model.build import build_model, with_probabilities
+    from tlkit.training.stages import reestimate_batchnorm
 
     spec = get_spec("mobilenet_v2")
     model = build_model(spec, BackboneConfig(name=spec.name, weights=None, preprocess=mode), HeadConfig(),

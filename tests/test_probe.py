@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 
 import tlkit
-from tlkit.auto_recipe import decide_flip
+from tlkit.recipe.auto import decide_flip
 from tlkit.backbones import get_spec
 from tlkit.config.schema import BackboneConfig, HeadConfig
-from tlkit.model import build_model
-from tlkit.probe import run_probe
+from tlkit.model.build import build_model
+from tlkit.recipe.probe import run_probe
 
 SIZE = 32
 
@@ -70,7 +70,7 @@ def test_the_probe_head_is_the_fitted_classifier_on_raw_features(vgg):
 def test_batchnorm_statistics_shift_and_adabn():
     """Random MobileNetV2 statistics (mean 0, variance 1) are far from what images give; re-estimated on them (AdaBN)
     they are close, and the old statistics can be put back."""
-    from tlkit.stages import batchnorm_shift, reestimate_batchnorm, restore_batchnorm
+    from tlkit.training.stages import batchnorm_shift, reestimate_batchnorm, restore_batchnorm
 
     keras.utils.set_random_seed(0)
     model = build_model(get_spec("mobilenet_v2"), BackboneConfig(name="mobilenet_v2", weights=None), HeadConfig(), 2,
@@ -144,7 +144,7 @@ def test_one_pretrained_pass_gives_the_features_and_the_batchnorm_variances_of_e
     from keras import ops
 
     from tlkit.backbones.build import batch_norm_layers
-    from tlkit.frozen_pass import frozen_pass
+    from tlkit.recipe.frozen_pass import frozen_pass
 
     keras.utils.set_random_seed(0)
     model = build_model(get_spec("mobilenet_v2"), BackboneConfig(name="mobilenet_v2", weights=None), HeadConfig(), 2,

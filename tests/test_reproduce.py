@@ -9,9 +9,9 @@ import pytest
 import tlkit
 from conftest import CONF_DIR, ROOT
 from tlkit.config.schema import ReferenceConfig, ReferenceMetric, ReferenceResult
-from tlkit.preflight import check_config as validate
+from tlkit.recipe.preflight import check_config as validate
 from tlkit.errors import ConfigError
-from tlkit.reproduce import all_passed, compare, format_table, recipes_with_reference, split_overrides
+from tlkit.cli.reproduce import all_passed, compare, format_table, recipes_with_reference, split_overrides
 
 FULL = os.environ.get("TLKIT_FULL_TESTS") == "1"
 REFERENCE_RECIPES = ["cats_vs_dogs_xception", "digits_vgg16", "pets_resnet50"]

@@ -2,7 +2,7 @@
 `python train.py resume=RUN_DIR` and, on CPU with the same seed, writes the same
 metrics.json as a run that was never interrupted.
 
-The kills are placed exactly with $TLKIT_FAULT (tlkit.checkpoint.maybe_fault): between two
+The kills are placed exactly with $TLKIT_FAULT (tlkit.training.checkpoint.maybe_fault): between two
 epochs of a stage, between two stages, inside an epoch, and half-way through writing a
 checkpoint. The runs go side by side (two cores), as subprocesses of the real train.py.
 """
@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import tlkit
-from tlkit import checkpoint as ckpt
+from tlkit.training import checkpoint as ckpt
 from tlkit.errors import TlkitError
 
 TRAIN_PY = str(Path(__file__).resolve().parents[1] / "train.py")
@@ -152,7 +152,7 @@ def test_resume_refuses_a_different_config(tmp_path):
     cfg = _config()
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    from tlkit.rundir import write_config
+    from tlkit.training.rundir import write_config
 
     write_config(run_dir, cfg)
     changed = _config()
@@ -193,7 +193,7 @@ def test_resume_command_line_reuses_the_runs_overrides(tmp_path):
 
 
 def test_history_is_cut_back_to_the_checkpointed_epochs(tmp_path):
-    from tlkit.rundir import truncate_history
+    from tlkit.training.rundir import truncate_history
 
     (tmp_path / "history.csv").write_text("epoch,loss\n0,1.0\n1,0.9\n2,0.8\n")
     truncate_history(tmp_path, 2)

@@ -139,7 +139,7 @@ def test_without_the_guard_hydra_would_run_the_target(tmp_path):
     Runs a copy of train.py without the guard call; optimizer.lr=0 makes tlkit stop right
     after Hydra's callbacks ran, before any training.
     """
-    source = (ROOT / "tlkit" / "cli_train.py").read_text()  # what train.py and `tlkit train` run
+    source = (ROOT / "tlkit" / "cli" / "train_command.py").read_text()  # what train.py and `tlkit train` run
     assert "check_command_line(sys.argv[1:])" in source
     unguarded = tmp_path / "unguarded_train.py"
     unguarded.write_text(source.replace("check_command_line(sys.argv[1:])", "[]"))
@@ -154,7 +154,7 @@ def test_without_the_guard_hydra_would_run_the_target(tmp_path):
 
 
 def test_doctor_refuses_injected_targets(tmp_path, capsys):
-    from tlkit.cli import main
+    from tlkit.cli.main import main
 
     marker = tmp_path / "marker"
     code = main(["doctor", "--config-only", "data=digits", "+hydra.callbacks.evil._target_=os.makedirs",

@@ -29,8 +29,8 @@ import pytest
 
 import tlkit
 from conftest import ROOT
-from tlkit import rundir
-from tlkit.rundir import RunDirError, atomic_write, ensure_writable
+from tlkit.training import rundir
+from tlkit.training.rundir import RunDirError, atomic_write, ensure_writable
 
 NOISY = ["random-frozen-backbone", "no-pretrained-weights", "too-few-images-per-class", "val-too-small"]
 

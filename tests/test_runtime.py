@@ -4,7 +4,7 @@ import numpy as np
 
 import tlkit
 from tlkit.config.schema import Precision
-from tlkit.runtime import Device, resolve_jit_compile, resolve_precision, resolve_steps_per_execution
+from tlkit.training.runtime import Device, resolve_jit_compile, resolve_precision, resolve_steps_per_execution
 
 CPU, A100, V100 = Device("cpu", False), Device("gpu", True, "A100"), Device("gpu", False, "V100")
 

@@ -7,9 +7,9 @@ from block_checks import trainable_blocks
 from tlkit.backbones import get_spec
 from tlkit.config import BackboneConfig, HeadConfig, OptimizerConfig, StageConfig
 from tlkit.config.schema import BNPolicy
-from tlkit.model import backbone_of, build_model, head_of
-from tlkit.stages import Freezer, is_batch_norm, plan_stages
-from tlkit.optim import compile_for_stage as _compile
+from tlkit.model.build import backbone_of, build_model, head_of
+from tlkit.training.stages import Freezer, is_batch_norm, plan_stages
+from tlkit.training.optim import compile_for_stage as _compile
 
 SIZE, CLASSES = 32, 3
 BACKBONE = "resnet50"  # BatchNorm in every block, and healthy signal with random weights
@@ -84,7 +84,7 @@ def test_bn_train_updates_statistics_only_in_unfrozen_blocks():
 def test_keras_training_false_alone_does_not_protect_batchnorm():
     """Why tlkit freezes BatchNorm layers instead of relying on `backbone(x, training=False)`.
 
-    If this starts failing, Keras changed behaviour: revisit the note in tlkit/stages.py.
+    If this starts failing, Keras changed behaviour: revisit the note in tlkit/training/stages.py.
     """
     inner_in = keras.Input((4,))
     inner = keras.Model(inner_in, keras.layers.BatchNormalization(name="bn")(inner_in))

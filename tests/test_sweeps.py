@@ -34,7 +34,7 @@ def summary_cli(sweep_dir):
 
 def test_grid_sweep_with_a_failing_trial(grid_sweep, wrong_weights):
     """A 2-point grid: the trial with the wrong weights file fails, the other finishes, the summary has both."""
-    from tlkit.sweep import summarize
+    from tlkit.tools.sweep import summarize
 
     sweep_dir = grid_sweep
     failure = json.loads((sweep_dir / "1" / "failure.json").read_text())
@@ -64,7 +64,7 @@ def test_grid_sweep_with_a_failing_trial(grid_sweep, wrong_weights):
 
 
 def test_optuna_sweep_two_trials(tmp_path):
-    from tlkit.sweep import summarize
+    from tlkit.tools.sweep import summarize
 
     sweep_dir = tmp_path / "optuna"
     multirun(sweep_dir, "hparams_search=optuna", "hydra.sweeper.n_trials=2")
@@ -101,7 +101,7 @@ def read_hparams_events(folder):
 
 def test_log_hparams_without_training(tmp_path):
     from tlkit.config import as_train_config
-    from tlkit.sweep import log_hparams
+    from tlkit.tools.sweep import log_hparams
 
     cfg = as_train_config({"backbone": {"name": "vgg16", "weights": None}, "optimizer": {"name": "sgd", "lr": 0.01}})
     log_hparams(tmp_path, cfg, {"val_accuracy": 0.5, "val_loss": 1.25, "epochs": 4, "status": "completed",
@@ -113,7 +113,7 @@ def test_log_hparams_without_training(tmp_path):
 
 def test_summary_of_hand_made_trials(tmp_path):
     """Ranking, failed and unfinished trials, log-x for lr; no training."""
-    from tlkit.sweep import summarize, write_summary
+    from tlkit.tools.sweep import summarize, write_summary
 
     def trial(num, lr, metrics=None, failure=None):
         folder = tmp_path / str(num)
@@ -142,8 +142,8 @@ def test_summary_of_hand_made_trials(tmp_path):
 def test_multilabel_trials_are_ranked_by_val_map(tmp_path):
     """task=multilabel: what ranks the trials (and what train.py hands Optuna) is val_map, not the harsh exact-match
     accuracy: trial 0 has the better accuracy but the worse mAP."""
-    from tlkit.metrics_record import sweep_score
-    from tlkit.sweep import summarize, write_summary
+    from tlkit.training.metrics_record import sweep_score
+    from tlkit.tools.sweep import summarize, write_summary
 
     for num, (accuracy, mean_ap) in enumerate([(0.5, 0.70), (0.3, 0.85)]):
         folder = tmp_path / str(num)
@@ -194,7 +194,7 @@ def test_shipped_search_space_composes(compose):
 def test_hparams_include_the_fine_tuning_methods(compose):
     """A sweep over the issue-9 methods is compared in TensorBoard's HParams tab by these keys."""
     import tlkit
-    from tlkit.sweep import hparams_of
+    from tlkit.tools.sweep import hparams_of
 
     cfg = tlkit.as_train_config(compose(["regularizer=l2sp", "loss.label_smoothing=0.1", "schedule.lr_decay=0.7",
                                          "augment.cutmix=1.0", "optimizer.ema=true"]))

@@ -16,7 +16,7 @@ tfds = pytest.importorskip("tensorflow_datasets")
 
 import tlkit  # noqa: E402
 from conftest import ROOT  # noqa: E402
-from tlkit.preflight import check_config as validate  # noqa: E402
+from tlkit.recipe.preflight import check_config as validate  # noqa: E402
 from tlkit.errors import ConfigError, DataError  # noqa: E402
 
 COLOURS = {"red": (220, 30, 30), "blue": (30, 30, 220)}  # a class is its dominant channel
@@ -194,8 +194,8 @@ def test_a_failing_download_becomes_one_error(tmp_path, monkeypatch):
 def test_the_default_recipe_reads_a_tfds_dataset_from_its_metadata(data_dir):
     """recipe=auto with data=tfds: the facts come from the dataset's metadata, no folder is walked (there is no
     data.train_dir), and the recipe sizes the batch for 30 training images."""
-    import tlkit.auto_recipe as auto_recipe
-    from tlkit.preflight import check_run
+    import tlkit.recipe.auto as auto_recipe
+    from tlkit.recipe.preflight import check_run
 
     cfg = tfds_config(data_dir, image_size=None, batch_size=None)
     assert cfg.data.train_dir is None and cfg.data.path is None and cfg.auto.enabled
@@ -211,7 +211,7 @@ def test_checks_run_before_tensorflow_starts(data_dir):
     """A prepared dataset needs no builder code: a fresh process reads data_dir, without TensorFlow."""
     code = (
         "import sys, tlkit\n"
-        "from tlkit.preflight import check_config as validate\n"
+        "from tlkit.recipe.preflight import check_config as validate\n"
         "from tlkit.errors import ConfigError\n"
         f"cfg = tlkit.as_train_config({{'backbone': {{'name': 'vgg16', 'weights': None}}, 'data': {{'source': 'tfds',"
         f" 'name': 'tlkit_test_shapes', 'data_dir': {str(data_dir)!r}, 'splits': {{'train': 'train',"

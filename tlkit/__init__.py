@@ -14,18 +14,18 @@ from tlkit.console import quiet_tensorflow_startup
 quiet_tensorflow_startup()
 
 from tlkit.config.store import as_train_config  # noqa: E402
-from tlkit.model_io import load_model  # noqa: E402
+from tlkit.model.load import load_model  # noqa: E402
 from tlkit.version import __version__  # noqa: E402
 
 
 def train(cfg, run_dir=None):
-    """Run a staged fine-tuning (see tlkit.trainer.train).
+    """Run a staged fine-tuning (see tlkit.training.trainer.train).
 
-    The config is checked first (tlkit.preflight), so a bad value fails before TensorFlow is imported; the
-    post-training tools (eval/ report, TensorBoard HParams) run after it (tlkit.runner).
+    The config is checked first (tlkit.recipe.preflight), so a bad value fails before TensorFlow is imported; the
+    post-training tools (eval/ report, TensorBoard HParams) run after it (tlkit.cli.runner).
     cfg.resume = RUN_DIR continues an interrupted run from its last completed epoch.
     """
-    from tlkit.runner import train as _train
+    from tlkit.cli.runner import train as _train
 
     return _train(cfg, run_dir)
 

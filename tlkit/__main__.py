@@ -1,5 +1,5 @@
 import sys
 
-from tlkit.cli import main
+from tlkit.cli.main import main
 
 sys.exit(main())

@@ -21,7 +21,7 @@ every library user reach it before any tlkit module imports Keras or TensorFlow.
   printed); tlkit's runtime and distribute modules list them right after anyway.
 
 Later, TensorFlow Lite prints "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." each time an interpreter is
-built: tflite_lines_filtered() drops exactly that line around it (tlkit.export.TFLiteRunner). And the Python
+built: tflite_lines_filtered() drops exactly that line around it (tlkit.tools.export.TFLiteRunner). And the Python
 warnings of LIBRARY_WARNINGS (Keras/TensorFlow warnings a tlkit user cannot act on, each with its reason) are
 filtered from `import tlkit` on (quiet_library_warnings); a user's own warnings and every other library's stay.
 

@@ -2,7 +2,7 @@
 
     atomic_write(path, writer)   write through a temporary file in the same folder, then rename it into place
 
-Here rather than in tlkit.rundir so that low layers (tlkit.data.prescan's cache) can use it without
+Here rather than in tlkit.training.rundir so that low layers (tlkit.data.prescan's cache) can use it without
 importing the run directory's module, which loads configs.
 """
 from __future__ import annotations

@@ -194,7 +194,7 @@ def confidently_wrong_figure(images: Sequence[np.ndarray], true_names: Sequence[
                              confidences: Sequence[float], title: str = "Most confidently wrong", overlays=None):
     """A grid of misclassified images, most confident first, each titled true / predicted (p).
 
-    overlays: the same images with a heat map of what made the model predict its class (tlkit.explain); when given,
+    overlays: the same images with a heat map of what made the model predict its class (tlkit.tools.explain); when given,
     each row of images gets a row of their overlays below it.
     """
     plt = pyplot()

@@ -2,7 +2,7 @@
 
 Pure Python (no Keras, no TensorFlow, no tlkit import), so every layer can read it: the
 backbone specs (which modes a backbone's own `preprocess_input` can be), the config schema
-(the `backbone.preprocess` choices), the in-model preprocessing (tlkit.preprocessing) and
+(the `backbone.preprocess` choices), the in-model preprocessing (tlkit.model.preprocessing) and
 the doctor (the input range each mode gives the backbone) all derive from MODES.
 """
 from __future__ import annotations

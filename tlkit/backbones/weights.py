@@ -79,7 +79,7 @@ def record_pretrained_size(path: str | Path, image_size: int) -> None:
 def pretrained_size_of(path: str | Path) -> int | None:
     """The input size the weights in `path` were trained at, when the file says it, else None.
 
-    Read from tlkit's attribute (tlkit.pretrain writes it) or from the input shape of a whole
+    Read from tlkit's attribute (tlkit.model.pretrain writes it) or from the input shape of a whole
     model saved as legacy HDF5 (`model.save("x.h5")` keeps the model's config). A plain
     `save_weights` file of a convolutional backbone holds no size: the weights fit any input.
     """

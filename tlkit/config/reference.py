@@ -1,6 +1,6 @@
 """A recipe's reference block (tlkit reproduce) checked against the rest of the config, before TensorFlow starts.
 
-Schema-level (the config alone), so tlkit.config.validate runs it; tlkit.reproduce compares a finished run with it.
+Schema-level (the config alone), so tlkit.config.validate runs it; tlkit.cli.reproduce compares a finished run with it.
 """
 from __future__ import annotations
 

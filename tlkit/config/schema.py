@@ -90,14 +90,14 @@ class Monitor(str, Enum):
 
 
 class Task(str, Enum):
-    """What a label is (tlkit/multilabel.py for multilabel)."""
+    """What a label is (tlkit/model/multilabel.py for multilabel)."""
 
     single_label = "single_label"  # one class per image: N logits, softmax, cross-entropy
     multilabel = "multilabel"  # any set of classes per image: N sigmoid logits, binary cross-entropy, thresholds
 
 
 class StrategyName(str, Enum):
-    """Where training runs (tlkit/distribute.py). data.batch_size is the global batch, split across replicas."""
+    """Where training runs (tlkit/training/distribute.py). data.batch_size is the global batch, split across replicas."""
 
     auto = "auto"  # multi_worker when TF_CONFIG lists 2+ tasks, mirrored with 2+ local GPUs, else Keras's default
     one_device = "one_device"  # tf.distribute.OneDeviceStrategy (a no-op on the JAX/torch backends)
@@ -150,7 +150,7 @@ class DataConfig:
     val_dir: Optional[str] = None
     test_dir: Optional[str] = None
     val_split: float = 0.2
-    image_size: Optional[int] = None  # null: chosen by the recipe (tlkit/auto_recipe.py) from the images and weights
+    image_size: Optional[int] = None  # null: chosen by the recipe (tlkit/recipe/auto.py) from the images and weights
     batch_size: Optional[int] = None  # null: chosen by the recipe from the training set's size (32 from 640 images)
     class_weight: ClassWeight = ClassWeight.none
     cache: ImageCache = ImageCache.auto  # decoded, resized uint8 images, kept after the first epoch
@@ -181,7 +181,7 @@ class AugmentConfig:
     crop_area: Optional[float] = None
     color: float = 0.0  # brightness / contrast / saturation jitter strength (0: off)
     # MixUp / CutMix on training batches (tlkit/data/mixing.py): Beta(alpha, alpha) concentration, 0 = off;
-    # training labels become soft. mixup=null: chosen by recipe=auto (tlkit/auto_recipe.py).
+    # training labels become soft. mixup=null: chosen by recipe=auto (tlkit/recipe/auto.py).
     mixup: Optional[float] = None
     cutmix: float = 0.0
 
@@ -197,7 +197,7 @@ class HeadConfig:
 
 @dataclass
 class StageConfig:
-    """One stage. null epochs, lr_scale and warmup_epochs: sized by the recipe (tlkit/auto_recipe.py) from the data."""
+    """One stage. null epochs, lr_scale and warmup_epochs: sized by the recipe (tlkit/recipe/auto.py) from the data."""
 
     name: str = MISSING
     train: str = "head"  # head | all | top:N (the top N blocks) | from:BLOCK (BLOCK and above)
@@ -231,7 +231,7 @@ class ScheduleConfig:
     # (pretrained weights); train from random weights
     bn: Optional[BNPolicy] = None
     stages: List[StageConfig] = field(default_factory=_auto_stages)
-    # Discriminative LRs (tlkit/methods): the top trained block at the stage LR, each block below
+    # Discriminative LRs (tlkit/training/methods): the top trained block at the stage LR, each block below
     # lr_decay x the one above (null: one LR); block_lr: {BLOCK: multiplier} replaces that for a block.
     lr_decay: Optional[float] = None
     block_lr: Dict[str, float] = field(default_factory=dict)  # Hydra adds keys with +: +schedule.block_lr.conv4=0.3
@@ -241,7 +241,7 @@ class ScheduleConfig:
 class OptimizerConfig:
     name: OptimizerName = OptimizerName.adam
     # The first stage's base LR; later stages scale it by lr_scale. A number, or "auto": the LR finder
-    # (tlkit/lr_find.py) picks it before training. Any-typed because OmegaConf has no Union[float, str]:
+    # (tlkit/training/lr_find.py) picks it before training. Any-typed because OmegaConf has no Union[float, str]:
     # as_train_config normalises it to a float or "auto" and refuses anything else (validate.normalize_lr).
     lr: Any = 1e-3
     weight_decay: float = 0.0
@@ -284,11 +284,11 @@ class TrainerConfig:
     # A checkpoint after an epoch once this many seconds of training passed since the last one (0: every epoch):
     # short epochs are cheaper to redo than to save (BENCHMARKS.md section 5).
     checkpoint_every_s: float = 30.0
-    strategy: StrategyName = StrategyName.auto  # tf.distribute strategy: see tlkit/distribute.py, README "Scaling out"
+    strategy: StrategyName = StrategyName.auto  # tf.distribute strategy: see tlkit/training/distribute.py, README "Scaling out"
     # After the run, train the same recipe from random weights (RUN_DIR/scratch/) and log both: what transfer gave.
     compare_scratch: bool = False
     lr_scaling: LRScaling = LRScaling.none  # how the LR follows the number of replicas
-    # After training: temperature scaling fitted on val (tlkit/calibration.py), folded into model.keras's softmax;
+    # After training: temperature scaling fitted on val (tlkit/training/calibration.py), folded into model.keras's softmax;
     # metrics.json "calibration" has ECE / NLL before and after, RUN_DIR/eval/reliability.png the diagram.
     calibrate: bool = True
 
@@ -303,9 +303,9 @@ class DoctorConfig:
 
 @dataclass
 class AutoRecipeConfig:
-    """The default recipe (tlkit/auto_recipe.py): what the config leaves null is chosen from the data, and logged."""
+    """The default recipe (tlkit/recipe/auto.py): what the config leaves null is chosen from the data, and logged."""
 
-    enabled: bool = True  # false: nulls take fixed values (tlkit.auto_recipe.FIXED), no probe
+    enabled: bool = True  # false: nulls take fixed values (tlkit.recipe.auto.FIXED), no probe
     keep: List[str] = field(default_factory=list)  # decisions not made: they take their fixed values instead
     finetune_steps: Optional[int] = None  # the fine-tuning step budget; null: the rule's (300 under 20k images)
 
@@ -327,7 +327,7 @@ class ReferenceResult:
 
 @dataclass
 class ReferenceConfig:
-    """A published result this recipe reproduces (`tlkit reproduce recipe=NAME`, tlkit/reproduce.py)."""
+    """A published result this recipe reproduces (`tlkit reproduce recipe=NAME`, tlkit/cli/reproduce.py)."""
 
     source: str = MISSING  # where the numbers come from: paper, guide, or the command that measured them
     tolerance: float = MISSING  # absolute: a result passes when |achieved - value| <= tolerance
@@ -349,7 +349,7 @@ class TrainConfig:
     doctor: DoctorConfig = field(default_factory=DoctorConfig)
     auto: AutoRecipeConfig = field(default_factory=AutoRecipeConfig)
     seed: int = 42
-    # single_label | multilabel (data=csv: "cat;outdoor" labels or data.label_columns; tlkit/multilabel.py)
+    # single_label | multilabel (data=csv: "cat;outdoor" labels or data.label_columns; tlkit/model/multilabel.py)
     task: Task = Task.single_label
     resume: Optional[str] = None  # a run directory to continue from its last completed epoch (same config)
     reference: Optional[ReferenceConfig] = None  # recipes that reproduce a published result (tlkit reproduce)

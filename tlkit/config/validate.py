@@ -14,7 +14,7 @@ from tlkit.backbones.zoo import get_spec
 from tlkit.config.reference import check_reference
 from tlkit.config.schema import (AugmentConfig, DataSource, DoctorConfig, HeadKind, Monitor, Pooling, RegularizerName, Task,
                                  TrainConfig)
-from tlkit.doctor_catalogue import FINDING_IDS
+from tlkit.doctor.catalogue import FINDING_IDS
 from tlkit.errors import ConfigError
 
 
@@ -48,7 +48,7 @@ def parse_train_target(value: str, spec: BackboneSpec, key: str = "train") -> tu
 def validate(cfg: TrainConfig) -> BackboneSpec:
     """The checks of the config alone (no data, no recipe, no TensorFlow); return the backbone spec.
 
-    tlkit.preflight.check_config runs this, then the checks that need other layers (the recipe's
+    tlkit.recipe.preflight.check_config runs this, then the checks that need other layers (the recipe's
     options, the data, the weights): call that one before training.
     """
     spec = backbone_spec(cfg)
@@ -163,7 +163,7 @@ def _check_schedule(cfg: TrainConfig, spec: BackboneSpec) -> None:
                               "an integer >= 0: early stopping never ends the stage before it; null: any time")
 
 
-AUTO_LR = "auto"  # optimizer.lr=auto: the LR finder (tlkit/lr_find.py) picks it before training
+AUTO_LR = "auto"  # optimizer.lr=auto: the LR finder (tlkit/training/lr_find.py) picks it before training
 _LR_ALLOWED = "a learning rate > 0 (e.g. 1e-3), or auto (the LR finder picks it before training; see tlkit lr-find)"
 
 
@@ -204,7 +204,7 @@ def _check_optimizer(cfg: TrainConfig) -> None:
 
 
 def _check_methods(cfg: TrainConfig, spec: BackboneSpec) -> None:
-    """Fine-tuning methods (tlkit/methods): discriminative LRs, EMA, L2-SP, label smoothing."""
+    """Fine-tuning methods (tlkit/training/methods): discriminative LRs, EMA, L2-SP, label smoothing."""
     levels = [("schedule", cfg.schedule.lr_decay, cfg.schedule.block_lr)]
     levels += [(f"schedule.stages.{i}", s.lr_decay, s.block_lr) for i, s in enumerate(cfg.schedule.stages)]
     for prefix, decay, block_lr in levels:
@@ -234,7 +234,7 @@ def _check_mixing(cfg: TrainConfig) -> None:
     """augment.mixup / augment.cutmix: Beta(alpha, alpha) concentrations, 0 = off (tlkit/data/mixing.py)."""
     for key, value in (("augment.mixup", cfg.augment.mixup), ("augment.cutmix", cfg.augment.cutmix)):
         if value is None and key == "augment.mixup":
-            continue  # recipe=auto chooses it (tlkit/auto_recipe.py)
+            continue  # recipe=auto chooses it (tlkit/recipe/auto.py)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
             raise ConfigError(key, value, "an alpha in [0, 1], 0 = off (MixUp: 0.1-0.4 typical; CutMix: 1.0)",
                               hint="null (mixup only) lets recipe=auto choose")
@@ -243,7 +243,7 @@ def _check_mixing(cfg: TrainConfig) -> None:
 def _check_trainer(cfg: TrainConfig) -> None:
     if cfg.trainer.verbose not in (0, 1, 2):
         raise ConfigError("trainer.verbose", cfg.trainer.verbose, "0 (silent), 1 (progress bar) or 2 (one line per epoch)")
-    from tlkit.distribute import check_strategy_config  # pure Python: TF_CONFIG and the backend's name
+    from tlkit.training.distribute import check_strategy_config  # pure Python: TF_CONFIG and the backend's name
 
     check_strategy_config(cfg.trainer)
 
@@ -265,7 +265,7 @@ def check_augment_config(cfg: AugmentConfig) -> None:
 
 
 def check_doctor_config(cfg: DoctorConfig) -> None:
-    """doctor.silence: ids the doctor can report (tlkit.doctor_catalogue), so a typo does not silence nothing."""
+    """doctor.silence: ids the doctor can report (tlkit.doctor.catalogue), so a typo does not silence nothing."""
     for index, finding_id in enumerate(cfg.silence):
         if finding_id in FINDING_IDS:
             continue

@@ -10,9 +10,9 @@ draw from a stateful SeedGenerator, while tlkit's training batches are a pure fu
 epoch, batch index) so that a resumed run sees the batches an uninterrupted one sees
 (tlkit.data.pipeline.TrainEpochs). CutMix's label weight is the exact pixel share of the pasted box.
 
-Labels of mixed batches are soft: float32 [B, N] rows summing to 1 (the loss, tlkit.optim.make_loss,
+Labels of mixed batches are soft: float32 [B, N] rows summing to 1 (the loss, tlkit.training.optim.make_loss,
 takes sparse and soft labels). Validation and test batches are never mixed and stay sparse ints.
-Head-only stages do not train on cached features while mixing (tlkit.trainer): a mix of pooled
+Head-only stages do not train on cached features while mixing (tlkit.training.trainer): a mix of pooled
 features is not a mix of images (CutMix has no feature-space meaning), so those stages run through
 the frozen backbone on mixed images.
 

@@ -182,7 +182,7 @@ class TrainEpochs:
     def plain(self, limit: int | None = None) -> tf.data.Dataset:
         """The training images as they are: no augmentation, no mixing; a seeded random `limit` of them.
 
-        What the recipe's probe (tlkit.probe) fits on, and BatchNorm statistics are measured on; batched for
+        What the recipe's probe (tlkit.recipe.probe) fits on, and BatchNorm statistics are measured on; batched for
         inference (eval_batch_size)."""
         dataset = self._source
         if limit is not None and limit < self.count:

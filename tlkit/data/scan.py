@@ -120,7 +120,7 @@ class FolderScan:
 @dataclass
 class DataScan:
     """What check_data_config found, handed on so that a run walks its image folders once: to the default recipe
-    (tlkit.recipe_facts.describe_dataset) and to the loader (tlkit.data.load_data).
+    (tlkit.recipe.facts.describe_dataset) and to the loader (tlkit.data.load_data).
 
     folders: for the folder source, "data.path" / "data.train_dir" / "data.val_dir" / "data.test_dir" -> that
     folder's FolderScan (walked and pre-scanned); for data=csv, the table's splits in the same form (scan_table);

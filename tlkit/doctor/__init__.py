@@ -4,7 +4,11 @@ Pre-flight, cheapest first: the config alone (no TensorFlow), then the data, the
 built model. During training: RuntimeMonitor (tlkit.doctor.monitor). Each finding has an
 id, a severity, a message and the override that fixes it; `doctor.silence=[id]` drops one
 on purpose and `doctor.strict=true` turns warnings into errors. Every id, with its severities, phase and meaning,
-is in tlkit.doctor_catalogue (`tlkit doctor --list`).
+is in tlkit.doctor.catalogue (`tlkit doctor --list`).
+
+The checks may import the recipe and everything below it, nothing of training, the tools or the command lines.
+The catalogue sits lower, beside tlkit.config (whose validation refuses an unknown id in doctor.silence): it, this
+file and tlkit.doctor.findings import only tlkit.text_table and tlkit.errors at import time (tests/test_layers.py).
 """
 from __future__ import annotations
 
@@ -46,7 +50,7 @@ class Doctor:
         return self.record(diagnose_model(cfg, model, data))
 
     def data_and_model(self, cfg, spec, data, model, probe=None) -> list[Finding]:
-        """The checks that need the data and the built model; `probe`: the recipe's tlkit.probe.ProbeResult."""
+        """The checks that need the data and the built model; `probe`: the recipe's tlkit.recipe.probe.ProbeResult."""
         return self.data(cfg, spec, data, probe=probe) + self.model(cfg, model, data)
 
     def raise_on_errors(self, findings: list[Finding]) -> None:

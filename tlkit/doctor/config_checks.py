@@ -97,7 +97,7 @@ def diagnose_config(cfg: TrainConfig, spec: BackboneSpec) -> list[Finding]:
     findings: list[Finding] = []
     checks = (_preprocess, _weights, _learning_rates, _first_stage,
               _batch_norm, _batch_size, _image_size, _head, _augment, _mixing)
-    if lr_is_auto(cfg.optimizer.lr):  # the LR checks run once the LR finder has picked it (tlkit.lr_find.auto_lr)
+    if lr_is_auto(cfg.optimizer.lr):  # the LR checks run once the LR finder has picked it (tlkit.training.lr_find.auto_lr)
         checks = tuple(c for c in checks if c is not _learning_rates)
     for check in checks:
         findings.extend(check(cfg, spec, stages))
@@ -105,8 +105,8 @@ def diagnose_config(cfg: TrainConfig, spec: BackboneSpec) -> list[Finding]:
 
 
 def _stages(cfg: TrainConfig, spec: BackboneSpec) -> list[_Stage]:
-    # Re-derived with parse_train_target: tlkit.stages imports Keras. A probe stage has no LR; values the recipe has
-    # not filled yet (a config that skipped tlkit.auto_recipe.apply) are taken as 1.
+    # Re-derived with parse_train_target: tlkit.training.stages imports Keras. A probe stage has no LR; values the recipe has
+    # not filled yet (a config that skipped tlkit.recipe.auto.apply) are taken as 1.
     return [
         _Stage(i, s.name, s.train, parse_train_target(s.train, spec, key=f"schedule.stages.{i}.train"),
                (1.0 if lr_is_auto(cfg.optimizer.lr) else cfg.optimizer.lr) * (s.lr_scale or 1.0),
@@ -327,7 +327,7 @@ def _image_size(cfg, spec, stages):
             f"shrink to nothing (or the model fails to build).",
             f"data.image_size={spec.default_size}",
         )]
-    from tlkit.recipe_facts import pretrained_size
+    from tlkit.recipe.facts import pretrained_size
 
     pretrained = pretrained_size(cfg, spec)  # None: random weights, or a weights file that does not say
     if pretrained is None:

@@ -22,7 +22,7 @@ from tlkit.data.scan import source_name
 from tlkit.doctor.findings import Finding, Severity
 
 if TYPE_CHECKING:
-    from tlkit.stages import StagePlan
+    from tlkit.training.stages import StagePlan
 
 RAW_RANGE_FIX = ("feed raw RGB 0-255 images: remove Rescaling(1/255), preprocess_input or normalisation from your "
                  "data pipeline; tlkit preprocesses inside the model (backbone.preprocess=auto)")
@@ -46,7 +46,7 @@ _HASH_CHUNK = 1 << 20
 
 
 def diagnose_data(cfg: TrainConfig, spec: BackboneSpec, data: DataBundle, probe=None) -> list[Finding]:
-    """Findings about the data set as loaded; `probe` (tlkit.probe.ProbeResult, when the recipe ran it) tells
+    """Findings about the data set as loaded; `probe` (tlkit.recipe.probe.ProbeResult, when the recipe ran it) tells
     whether mirrored images keep their class."""
     images, labels = data.sample_batch()
     images, labels = np.asarray(images), np.asarray(labels)
@@ -180,7 +180,7 @@ def _flip_keeps_labels(cfg, probe) -> list[Finding]:
     """augment.flip=true although the probe saw mirrored validation images lose their class."""
     if probe is None or not cfg.augment.flip:
         return []
-    from tlkit.auto_recipe import decide_flip
+    from tlkit.recipe.auto import decide_flip
 
     safe, reason = decide_flip(probe.to_dict())
     if safe:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from tlkit.doctor_catalogue import Severity
+from tlkit.doctor.catalogue import Severity
 from tlkit.errors import TlkitError
 
 __all__ = ["DoctorError", "Finding", "Severity", "apply_policy", "format_findings", "has_errors"]
@@ -11,7 +11,7 @@ __all__ = ["DoctorError", "Finding", "Severity", "apply_policy", "format_finding
 
 @dataclass(frozen=True)
 class Finding:
-    id: str  # stable, kebab-case, e.g. "lr-too-high": what doctor.silence takes; one of tlkit.doctor_catalogue
+    id: str  # stable, kebab-case, e.g. "lr-too-high": what doctor.silence takes; one of tlkit.doctor.catalogue
     severity: Severity
     message: str  # what is wrong and why it matters, with the values seen
     fix: str  # the override(s) that fix it, e.g. "optimizer.lr=1e-3"

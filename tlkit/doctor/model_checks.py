@@ -15,7 +15,7 @@ from tlkit.config.schema import BNPolicy, TrainConfig
 from tlkit.data.pipeline import DataBundle
 from tlkit.doctor.findings import Finding, Severity
 
-POOL_LAYER = "pool"  # the global pooling layer's name in tlkit.model
+POOL_LAYER = "pool"  # the global pooling layer's name in tlkit.model.build
 # Measured on 32 px digits (weights=None): VGG16 features have mean |f| ~0.07 and an
 # across-image std ~0.15x that; ResNet50 2.1 and ~0.15x; MobileNetV2 (BatchNorm in
 # inference mode with random statistics) mean |f| ~1e-12. Constant input images give a
