@@ -92,6 +92,7 @@ def test_the_user_keeps_what_they_set(tmp_path):
     finetune = cfg.schedule.stages[1]
     assert (finetune.epochs, finetune.lr_scale) == (7, 0.1) and finetune.warmup_epochs is not None
     assert (finetune.patience, finetune.min_epochs) == (3, None), "a stage the user sized keeps its early stopping"
+    assert "early stopping after" not in "\n".join(recipe.lines()), "nothing the recipe did not set is claimed"
     kept = {d.name for d in recipe.decisions if d.kept}
     assert {"image_size", "batch_size", "augment", "flip"} <= kept
     assert "the rule would pick 32" in "\n".join(recipe.lines())
@@ -170,9 +171,15 @@ def test_early_stopping_never_ends_a_stage_before_min_epochs():
         if model.stop_training and stopped_at is None:
             stopped_at = epoch + 1
     assert stopped_at == 5 and best.best_epoch == 0
-    resumed = BestWeights("val_accuracy", patience=2, min_epochs=5)
-    resumed.restore({**best.state(), "epochs_seen": 2}, None)
-    assert resumed.epochs_seen == 2 and resumed.wait == best.wait
+    resumed = BestWeights("val_accuracy", patience=2, min_epochs=8)  # a checkpoint after those 6 epochs
+    resumed.set_model(model)
+    model.stop_training = False
+    resumed.restore(best.state(), None)
+    assert resumed.epochs_seen == 6
+    resumed.on_epoch_end(6, {"val_accuracy": 0.4, "val_loss": 1.0})
+    assert not model.stop_training, "epoch 7 of a stage that may not stop before epoch 8"
+    resumed.on_epoch_end(7, {"val_accuracy": 0.4, "val_loss": 1.0})
+    assert model.stop_training
 
 
 def test_min_epochs_is_validated_when_the_config_loads():

@@ -253,7 +253,7 @@ def test_monitor_is_backend_neutral():
 def test_a_fine_tune_that_collapses_to_chance_is_stopped():
     """Started from a model at 0.86 (5 classes), val accuracy stuck at 0.2 for 4 epochs: an error that stops the stage
     (the recipe then retries it once, tests/test_probe.py); a dip of 3 epochs is not one."""
-    stuck = [{"loss": 2.1, "val_loss": 2.3, "val_accuracy": 0.2}] * 6
+    stuck = [{"loss": 2.1, "accuracy": 0.9, "val_loss": 2.3, "val_accuracy": 0.2}] * 6  # training images still fit
     monitor = fed(RuntimeMonitor("finetune", 5, trains_backbone=True, reference_val_accuracy=0.86), stuck, 0.9)
     assert ids(monitor) == ["collapsed-to-chance"] and monitor.stopped and monitor.summary()[0]["epoch"] == 4
     assert monitor.diagnoses[0].severity == Severity.error and "retries" in monitor.diagnoses[0].fix
@@ -279,3 +279,9 @@ def test_from_a_weak_start_a_fine_tune_at_chance_on_its_own_training_images_is_a
     slow = dead[:10] + [dict(dead[0], accuracy=0.3)] + dead[:1]  # 5 epochs at chance after the warmup, then one off
     assert "collapsed-to-chance" not in ids(fed(RuntimeMonitor(
         "finetune", 5, trains_backbone=True, reference_val_accuracy=0.26, warmup_epochs=5), slow, 1.8))
+    falling = [dict(logs, loss=1.4) for logs in dead]  # accuracy at chance, but the loss below log 5: it learns
+    assert "collapsed-to-chance" not in ids(fed(RuntimeMonitor(
+        "finetune", 5, trains_backbone=True, reference_val_accuracy=0.26, warmup_epochs=5), falling, 1.8))
+    at_chance_start = fed(RuntimeMonitor("finetune", 5, trains_backbone=True, reference_val_accuracy=0.22,
+                                         warmup_epochs=5), dead, 1.8)
+    assert "collapsed-to-chance" not in ids(at_chance_start), "a head at chance has nothing to collapse from"

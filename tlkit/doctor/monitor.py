@@ -52,7 +52,7 @@ COLLAPSE_EPOCHS, COLLAPSE_ABOVE_CHANCE, STARTED_ABOVE_CHANCE = 4, 0.05, 0.15
 # glyphs at 10 images per class: probe head 0.26, chance 0.20, the fine-tune at chance on both for all 35 epochs
 # after its warmup, where 0.3x the LR with BatchNorm re-estimated reached 0.33-0.41). The far pairs' slow starts
 # stayed below this (shapes: train accuracy at most 3 epochs in a row at chance; BENCHMARKS.md 7).
-COLLAPSE_TRAIN_EPOCHS = 6
+COLLAPSE_TRAIN_EPOCHS, COLLAPSE_LOSS_SHARE = 6, 0.95  # ...with the training loss still at >= 95% of log N
 # Divergence and collapse are judged on the epochs after a stage's LR warmup only: while the LR climbs to its peak
 # the loss of a freshly unfrozen backbone is expected to rise, and the recipe's stages recover from it. Stopping
 # there cost accuracy: MobileNetV2 on digits (150 steps) was stopped at epoch 5 of a 3.3-epoch warmup (loss 1.15 ->
@@ -217,8 +217,12 @@ class RuntimeMonitor(keras.callbacks.Callback):
         if not self.trains_backbone or reference is None or len(self._train_losses) <= self.warmup_epochs:
             return
         well_above = reference >= chance + STARTED_ABOVE_CHANCE  # else only a training set at chance too counts
-        at_chance = val_accuracy <= chance + COLLAPSE_ABOVE_CHANCE and (
-            well_above or (train_accuracy is not None and train_accuracy <= chance + COLLAPSE_ABOVE_CHANCE))
+        # From a weak start: a head that was above chance at all, and a training loss back at log N or above (a model
+        # that learns slowly, e.g. from random weights on many classes, has its loss falling below it)
+        weak_collapse = (reference > chance + COLLAPSE_ABOVE_CHANCE and train_accuracy is not None
+                         and train_accuracy <= chance + COLLAPSE_ABOVE_CHANCE
+                         and self._train_losses[-1] >= COLLAPSE_LOSS_SHARE * self.chance_loss)
+        at_chance = val_accuracy <= chance + COLLAPSE_ABOVE_CHANCE and (well_above or weak_collapse)
         self._at_chance = self._at_chance + 1 if at_chance else 0
         if self._at_chance < (COLLAPSE_EPOCHS if well_above else COLLAPSE_TRAIN_EPOCHS):
             return

@@ -185,8 +185,7 @@ def choose_finetune(facts: DatasetFacts, batch_size: int, steps: int | None = No
     reason = (f"{facts.num_train:,} images ({regime}): {steps:,} steps of {per_epoch} per epoch at batch {batch_size} "
               f"-> {epochs} epochs (within {FINETUNE_MIN_EPOCHS}-{FINETUNE_MAX_EPOCHS}), peak LR optimizer.lr x "
               f"{FINETUNE_LR_SCALE:g} after a warmup of {warmup:g} epochs ({WARMUP_FRACTION:.0%} of the steps, at least "
-              f"{WARMUP_MIN_STEPS}), cosine to 0, the best epoch kept; early stopping after {FINETUNE_PATIENCE} epochs "
-              f"without improvement, not before epoch {math.ceil(FINETUNE_MIN_FRACTION * epochs)}")
+              f"{WARMUP_MIN_STEPS}), cosine to 0, the best epoch kept")
     return {"epochs": epochs, "lr_scale": FINETUNE_LR_SCALE, "warmup_epochs": warmup}, reason
 
 
@@ -343,6 +342,9 @@ def _fill_schedule(cfg: TrainConfig, facts: DatasetFacts, batch_size: int, recip
             filled["patience"] = FINETUNE_PATIENCE  # the step budget's second half may end early
             if stage.min_epochs is None:
                 filled["min_epochs"] = math.ceil(FINETUNE_MIN_FRACTION * filled["epochs"])
+        if "patience" in filled and trains_blocks:
+            reason += (f"; early stopping after {filled['patience']} epochs without improvement, not before epoch "
+                       f"{filled.get('min_epochs', stage.min_epochs) or 1}")
         if filled:
             recipe.decisions.append(Decision("schedule", {f"{key}.{k}": v for k, v in filled.items()},
                                              f"stage '{stage.name}': {reason}", kept=not decided))
