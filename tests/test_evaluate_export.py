@@ -168,6 +168,26 @@ def test_final_metrics_are_what_the_saved_model_gives(run_dir):
     assert report["accuracy"] == pytest.approx(metrics["val_accuracy"], abs=1e-9)
 
 
+def test_the_end_of_a_run_runs_the_model_over_val_once(tmp_path, monkeypatch):
+    """The calibration's logits give the final metrics and the report: the evaluation after training does not run
+    the saved model over val again (only where calibration is off)."""
+    import tlkit.tools.predict
+
+    calls = []
+    real = tlkit.tools.predict.model_probabilities
+    monkeypatch.setattr(tlkit.tools.predict, "model_probabilities", lambda m, images: calls.append(len(images)) or real(m, images))
+    config = {"backbone": {"name": "vgg16", "weights": None},
+              "data": {"source": "synthetic", "image_size": SIZE, "num_images": 24, "num_classes": 3, "batch_size": 8},
+              "augment": {"name": "none"}, "trainer": {"verbose": 0},
+              "schedule": {"name": "frozen", "stages": [{"name": "head", "train": "head", "epochs": 1}]},
+              "doctor": {"enabled": False, "monitor": False}}
+    calibrated = tlkit.train(tlkit.as_train_config(config), tmp_path / "calibrated")
+    assert calibrated.metrics["calibration"] is not None and calls == []
+    config["trainer"]["calibrate"] = False
+    tlkit.train(tlkit.as_train_config(config), tmp_path / "raw")
+    assert sum(calls) == 6, "without calibration the evaluation runs the model over the 6 val images"
+
+
 def test_precomputed_probabilities_are_used_only_where_they_line_up(model, monkeypatch):
     import tensorflow as tf
 
