@@ -51,7 +51,7 @@ COLLAPSE_EPOCHS, COLLAPSE_ABOVE_CHANCE, STARTED_ABOVE_CHANCE = 4, 0.05, 0.15
 # both sit at chance for 6 epochs after the warmup: it no longer fits even its own training images (MobileNetV2,
 # glyphs at 10 images per class: probe head 0.26, chance 0.20, the fine-tune at chance on both for all 35 epochs
 # after its warmup, where 0.3x the LR with BatchNorm re-estimated reached 0.33-0.41). The far pairs' slow starts
-# stayed below this (shapes: train accuracy at most 3 epochs in a row at chance; BENCHMARKS.md 7).
+# stayed below this (shapes: after its warmup, train accuracy at chance for at most 2 epochs in a row; BENCHMARKS.md 7).
 COLLAPSE_TRAIN_EPOCHS, COLLAPSE_LOSS_SHARE = 6, 0.95  # ...with the training loss still at >= 95% of log N
 # Divergence and collapse are judged on the epochs after a stage's LR warmup only: while the LR climbs to its peak
 # the loss of a freshly unfrozen backbone is expected to rise, and the recipe's stages recover from it. Stopping
