@@ -23,6 +23,24 @@ class BlockError(TlkitError, ValueError):
     """A backbone spec's blocks do not fit the model they are applied to."""
 
 
+def walk_back(outputs, inputs, visit) -> None:
+    """Visit each tensor upstream of `outputs` once, walking back through the Keras histories (the node that made each
+    tensor): visit(tensor, operation, parent_tensors) returns whether to go on to those parents. The tensors in
+    `inputs` have no parents here, so the walk stays inside the model that `outputs` and `inputs` belong to."""
+    input_ids = {id(tensor) for tensor in inputs}
+    seen: set[int] = set()
+    pending = list(outputs)
+    while pending:
+        tensor = pending.pop()
+        if id(tensor) in seen:
+            continue
+        seen.add(id(tensor))
+        operation, node_index, _ = tensor._keras_history
+        parents = [] if id(tensor) in input_ids else list(operation._inbound_nodes[node_index].input_tensors)
+        if visit(tensor, operation, parents):
+            pending.extend(parents)
+
+
 class LayerGraph:
     """The operations of a functional model and, for each, its direct parents in this model.
 
@@ -35,23 +53,16 @@ class LayerGraph:
         self.model = model
         self.layers_by_name = {layer.name: layer for layer in model.layers}
         self.parents: dict[int, list] = {}  # id(operation) -> parent operations
-        input_ids = {id(tensor) for tensor in model.inputs}
-        seen: set[int] = set()
-        pending = list(model.outputs)
-        while pending:
-            tensor = pending.pop()
-            if id(tensor) in seen:
-                continue
-            seen.add(id(tensor))
-            operation, node_index, _ = tensor._keras_history
+
+        def record(tensor, operation, parent_tensors) -> bool:
             parents = self.parents.setdefault(id(operation), [])
-            if id(tensor) in input_ids:
-                continue
-            for parent_tensor in operation._inbound_nodes[node_index].input_tensors:
+            for parent_tensor in parent_tensors:
                 parent = parent_tensor._keras_history.operation
                 if parent is not None and not any(parent is p for p in parents):
                     parents.append(parent)
-                pending.append(parent_tensor)
+            return True
+
+        walk_back(model.outputs, model.inputs, record)
 
     def layer(self, name: str, spec: BackboneSpec, block: Block, field: str) -> keras.layers.Layer:
         try:

@@ -19,7 +19,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from tlkit.backbones.blocks import BlockError, LayerGraph, block_boundaries
+from tlkit.backbones.blocks import BlockError, LayerGraph, block_boundaries, walk_back
 from tlkit.backbones.spec import BackboneSpec
 from tlkit.errors import TlkitError
 
@@ -66,17 +66,15 @@ def _crossing_tensors(backbone, upstream: set) -> list:
     """The tensors made by the operations in `upstream` (ids) and used by the operations after them: walking back
     from the outputs, where the walk first meets that part of the graph."""
     model_inputs = {id(tensor) for tensor in backbone.inputs}
-    crossing, seen, pending = {}, set(), list(backbone.outputs)
-    while pending:
-        tensor = pending.pop()
-        if id(tensor) in seen:
-            continue
-        seen.add(id(tensor))
-        operation, node_index, _ = tensor._keras_history
+    crossing = {}
+
+    def visit(tensor, operation, parents) -> bool:
         if id(operation) in upstream or id(tensor) in model_inputs:
             crossing[id(tensor)] = tensor
-            continue
-        pending.extend(operation._inbound_nodes[node_index].input_tensors)
+            return False
+        return True
+
+    walk_back(backbone.outputs, backbone.inputs, visit)
     return list(crossing.values())
 
 
