@@ -104,16 +104,10 @@ def _class_index(class_name: Optional[str], names: Sequence[str]) -> Optional[in
 
 
 def _explain_chunk(cam: GradCam, paths: Sequence[str], first: int, names: Sequence[str], classes, out: Path):
-    from tlkit.tools.predict import Failure, read_image, resize_like_training
+    from tlkit.tools.predict import read_images, resize_like_training
 
     # Not predict.load_images: the pictures are drawn on each image at its own size, so the originals are kept
-    images, good, failures = [], [], []
-    for path in paths:
-        try:
-            images.append(read_image(path))
-            good.append(path)
-        except ValueError as error:
-            failures.append(Failure(path, str(error)))
+    images, good, failures = read_images(paths)
     if not images:
         return [], failures
     batch = resize_like_training(images, *cam.input_shape)

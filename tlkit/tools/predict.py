@@ -119,8 +119,8 @@ def resize_like_training(images: Sequence[np.ndarray], height: int, width: int) 
     return out
 
 
-def load_images(paths: Sequence[str], height: int, width: int) -> Tuple[np.ndarray, List[str], List[Failure]]:
-    """(float32 batch, the paths read, failures) for a list of files."""
+def read_images(paths: Sequence[str]) -> Tuple[List[np.ndarray], List[str], List[Failure]]:
+    """(each readable file as uint8 RGB at its own size, the paths read, failures) for a list of files."""
     arrays, good, failures = [], [], []
     for path in paths:
         try:
@@ -128,6 +128,12 @@ def load_images(paths: Sequence[str], height: int, width: int) -> Tuple[np.ndarr
             good.append(path)
         except ValueError as error:
             failures.append(Failure(path, str(error)))
+    return arrays, good, failures
+
+
+def load_images(paths: Sequence[str], height: int, width: int) -> Tuple[np.ndarray, List[str], List[Failure]]:
+    """(float32 batch, the paths read, failures) for a list of files."""
+    arrays, good, failures = read_images(paths)
     batch = resize_like_training(arrays, height, width) if arrays else np.zeros((0, height, width, 3), np.float32)
     return batch, good, failures
 
