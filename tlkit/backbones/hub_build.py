@@ -46,12 +46,41 @@ def build_hub_backbone(spec: HubSpec, image_size: int, weights: str | None) -> k
     else:
         config = {k: v for k, v in (spec.hub_config or {}).items() if k not in ("name", "dtype", "trainable")}
         hub = backbone_class.from_config({**config, "image_shape": list(shape)})
+    if spec.family == "dinov2":
+        hub = _dinov2_positions_at_input_size(hub)
     images = keras.Input(shape=shape, name="images")
     features = hub(images)
     if spec.pooling == "cls":
         tokens = features.shape[1]
         features = keras.layers.Cropping1D((0, tokens - 1), name=CLASS_TOKEN_LAYER)(features)
     return keras.Model(images, features, name=f"hub_{spec.family}")
+
+
+def _dinov2_positions_at_input_size(hub: keras.Model) -> keras.Model:
+    """`hub` rebuilt with its grid of position embeddings at its input size, holding the ones it uses.
+
+    A DINOv2 keeps its position embeddings on a grid (position_embedding_shape: 518 px for the presets) and uses a copy
+    interpolated to its input size; saving interpolates the copy back onto the grid and loading forward again, so a
+    model fine-tuned at another size would not reload as it was trained. With the grid at the input size both
+    interpolations are copies, and hub_ready_to_save keeps the grid equal to the copy."""
+    shape = tuple(int(d) for d in hub.image_shape)
+    if tuple(int(d) for d in hub.position_embedding_shape[:2]) == shape[:2]:
+        return hub
+    config = {k: v for k, v in hub.get_config().items() if k not in ("name", "dtype", "trainable")}
+    rebuilt = type(hub).from_config({**config, "position_embedding_shape": list(shape)})
+    used = hub.embeddings.interpolated_position_embeddings
+    for target, source in zip(rebuilt.weights, hub.weights, strict=True):
+        target.assign(used if target is rebuilt.embeddings.position_embeddings else source)
+    return rebuilt
+
+
+def hub_ready_to_save(backbone: keras.Model, spec: HubSpec) -> None:
+    """Before the model holding `backbone` is saved: a DINOv2's grid of position embeddings := the fine-tuned ones it
+    uses (the same shape: _dinov2_positions_at_input_size). keras_hub 0.32 writes them back only when their change
+    sums to more than zero, so otherwise model.keras would reload with the position embeddings of the preset."""
+    if spec.family == "dinov2":
+        embeddings = inner_hub_backbone(backbone).embeddings
+        embeddings.position_embeddings.assign(embeddings.interpolated_position_embeddings)
 
 
 def hub_pooling(backbone: keras.Model, name: str = "pool") -> keras.layers.Layer:

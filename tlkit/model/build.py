@@ -13,7 +13,7 @@ import keras
 
 from tlkit.backbones.build import build_backbone
 from tlkit.backbones.hub import HubSpec
-from tlkit.backbones.hub_build import build_hub_backbone, hub_pooling
+from tlkit.backbones.hub_build import build_hub_backbone, hub_pooling, hub_ready_to_save
 from tlkit.backbones.spec import BackboneSpec
 from tlkit.config.schema import BackboneConfig, HeadConfig, Pooling, Preprocess
 from tlkit.errors import ConfigError
@@ -91,6 +91,13 @@ def backbone_of(model: keras.Model) -> keras.Model:
 
 def head_of(model: keras.Model) -> keras.Model:
     return model.get_layer("head")
+
+
+def ready_to_save(model: keras.Model, spec: BackboneSpec) -> None:
+    """Call before saving `model` (or a model on its layers, such as with_probabilities'): a KerasHub DINOv2 syncs
+    the position embeddings it saves with those it fine-tuned (tlkit.backbones.hub_build.hub_ready_to_save)."""
+    if isinstance(spec, HubSpec):
+        hub_ready_to_save(backbone_of(model), spec)
 
 
 TEMPERATURE_LAYER = "temperature"

@@ -24,7 +24,7 @@ from tlkit.doctor import Doctor
 from tlkit.training.feature_cache import FeatureCache
 from tlkit.training.methods.fine_tuning import FineTuning
 from tlkit.training.metrics_record import RunMetrics
-from tlkit.model.build import preprocess_mode, with_probabilities
+from tlkit.model.build import preprocess_mode, ready_to_save, with_probabilities
 from tlkit.model.multilabel import write_thresholds
 from tlkit.training.run_setup import RunSetup
 
@@ -112,6 +112,7 @@ def write_results(run: RunState, status: str, after_training: AfterTraining, sta
     # replaced by a model with NaN/Inf weights (e.g. NaN pixels stopped the run).
     model_saved = setup.cfg.trainer.save_model and _weights_finite(setup.model, status)
     if model_saved:
+        ready_to_save(setup.model, setup.spec)
         rundir.atomic_write(run_dir / rundir.MODEL_FILE, lambda tmp: saved.save(tmp))
         if multilabel:  # beside model.keras: what `tlkit predict` turns probabilities into labels with
             write_thresholds(run_dir, setup.data.class_names, evaluations["val"].report["thresholds"])
