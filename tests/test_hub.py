@@ -177,16 +177,17 @@ def test_dinov2_and_swin_specs_come_from_their_presets(hub_presets):
         "swin", ("stem", "stage0", "stage1", "top"), "avg", 16)  # 8 channels, doubled by the patch merging
     assert dinov2.preprocess == swin.preprocess == "torch"  # their converters' ImageNet mean/std
     assert not dinov2.has_batch_norm and not swin.has_batch_norm
-    # Swin's windows tile every stage: inputs are multiples of patch 4 x window 4 x 2 (stages - 1)
-    assert swin.size_step == 32 and dinov2.size_step == dinov2.min_size == PATCH
-    with pytest.raises(ConfigError, match="a multiple of 32"):
-        check_config(_config(hub_presets["swin"], weights=None, data={"image_size": 48}))
+    # Swin's windows tile every stage: inputs are multiples of patch 4 x window 4 x 2 (stages - 1), pretrained or not
+    assert swin.size_step == swin.min_size == 32 and dinov2.size_step == dinov2.min_size == PATCH
+    for weights in ("preset", None):
+        with pytest.raises(ConfigError, match="a multiple of 32"):
+            check_config(_config(hub_presets["swin"], weights=weights, data={"image_size": 48}))
 
 
-@pytest.mark.parametrize("family, size", [("dinov2", 48)])
+@pytest.mark.parametrize("family, size", [("dinov2", 48), ("swin", 64)])
 def test_pretrained_dinov2_and_swin_take_other_sizes_than_their_presets(family, size, hub_presets):
-    """DINOv2 interpolates its position embeddings (48 px: neither its preset's input, 32, nor its grid, 64). The
-    preset's weights, at the new size."""
+    """DINOv2 interpolates its position embeddings (48 px: neither its preset's input, 32, nor its grid, 64); Swin has
+    none, only a bias per window (64 px: its windows tile every stage). The preset's weights, at the new size."""
     import keras
 
     keras_hub = _keras_hub()

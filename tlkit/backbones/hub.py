@@ -33,11 +33,12 @@ KAGGLE_PREFIX = "kaggle://"
 CONFIG_FILE, CONVERTER_FILE, METADATA_FILE = "config.json", "image_converter.json", "metadata.json"
 
 # Per family (the keras_hub backbone class): its short family name, how it pools, whether its position embeddings
-# fix the input size once pretrained weights are loaded (ViT's and Swin's do; DINOv2 interpolates its own).
+# fix the input size once pretrained weights are loaded (ViT's do; DINOv2 interpolates its own; Swin has none, only
+# a bias per window: its weights take any size whose stages its windows tile, the multiples of its size step).
 _FAMILIES = {
     "ViTBackbone": ("vit", "cls", True),
     "DINOV2Backbone": ("dinov2", "cls", False),
-    "SwinTransformerBackbone": ("swin", "avg", True),
+    "SwinTransformerBackbone": ("swin", "avg", False),
 }
 _SAVE_HINT = ("make a local preset folder on a machine that has the preset: "
               "keras_hub.models.Backbone.from_preset(HANDLE).save_to_preset(FOLDER) and "
