@@ -15,9 +15,15 @@ All variants run in one process, on the same data, so the ratios between them ar
 Backend-neutral, no TensorFlow import: meant for KERAS_BACKEND=jax on a GPU machine with no
 TensorFlow (BENCHMARKS.md section 4 says how the packages were carried there).
 
+A KerasHub preset (tlkit's backbone=hub) is measured from a local preset folder, built from its config with random
+weights as the registry backbones are: --hub-preset DIR; --vit-base-preset DIR first writes a randomly initialised
+ViT-B/16 preset (hidden 768, 12 layers, 12 heads, MLP 3072, patch 16, ViT's converter) at --size into DIR when DIR
+holds none, so no download is needed. With either, only the presets are measured unless --only names backbones too.
+
     KERAS_BACKEND=jax python scripts/bench_gpu.py            # the full set (a GPU; several minutes)
     KERAS_BACKEND=jax python scripts/bench_gpu.py --quick    # tiny sizes: checks the script on a CPU
     python scripts/bench_gpu.py --only resnet50 --json out.jsonl
+    python scripts/bench_gpu.py --cpu --size 96 --batch 16 --steps 8 --epochs 3 --vit-base-preset /tmp/vit_b16_96
 """
 from __future__ import annotations
 
@@ -30,6 +36,7 @@ import statistics
 import sys
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
@@ -48,6 +55,7 @@ class Variant:
     size: int
     steps: int  # steps per epoch
     epochs: int  # the first is warm-up
+    preset: str = ""  # a KerasHub preset folder (backbone is then hub:FOLDER_NAME); "" for a registry backbone
 
     @property
     def label(self) -> str:
@@ -58,13 +66,33 @@ class Variant:
 
 # --cpu: the families people fine-tune today beside the classic ones (BENCHMARKS.md section 4, CPU table)
 CPU_BACKBONES = ("mobilenet_v2", "efficientnet_b0", "resnet50", "convnext_tiny", "efficientnet_v2_b0")
+# ViT-B/16 (Dosovitskiy et al. 2021; keras_hub's vit_base_patch16_224_imagenet has the same shape)
+VIT_BASE = {"patch_size": 16, "num_layers": 12, "num_heads": 12, "hidden_dim": 768, "mlp_dim": 3072}
+
+
+def write_vit_base_preset(folder: str, size: int) -> None:
+    """A randomly initialised ViT-B/16 at `size` px and ViT's image converter (x / 127.5 - 1), saved as a KerasHub
+    preset folder; nothing is written when `folder` already holds a preset."""
+    if (Path(folder) / "config.json").is_file():
+        return
+    import keras_hub
+
+    keras_hub.models.ViTBackbone(image_shape=(size, size, 3), **VIT_BASE).save_to_preset(folder)
+    keras_hub.layers.ViTImageConverter(image_size=(size, size), scale=1 / 127.5, offset=-1.0).save_to_preset(folder)
+
+
+def hub_name(folder: str) -> str:
+    return f"hub:{Path(folder).name}"
 
 
 def plan(args) -> list[Variant]:
     """Variants in priority order (a time budget drops the tail). Names for --only: the backbone."""
+    presets = args.hub_preset or []
     if args.cpu:  # float32, no XLA (tlkit's CPU defaults), full fine-tuning and head-only, every family asked for
-        return [Variant(backbone, "float32", False, 1, train, args.batch, args.size, args.steps, args.epochs)
-                for backbone in (args.only or ",".join(CPU_BACKBONES)).split(",") for train in ("all", "head")]
+        names = (args.only or ("" if presets else ",".join(CPU_BACKBONES))).split(",")
+        return [Variant(name, "float32", False, 1, train, args.batch, args.size, args.steps, args.epochs, preset)
+                for name, preset in [(n, "") for n in names if n] + [(hub_name(f), f) for f in presets]
+                for train in ("all", "head")]
     if args.quick:
         size, batch, steps, epochs = 32, 8, 4, 3
         nojit_steps = 4
@@ -93,9 +121,12 @@ def plan(args) -> list[Variant]:
         v("resnet50", fp32, train="head"),
         v("resnet50", fp32, s=1),
     ]
-    if args.only:
-        keep = set(args.only.split(","))
+    if args.only or presets:
+        keep = set((args.only or "").split(","))
         out = [x for x in out if x.backbone in keep]
+    for folder in presets:  # the GPU default (bf16, XLA, spe), full and head-only
+        out += [Variant(hub_name(folder), bf16, True, spe, train, batch, size, steps, epochs, folder)
+                for train in ("all", "head")]
     return out
 
 
@@ -119,9 +150,16 @@ def measure(variant: Variant, x: np.ndarray, y: np.ndarray, num_classes: int) ->
     keras.backend.clear_session()
     gc.collect()
     keras.utils.set_random_seed(0)
-    spec = get_spec(variant.backbone)
+    if variant.preset:  # its architecture from the preset's files, randomly initialised (tlkit.backbones.hub)
+        from tlkit.backbones.hub import HUB, hub_spec
+
+        spec, backbone_cfg = hub_spec(HUB, variant.preset, None), BackboneConfig(name=HUB, preset=variant.preset,
+                                                                                 weights=None)
+    else:
+        spec = get_spec(variant.backbone)
+        backbone_cfg = BackboneConfig(name=spec.name, weights=None)
     with runtime.dtype_policy(variant.precision):  # as tlkit.training.trainer: the policy applies to the layers built here
-        model = build_model(spec, BackboneConfig(name=spec.name, weights=None), HeadConfig(), num_classes, variant.size)
+        model = build_model(spec, backbone_cfg, HeadConfig(), num_classes, variant.size)
     stage = plan_stages([StageConfig(name=variant.train, train=variant.train, epochs=variant.epochs)], spec, 1e-3)[0]
     Freezer(model, spec, BNPolicy.frozen).apply(stage)
     compile_for_stage(model, OptimizerConfig(), stage, variant.steps,
@@ -224,7 +262,14 @@ def main() -> None:
     parser.add_argument("--only", help="comma-separated backbones (resnet50,mobilenet_v2,efficientnet_b0)")
     parser.add_argument("--budget-s", type=float, default=None, help="start no new variant after this many seconds")
     parser.add_argument("--json", help="append one JSON line per variant (and the environment) to this file")
+    parser.add_argument("--hub-preset", action="append", metavar="DIR",
+                        help="also measure this local KerasHub preset folder (random weights); repeatable")
+    parser.add_argument("--vit-base-preset", metavar="DIR", help="write a random ViT-B/16 preset at --size into DIR "
+                        "(unless DIR holds one), then measure it as --hub-preset DIR (needs keras_hub)")
     args = parser.parse_args()
+    if args.vit_base_preset:
+        write_vit_base_preset(args.vit_base_preset, 32 if args.quick else args.size)
+        args.hub_preset = [*(args.hub_preset or []), args.vit_base_preset]
 
     began = time.perf_counter()
     env = environment()
