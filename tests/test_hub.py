@@ -8,6 +8,7 @@ refusal, the converter matching and the listing need only the preset files, not 
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -18,7 +19,7 @@ import pytest
 
 import tlkit
 from conftest import ROOT
-from tlkit.backbones.hub import CATALOGUE, converter_mode
+from tlkit.backbones.hub import CATALOGUE, catalogue_spec, converter_mode
 from tlkit.backbones.listing import hub_markdown_table
 from tlkit.errors import ConfigError, WeightsError
 from tlkit.recipe.preflight import check_config
@@ -69,6 +70,15 @@ def hub_presets(vit_preset, tmp_path_factory):
                                              window_size=4, patch_size=4).save_to_preset(str(root / "swin"))
     keras_hub.layers.SwinTransformerImageConverter(**converter).save_to_preset(str(root / "swin"))
     return {"vit": vit_preset, "dinov2": root / "dinov2", "swin": root / "swin"}
+
+
+def _json_preset(folder, backbone_class, config, mode="torch"):
+    """A preset folder as tlkit reads its spec (config.json, image_converter.json): no keras_hub, no weights."""
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"class_name": backbone_class, "config": config}))
+    scale, offset = (TORCH_SCALE, TORCH_OFFSET) if mode == "torch" else (1 / 127.5, -1.0)
+    (folder / "image_converter.json").write_text(json.dumps({"config": {"scale": scale, "offset": offset}}))
+    return folder
 
 
 def _config(preset, weights="preset", **sections):
@@ -300,6 +310,28 @@ def test_backbones_lists_the_hub_entries_and_where_their_weights_come_from():
                  CATALOGUE["vit_base"].handle, "14: stem layer1"):
         assert cell in row, cell
     assert "kagglehub cache (/nowhere/kh" in result.stdout
+
+
+# The named backbones' architectures as their presets' config.json hold them (the keys tlkit reads).
+NAMED = {"vit_base": ("ViTBackbone", {"patch_size": 16, "num_layers": 12, "hidden_dim": 768}, "tf"),
+         "dinov2_small": ("DINOV2Backbone", {"patch_size": 14, "num_layers": 12, "hidden_dim": 384}, "torch"),
+         "swin_tiny": ("SwinTransformerBackbone", {"patch_size": 4, "window_size": 7, "depths": [2, 2, 6, 2],
+                                                   "embed_dim": 96}, "torch")}
+
+
+@pytest.mark.parametrize("name, minimum", [("vit_base", 224), ("dinov2_small", 14), ("swin_tiny", 224)])
+def test_the_listed_minimum_size_is_the_smallest_the_presets_weights_take(name, minimum, tmp_path):
+    """`tlkit backbones` and README list each named backbone's minimum and size step with its preset's weights (its
+    config's default): ViT's only its own size (fixed position embeddings), DINOv2 one patch (it interpolates), Swin
+    patch x window x 2^(stages-1). The config check of a preset with the same architecture agrees, and refuses less."""
+    backbone_class, config, mode = NAMED[name]
+    preset = _json_preset(tmp_path / name, backbone_class, {**config, "image_shape": [224, 224, 3]}, mode)
+    listed = catalogue_spec(CATALOGUE[name])
+    checked = check_config(_config(preset, data={"image_size": minimum}))
+    assert (listed.min_size, listed.size_step) == (checked.min_size, checked.size_step)
+    assert listed.min_size == minimum
+    with pytest.raises(ConfigError, match="data.image_size"):
+        check_config(_config(preset, data={"image_size": minimum - 1}))
 
 
 def test_readme_hub_table_is_the_catalogue():

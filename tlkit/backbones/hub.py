@@ -81,6 +81,7 @@ class CatalogueEntry:
     features: int
     params: int  # keras_hub's preset metadata
     preprocess: str  # the converter's mode, as the preset's source model documents it (checked when loaded)
+    window: int = 0  # Swin's window size (its size step); 0 for the others
 
 
 CATALOGUE = {entry.name: entry for entry in (
@@ -91,7 +92,7 @@ CATALOGUE = {entry.name: entry for entry in (
                    224, 14, 12, 384, 22_582_656, "torch"),
     CatalogueEntry("swin_tiny", "swin_tiny_patch4_window7_224",
                    "kaggle://keras/swin-transformer/keras/swin_tiny_patch4_window7_224/1", "SwinTransformerBackbone",
-                   224, 4, 4, 768, 27_519_354, "torch"),
+                   224, 4, 4, 768, 27_519_354, "torch", window=7),
 )}
 
 
@@ -112,13 +113,16 @@ def _blocks(backbone_class: str, layers: int) -> tuple[Block, ...]:
 
 
 def catalogue_spec(entry: CatalogueEntry) -> HubSpec:
-    """The listed facts of a named hub backbone (no file read)."""
+    """The listed facts of a named hub backbone (no file read), its sizes with the preset's weights (its config's
+    default, backbone.weights=preset)."""
     family, pooling, fixed = _FAMILIES[entry.backbone_class]
+    step = _size_step(entry.backbone_class, entry.patch, entry.window, entry.layers)
     return HubSpec(
         name=entry.name, constructor=f"keras_hub.models.{entry.backbone_class}", family=family,
-        preprocess=entry.preprocess, default_size=entry.size, min_size=entry.patch, features=entry.features,
+        preprocess=entry.preprocess, default_size=entry.size, features=entry.features,
+        min_size=_min_size(entry.backbone_class, entry.size, step, pretrained=True),
         blocks=_blocks(entry.backbone_class, entry.layers), weights_file=fixed_file(entry.handle),
-        has_batch_norm=False, params=entry.params, size_step=entry.patch, preset=entry.preset,
+        has_batch_norm=False, params=entry.params, size_step=step, preset=entry.preset,
         patch_size=entry.patch, pooling=pooling, fixed_size=fixed)
 
 
@@ -239,16 +243,28 @@ def _patch_of(config: dict) -> int:
     return int(patch[0] if isinstance(patch, (list, tuple)) else patch)
 
 
+def _size_step(backbone_class: str, patch: int, window: int, stages: int) -> int:
+    """Input sizes are multiples of this: the patch size; Swin's windows must tile every stage's resolution, so its
+    inputs are multiples of patch * window * 2^(stages-1) (224 for swin_tiny)."""
+    if backbone_class == "SwinTransformerBackbone":
+        return patch * window * 2 ** (stages - 1)
+    return patch
+
+
+def _min_size(backbone_class: str, size: int, step: int, pretrained: bool) -> int:
+    """The smallest input: the preset's own size where pretrained position embeddings fix it (ViT), else one step."""
+    return size if pretrained and _FAMILIES[backbone_class][2] else step
+
+
 def _architecture(backbone_class: str, config: dict) -> tuple[int, int, int, str]:
     """(blocks between stem and top, features, input size step, pooling) from the backbone's config.json."""
     patch = _patch_of(config)
     if backbone_class == "SwinTransformerBackbone":
         stages = len(config["depths"])
-        # Each stage's windows must tile its resolution: the input is a multiple of patch * window * 2^(stages-1).
-        return stages, int(config["embed_dim"]) * 2 ** (stages - 1), patch * int(config["window_size"]) * 2 ** (
-            stages - 1), "avg"
+        step = _size_step(backbone_class, patch, int(config["window_size"]), stages)
+        return stages, int(config["embed_dim"]) * 2 ** (stages - 1), step, "avg"
     pooling = "cls" if config.get("use_class_token", True) else "avg"
-    return int(config["num_layers"]), int(config["hidden_dim"]), patch, pooling
+    return int(config["num_layers"]), int(config["hidden_dim"]), _size_step(backbone_class, patch, 0, 1), pooling
 
 
 def hub_spec(name: str, preset: str | None, weights: str | None) -> HubSpec:
@@ -287,7 +303,7 @@ def hub_spec(name: str, preset: str | None, weights: str | None) -> HubSpec:
     return HubSpec(
         name=name, constructor=f"keras_hub.models.{backbone_class}", family=family,
         preprocess=mode, builtin_preprocess="none: the preset's converter leaves 0-255 as is" if mode == "none" else "",
-        default_size=size, min_size=size if (fixed and weights) else step, features=features,
+        default_size=size, min_size=_min_size(backbone_class, size, step, weights is not None), features=features,
         blocks=_blocks(backbone_class, layers), weights_file=fixed_file(str(folder)), has_batch_norm=False,
         params=params, size_step=step, preset=str(preset), preset_dir=str(folder), hub_config=config,
         patch_size=_patch_of(config), pooling=pooling, fixed_size=fixed and weights is not None)

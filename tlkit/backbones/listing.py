@@ -75,7 +75,8 @@ def backbones_table(specs: list[BackboneSpec] | None = None) -> str:
               *([f"hub:PRESET (pip install 'tlkit[hub]'): the KerasHub preset, from the kagglehub cache "
                  f"({kagglehub_cache()}, $KAGGLEHUB_CACHE) or a local folder (backbone.preset=FOLDER); the preset's "
                  "image converter is the preprocessing above, in the model; pooling: the class token (vit, dinov2) "
-                 "or the mean (swin). Any other preset: backbone=hub backbone.preset=NAME|PATH"]
+                 "or the mean (swin); min: the smallest input size the preset's weights take. Any other preset: "
+                 "backbone=hub backbone.preset=NAME|PATH"]
                 if any(isinstance(s, HubSpec) for s in specs) else []),
               "Freeze by blocks: schedule.stages.N.train=head | all | top:N | from:BLOCK"]
     return text_table(HEADER, [_row(s) for s in specs]) + "\n" + "\n".join(notes)
@@ -96,11 +97,13 @@ def markdown_table(specs: list[BackboneSpec] | None = None) -> str:
 def hub_markdown_table(specs: list[HubSpec] | None = None) -> str:
     """README's table of the named KerasHub backbones (tests/test_hub.py checks README.md holds exactly this)."""
     specs = catalogue_specs() if specs is None else specs
-    lines = ["| backbone | keras_hub | params | size (patch) | input contract: RGB 0-255, then | pooling | blocks | "
-             "weights (KerasHub preset, Kaggle handle) |", "|---|---|---|---|---|---|---|---|"]
+    lines = ["| backbone | keras_hub | params | size (min with its weights; multiples of) | patch | input contract: RGB "
+             "0-255, then | pooling | blocks | weights (KerasHub preset, Kaggle handle) |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for s in specs:
         pooling = "class token" if s.pooling == "cls" else "mean over tokens"
         lines.append(f"| `{s.name}` | {s.constructor.rsplit('.', 1)[-1]} | {format_count(s.params)} | "
-                     f"{s.default_size} ({s.patch_size}) | `{s.preprocess}`: the preset's image converter, in the model "
+                     f"{s.default_size} ({s.min_size}; {s.size_step}) | {s.patch_size} | `{s.preprocess}`: the "
+                     "preset's image converter, in the model "
                      f"| {pooling} | {len(s.blocks)} | `{s.preset}` (`{s.weights_file(s.default_size)}`) |")
     return "\n".join(lines)
