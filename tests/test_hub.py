@@ -334,6 +334,27 @@ def test_the_listed_minimum_size_is_the_smallest_the_presets_weights_take(name, 
         check_config(_config(preset, data={"image_size": minimum - 1}))
 
 
+@pytest.mark.parametrize("backbone_class, config, fix", [
+    ("ViTBackbone", {"patch_size": 8, "num_layers": 2, "hidden_dim": 16},
+     "data.image_size=64 with backbone.weights=null (hub's pretrained weights take only 16 px: its position "
+     "embeddings are fixed)"),
+    ("DINOV2Backbone", {"patch_size": 8, "num_layers": 2, "hidden_dim": 16},
+     "data.image_size=64 (hub's pretrained weights take any multiple of 8 px: it interpolates its position "
+     "embeddings)"),
+    ("SwinTransformerBackbone", {"patch_size": 4, "window_size": 2, "depths": [2], "embed_dim": 8},
+     "data.image_size=32 (hub's pretrained weights take any multiple of 8 px: it has no position embeddings, only a "
+     "bias per window)")])
+def test_the_few_patches_fix_names_a_size_the_pretrained_weights_take(backbone_class, config, fix, tmp_path):
+    """2 x 2 patches (16 px, patch 8; Swin 8 px, patch 4): the doctor's fix is true of the family's weights."""
+    from tlkit.doctor.config_checks import diagnose_config
+
+    size = 2 * config["patch_size"]
+    preset = _json_preset(tmp_path / "preset", backbone_class, {**config, "image_shape": [size, size, 3]})
+    cfg = _config(preset, data={"image_size": size})
+    found = {f.id: f for f in diagnose_config(cfg, check_config(cfg))}
+    assert found["transformer-few-patches"].fix == fix
+
+
 def test_readme_hub_table_is_the_catalogue():
     text = (ROOT / "README.md").read_text()
     table = text.split("<!-- hub-backbones:begin -->\n", 1)[1].split("\n<!-- hub-backbones:end -->", 1)[0]

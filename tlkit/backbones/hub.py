@@ -34,11 +34,12 @@ CONFIG_FILE, CONVERTER_FILE, METADATA_FILE = "config.json", "image_converter.jso
 
 # Per family (the keras_hub backbone class): its short family name, how it pools, whether its position embeddings
 # fix the input size once pretrained weights are loaded (ViT's do; DINOv2 interpolates its own; Swin has none, only
-# a bias per window: its weights take any size whose stages its windows tile, the multiples of its size step).
+# a bias per window: its weights take any size whose stages its windows tile, the multiples of its size step), and
+# why, in words (what tlkit tells users about the sizes its pretrained weights take).
 _FAMILIES = {
-    "ViTBackbone": ("vit", "cls", True),
-    "DINOV2Backbone": ("dinov2", "cls", False),
-    "SwinTransformerBackbone": ("swin", "avg", False),
+    "ViTBackbone": ("vit", "cls", True, "its position embeddings are fixed"),
+    "DINOV2Backbone": ("dinov2", "cls", False, "it interpolates its position embeddings"),
+    "SwinTransformerBackbone": ("swin", "avg", False, "it has no position embeddings, only a bias per window"),
 }
 _SAVE_HINT = ("make a local preset folder on a machine that has the preset: "
               "keras_hub.models.Backbone.from_preset(HANDLE).save_to_preset(FOLDER) and "
@@ -115,7 +116,7 @@ def _blocks(backbone_class: str, layers: int) -> tuple[Block, ...]:
 def catalogue_spec(entry: CatalogueEntry) -> HubSpec:
     """The listed facts of a named hub backbone (no file read), its sizes with the preset's weights (its config's
     default, backbone.weights=preset)."""
-    family, pooling, fixed = _FAMILIES[entry.backbone_class]
+    family, pooling, fixed, _ = _FAMILIES[entry.backbone_class]
     step = _size_step(entry.backbone_class, entry.patch, entry.window, entry.layers)
     return HubSpec(
         name=entry.name, constructor=f"keras_hub.models.{entry.backbone_class}", family=family,
@@ -256,6 +257,13 @@ def _min_size(backbone_class: str, size: int, step: int, pretrained: bool) -> in
     return size if pretrained and _FAMILIES[backbone_class][2] else step
 
 
+def pretrained_sizes(spec: HubSpec) -> str:
+    """The input sizes the preset's pretrained weights take, and why (its family's), in words."""
+    _, _, fixed, why = _FAMILIES[spec.constructor.rsplit(".", 1)[-1]]
+    sizes = f"only {spec.default_size} px" if fixed else f"any multiple of {spec.size_step} px"
+    return f"{sizes}: {why}"
+
+
 def _architecture(backbone_class: str, config: dict) -> tuple[int, int, int, str]:
     """(blocks between stem and top, features, input size step, pooling) from the backbone's config.json."""
     patch = _patch_of(config)
@@ -296,7 +304,7 @@ def hub_spec(name: str, preset: str | None, weights: str | None) -> HubSpec:
         raise ConfigError("backbone.preset", preset, "a preset whose image converter is one of tlkit's preprocessing "
                           "modes (tf: x / 127.5 - 1, torch: ImageNet mean/std, none)",
                           hint=f"its converter has scale={converter.get('scale')}, offset={converter.get('offset')}")
-    family, _, fixed = _FAMILIES[backbone_class]
+    family, _, fixed, _ = _FAMILIES[backbone_class]
     layers, features, step, pooling = _architecture(backbone_class, config)
     size = _size_of(config)
     params = _read_json(folder, METADATA_FILE).get("parameter_count") if (folder / METADATA_FILE).is_file() else None

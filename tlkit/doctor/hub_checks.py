@@ -6,7 +6,9 @@ layer-wise LR decay (BEiT, MAE: each layer below the top gets 0.65-0.75 x the LR
 """
 from __future__ import annotations
 
-from tlkit.backbones.hub import HubSpec
+import math
+
+from tlkit.backbones.hub import HubSpec, pretrained_sizes
 from tlkit.config.schema import OptimizerName, TrainConfig
 from tlkit.config.validate import resolved_image_size
 from tlkit.doctor.findings import Finding, Severity
@@ -30,12 +32,14 @@ def diagnose_hub(cfg: TrainConfig, spec, trains_blocks: bool) -> list[Finding]:
         f"(frozen, adapt, train) does not apply; {size} px in patches of {spec.patch_size} is a {grid} x {grid} grid; "
         f"the head pools {pooling}.", "nothing to fix")]
     if grid < MIN_PATCHES_PER_SIDE:
+        # twice the minimum grid, rounded up to a size the preset takes (Swin: a multiple of its size step)
+        suggested = math.ceil(spec.patch_size * MIN_PATCHES_PER_SIDE * 2 / spec.size_step) * spec.size_step
         findings.append(Finding(
             "transformer-few-patches", Severity.warning,
             f"data.image_size={size} with {spec.name}'s {spec.patch_size} px patches gives {grid} x {grid} tokens: "
             "attention has almost nothing to relate, and the features are close to one patch embedding.",
-            f"data.image_size={spec.patch_size * MIN_PATCHES_PER_SIDE * 2} (with backbone.weights=null; pretrained "
-            f"weights take {spec.default_size})"))
+            f"data.image_size={suggested}{' with backbone.weights=null' if spec.fixed_size else ''} ({spec.name}'s "
+            f"pretrained weights take {pretrained_sizes(spec)})"))
     pretrained = cfg.backbone.weights is not None
     adamw = OptimizerName(cfg.optimizer.name) == OptimizerName.adamw
     if trains_blocks and pretrained and (not adamw or cfg.schedule.lr_decay is None):
