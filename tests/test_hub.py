@@ -294,6 +294,72 @@ def test_a_hub_vit_trains_staged_and_exports_to_tflite_within_1e_4(hub_run):
     np.testing.assert_allclose(tflite(images), expected, atol=1e-4)
 
 
+def test_a_hub_runs_eval_report_has_grad_cam_heat_maps(hub_run, caplog, tmp_path):
+    """The confidently-wrong grid of a KerasHub run has its heat-map row, after training (the trainer's spec) and in
+    `tlkit evaluate` (the spec read from the run's config, as the trainer reads it), and `tlkit explain` explains it:
+    the registry knows no hub spec, and the report used to log 'no heat maps ... ConfigError: backbone.name='hub' is
+    not valid' instead (explain failed with it)."""
+    import logging
+
+    import keras
+    import tensorflow as tf
+    from PIL import Image
+
+    from tlkit.tools.evaluate import evaluate_run, evaluate_split
+    from tlkit.tools.explain import explain_run, run_spec
+    from tlkit.tools.gradcam import overlay
+    from tlkit.tools.gradcam_hub import grad_cam
+
+    assert "no heat maps" not in (hub_run / "train.log").read_text()
+    with caplog.at_level(logging.INFO, logger="tlkit"):
+        evaluate_run(hub_run, write=False)
+    assert "no heat maps" not in caplog.text and "backbone spec" not in caplog.text
+    model = tlkit.load_model(hub_run / "model.keras")
+    images = np.random.default_rng(5).uniform(0, 255, (4, SIZE, SIZE, 3)).round().astype("float32")
+    wrong = (keras.ops.convert_to_numpy(model(images)).argmax(axis=1) + 1) % 3  # every image mislabelled
+    spec = run_spec(hub_run)
+    evaluation = evaluate_split(model, tf.data.Dataset.from_tensor_slices((images, wrong)).batch(4), ["a", "b", "c"],
+                                spec=spec)
+    assert evaluation.wrong_overlays is not None and evaluation.wrong_overlays.shape == evaluation.wrong_images.shape
+    cam = grad_cam(model, spec)
+    predicted = [["a", "b", "c"].index(w["predicted"]) for w in evaluation.report["confidently_wrong"]]
+    maps, _ = cam.heatmaps(evaluation.wrong_images, predicted)
+    painted = np.stack([overlay(image, heat) for image, heat in zip(evaluation.wrong_images, maps)])
+    assert np.abs(painted.astype(int) - evaluation.wrong_overlays).max() <= 1
+    Image.fromarray(images[0].astype("uint8")).save(tmp_path / "probe.png")
+    explained = explain_run(hub_run, tmp_path / "probe.png", output=tmp_path / "explained")
+    assert len(explained.explanations) == 1 and "patch tokens" in explained.method
+
+
+@pytest.mark.parametrize("family, block, grid", [("vit", "layer1", 4), ("dinov2", "layer1", 4), ("swin", "stage1", 4)])
+def test_grad_cam_maps_a_transformers_patch_tokens(family, block, grid, hub_presets):
+    """Grad-CAM on a KerasHub backbone: the blocks run one by one give the model's own probabilities; the map is a
+    block's patch tokens on their grid. ViT, DINOv2: the input of the last transformer layer, as the class token the
+    head reads takes in the patch tokens only through that layer's attention (its own patch tokens, and top's, never
+    reach the class token: refused); Swin (mean-pooled): its last stage, like a CNN's last map."""
+    import keras
+
+    from tlkit.model.build import build_model, with_probabilities
+    from tlkit.tools.gradcam import ExplainError
+    from tlkit.tools.gradcam_hub import grad_cam
+
+    cfg = _config(hub_presets[family])
+    spec = check_config(cfg)
+    model = with_probabilities(build_model(spec, cfg.backbone, cfg.head, num_classes=3, image_size=SIZE))
+    for weight in model.get_layer("head").weights:  # a random head, not zero logits: a class to explain
+        weight.assign(np.random.default_rng(6).normal(0, 0.5, weight.shape).astype("float32"))
+    images = np.random.default_rng(7).uniform(0, 255, (3, SIZE, SIZE, 3)).astype("float32")
+    cam = grad_cam(model, spec)
+    maps, probabilities = cam.heatmaps(images)
+    np.testing.assert_allclose(probabilities, keras.ops.convert_to_numpy(model(images)), atol=1e-5)
+    assert (cam.block, cam.feature_shape, maps.shape) == (block, (grid, grid), (3, SIZE, SIZE))
+    # The gradient reaches the tokens: maps with a peak (an image's map is all 0 only when nothing speaks for its class)
+    assert np.all(np.isfinite(maps)) and maps.max() > 0.5
+    for unreached in (("layer2", "top") if spec.pooling == "cls" else ()):
+        with pytest.raises(ExplainError, match="never reach the class token"):
+            grad_cam(model, spec, unreached)
+
+
 def _tlkit(*args):
     code = ("import sys; from tlkit.cli.main import main; rc = main(sys.argv[1:]); "
             "print('HEAVY', sorted(m for m in ('tensorflow', 'keras', 'keras_hub') if m in sys.modules)); sys.exit(rc)")

@@ -109,12 +109,13 @@ EVAL_BATCH = 256  # images per model call when evaluating: few eager calls, what
 
 def evaluate_split(model, dataset, class_names: Sequence[str], files: Optional[Sequence[str]] = None,
                    num_wrong: int = NUM_WRONG, predict: Optional[Callable] = None,
-                   known: Optional[tuple] = None) -> SplitEvaluation:
+                   known: Optional[tuple] = None, spec=None) -> SplitEvaluation:
     """Run `model` (probabilities out) over a batched (images 0-255, labels) dataset.
 
     predict: images -> probabilities instead of the model's own call (tlkit.tools.tta.TTAPredictor); known:
     (probabilities, labels) the model outputs on this dataset in its order, already computed: used while the
-    labels agree with the dataset's (the model runs only for the wrong-image overlays)."""
+    labels agree with the dataset's (the model runs only for the wrong-image overlays). spec: the model's backbone
+    spec, for the overlays' Grad-CAM (None: the model's name says it; a KerasHub backbone's needs its run's)."""
     from tlkit.tools.predict import model_probabilities
 
     probabilities, labels = [], []
@@ -148,7 +149,7 @@ def evaluate_split(model, dataset, class_names: Sequence[str], files: Optional[S
     images = np.stack([w[4] for w in wrong]) if wrong else np.zeros((0, 1, 1, 3), dtype=np.uint8)
     from tlkit.tools.explain import wrong_image_overlays
 
-    overlays = wrong_image_overlays(model, images, [w[2] for w in wrong])
+    overlays = wrong_image_overlays(model, images, [w[2] for w in wrong], spec)
     return SplitEvaluation(report=report, wrong_images=images, probabilities=probabilities, labels=labels,
                            wrong_overlays=overlays)
 
@@ -208,13 +209,26 @@ def evaluate_run(run_dir: str | Path, split: str = "val", data_overrides: Option
         if write:
             multilabel_report.write_report(run_dir, {split: evaluation}, output=output)
         return evaluation.report
-    evaluation = evaluate_split(model, dataset, class_names, files, predict=predictor)
+    evaluation = evaluate_split(model, dataset, class_names, files, predict=predictor, spec=_heat_map_spec(run_dir))
     if predictor is not None:
         evaluation.report["tta"] = predictor.summary(evaluation.probabilities, evaluation.labels)
     evaluation.report["data_overrides"] = _normalize_overrides(data_overrides)
     if write:
         write_report(run_dir, {split: evaluation}, output=output)
     return evaluation.report
+
+
+def _heat_map_spec(run_dir: Path):
+    """The run's backbone spec for the heat maps (tlkit.tools.explain.run_spec), or None with the reason logged: a
+    KerasHub preset gone since training costs the heat maps, not the evaluation (model.keras holds its weights)."""
+    from tlkit.errors import TlkitError
+    from tlkit.tools.explain import run_spec
+
+    try:
+        return run_spec(run_dir)
+    except TlkitError as error:
+        log.info("no backbone spec from the run's config for the heat maps: %s", error)
+        return None
 
 
 def _check_class_names(run_names: Sequence[str], data_names: Sequence[str], model) -> None:
@@ -297,17 +311,19 @@ def _read_history(path: Path) -> list:
         return [row for row in csv.DictReader(f) if row.get("epoch") not in (None, "")]
 
 
-def evaluate_bundle(model, data, known: Optional[Mapping] = None) -> dict:
+def evaluate_bundle(model, data, known: Optional[Mapping] = None, spec=None) -> dict:
     """{"val": SplitEvaluation, "test": ...} of `model` (probabilities out) on a DataBundle's splits: one pass
     each, what the trainer's final metrics and the report after training both come from. known: {split:
-    (probabilities, labels)} of the model, already computed (the calibration's logits / T), or None."""
+    (probabilities, labels)} of the model, already computed (the calibration's logits / T), or None. spec: the
+    run's backbone spec (the heat maps' blocks), None: the model's name says it."""
     if getattr(data, "multilabel", False):
         return multilabel_report.evaluate_bundle(model, data)
     known = known or {}
-    evaluations = {"val": evaluate_split(model, data.val, data.class_names, data.val_files, known=known.get("val"))}
+    evaluations = {"val": evaluate_split(model, data.val, data.class_names, data.val_files, known=known.get("val"),
+                                         spec=spec)}
     if data.test is not None:
         evaluations["test"] = evaluate_split(model, data.test, data.class_names, data.test_files,
-                                             known=known.get("test"))
+                                             known=known.get("test"), spec=spec)
     return evaluations
 
 

@@ -5,8 +5,9 @@
       explain.json          per image: path, predicted class and probability, explained class, picture file
 
 Images are read exactly as `tlkit predict` reads them (tlkit.tools.predict: same decoding and resize, RGB 0-255), and the
-heat map is computed by tlkit.tools.gradcam through the model's own preprocessing. The overlay is drawn on the image at
-its own size: the model sees the whole image resized (no crop), so the map stretches back onto it.
+heat map is computed by tlkit.tools.gradcam (tlkit.tools.gradcam_hub for a KerasHub backbone) through the model's own
+preprocessing. The overlay is drawn on the image at its own size: the model sees the whole image resized (no crop), so
+the map stretches back onto it.
 `wrong_image_overlays` gives the eval report's confidently-wrong grid its heat-map row (tlkit.tools.evaluate).
 """
 from __future__ import annotations
@@ -20,7 +21,9 @@ from typing import List, Optional, Sequence
 import numpy as np
 
 import tlkit.training.rundir as rundir
-from tlkit.tools.gradcam import COLORMAP, ExplainError, GradCam, check_block_name, overlay, resize_map, spec_of
+from tlkit.backbones.spec import BackboneSpec
+from tlkit.tools.gradcam import COLORMAP, ExplainError, GradCam, overlay, resize_map, spec_of
+from tlkit.tools.gradcam_hub import check_block, grad_cam
 
 log = logging.getLogger("tlkit.explain")
 
@@ -47,13 +50,18 @@ class ExplainResult:
     failures: list  # tlkit.tools.predict.Failure: files that could not be read
 
 
-def _backbone_name(run_dir: Path) -> Optional[str]:
-    """The run's backbone from its saved config (no TensorFlow); None when the folder has no config."""
+def run_spec(run_dir: Path) -> Optional[BackboneSpec]:
+    """The run's backbone spec from its saved config, as the trainer reads it (tlkit.config.validate.backbone_spec: a
+    KerasHub preset's from its files; no TensorFlow); None when the folder has no config (then the model's own name
+    says the backbone)."""
+    from tlkit.config.validate import backbone_spec
+
     try:
-        return rundir.load_config(run_dir).backbone.name
-    except Exception as error:  # no config: the model's own name says the backbone
+        cfg = rundir.load_config(run_dir)
+    except Exception as error:
         log.debug("no backbone from the run's config (%s); using the model's name", error)
         return None
+    return backbone_spec(cfg)
 
 
 def explain_run(run_dir, inputs, block: Optional[str] = None, class_name: Optional[str] = None,
@@ -64,20 +72,19 @@ def explain_run(run_dir, inputs, block: Optional[str] = None, class_name: Option
     explained (a name from `tlkit backbones`), None: tlkit.tools.gradcam's automatic choice. class_name: explain this class
     in every image, None: each image's predicted class. output: the folder, default RUN_DIR/explain/.
     """
-    from tlkit.backbones.zoo import get_spec
     from tlkit.tools.predict import list_inputs, load_model_and_classes
 
     run_dir = Path(run_dir)
-    backbone_name = _backbone_name(run_dir)
+    spec = run_spec(run_dir)
     names = rundir.read_metrics(run_dir).get("class_names")
     # Checked before TensorFlow loads the model: a typo fails at once, naming what is allowed.
     if names:
         _class_index(class_name, names)
-    if backbone_name is not None:
-        check_block_name(get_spec(backbone_name), block)
+    if spec is not None:
+        check_block(spec, block)
     paths = list_inputs(inputs)
     model, names = load_model_and_classes(run_dir)
-    cam = GradCam(model, spec_of(model, backbone_name), block)
+    cam = grad_cam(model, spec or spec_of(model), block)
     if min(cam.feature_shape) < 2:
         log.warning("%s: a map of one cell says nothing about where; choose an earlier block (block=NAME) or larger "
                     "images", cam.describe())
@@ -176,13 +183,15 @@ def _write_json(result: ExplainResult, run_dir: Path, names: Sequence[str]) -> P
     return path
 
 
-def wrong_image_overlays(model, images: np.ndarray, predicted: Sequence[int]) -> Optional[np.ndarray]:
+def wrong_image_overlays(model, images: np.ndarray, predicted: Sequence[int],
+                         spec: Optional[BackboneSpec] = None) -> Optional[np.ndarray]:
     """uint8 [k, H, W, 3]: each image with the Grad-CAM of the class it was wrongly given (the eval report's
-    confidently-wrong grid). None, with the reason logged, when Grad-CAM does not apply: never fails a report."""
+    confidently-wrong grid). spec: the model's backbone spec (the run's; None: the model's name says it, which a
+    KerasHub backbone's does not). None, with the reason logged, when Grad-CAM does not apply: never fails a report."""
     if len(images) == 0:
         return None
     try:
-        cam = GradCam(model, spec_of(model))
+        cam = grad_cam(model, spec or spec_of(model))
         maps, _ = cam.heatmaps(np.asarray(images, dtype=np.float32), list(predicted))
     except ExplainError as error:
         log.info("no heat maps in the confidently-wrong grid: %s", error)

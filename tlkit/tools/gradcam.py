@@ -12,6 +12,8 @@ paper; the map is ReLU(sum over channels of the channel's mean gradient x its ac
 
 The images go through the model's own "preprocess" sub-model, so they are RGB 0-255 like everywhere else in tlkit.
 Gradients are taken with tf.GradientTape: TensorFlow backend only (other backends get an ExplainError).
+A KerasHub transformer backbone hands on tokens, not feature maps: tlkit.tools.gradcam_hub explains those (its
+grad_cam(model, spec, block) picks GradCam or HubGradCam for the spec).
 """
 from __future__ import annotations
 
@@ -32,16 +34,20 @@ class ExplainError(TlkitError, ValueError):
     """Grad-CAM does not apply to this model, backbone, block or backend."""
 
 
-def spec_of(model, backbone_name: Optional[str] = None) -> BackboneSpec:
-    """The backbone spec of a tlkit model: `backbone_name` (a run's config says it) or the model's own name."""
+def spec_of(model) -> BackboneSpec:
+    """The registered backbone spec the tlkit model's own name gives. A run's spec comes from its config instead
+    (tlkit.config.validate.backbone_spec, as the trainer reads it), the only way for a KerasHub backbone."""
+    from tlkit.backbones.hub import is_hub
     from tlkit.backbones.zoo import get_spec
     from tlkit.model.build import MODEL_NAME_PREFIX
 
-    if backbone_name is None:
-        if not model.name.startswith(MODEL_NAME_PREFIX):
-            raise ExplainError(f"model {model.name!r} is not a tlkit model (tlkit names its models "
-                               f"{MODEL_NAME_PREFIX}<backbone>): Grad-CAM needs to know its backbone's blocks")
-        backbone_name = model.name[len(MODEL_NAME_PREFIX):]
+    if not model.name.startswith(MODEL_NAME_PREFIX):
+        raise ExplainError(f"model {model.name!r} is not a tlkit model (tlkit names its models "
+                           f"{MODEL_NAME_PREFIX}<backbone>): Grad-CAM needs to know its backbone's blocks")
+    backbone_name = model.name[len(MODEL_NAME_PREFIX):]
+    if is_hub(backbone_name):
+        raise ExplainError(f"model {model.name!r} has a KerasHub backbone, whose blocks are read from the preset its "
+                           "run's config.yaml names (backbone.preset), not from the model: explain it from its run")
     return get_spec(backbone_name)
 
 
@@ -105,23 +111,14 @@ class GradCam:
     """Grad-CAM of a tlkit model at one backbone block (see the module's docstring).
 
     model: a tlkit model (RGB 0-255 in; preprocess, backbone, pooling and head in a chain; probabilities or logits
-    out). spec: its backbone's spec (spec_of). block: a block name of the spec, None for the automatic choice.
+    out). spec: its backbone's spec (the run's, or spec_of). block: a block name of the spec, None for the automatic
+    choice.
     """
 
     def __init__(self, model, spec: BackboneSpec, block: Optional[str] = None):
         import keras
 
-        from tlkit.model.build import BACKBONE_LAYER, PROBABILITIES_LAYER
-
-        if keras.backend.backend() != "tensorflow":
-            raise ExplainError(f"Grad-CAM needs the TensorFlow backend (gradients by tf.GradientTape); this is "
-                               f"KERAS_BACKEND={keras.backend.backend()!r}")
-        chain = _layer_chain(model)
-        names = [layer.name for layer in chain]
-        if BACKBONE_LAYER not in names:
-            raise ExplainError(f"model {model.name!r} has no {BACKBONE_LAYER!r} sub-model: not a tlkit model")
-        split = names.index(BACKBONE_LAYER)
-        backbone = chain[split]
+        self.before, backbone, self.after = split_model(model)
         if len(backbone.outputs[0].shape) != 4:
             raise ExplainError(f"backbone {spec.name!r} hands on shape {tuple(backbone.outputs[0].shape)} (tokens or "
                                "vectors), not an H x W x C feature map: Grad-CAM applies to convolutional backbones")
@@ -133,10 +130,19 @@ class GradCam:
         self.spec, self.block = spec, choose_block(outputs, spec, block)
         self.feature_shape = tuple(int(d) for d in outputs[self.block].shape[1:3])
         self.input_shape = tuple(int(d) for d in model.input_shape[1:3])
-        self.before = chain[:split]  # preprocess
         # One forward pass gives the block's map and the backbone's output computed from it (no graph copied).
         self.backbone = keras.Model(backbone.inputs, [outputs[self.block], backbone.outputs[0]])
-        self.after = [layer for layer in chain[split + 1:] if layer.name != PROBABILITIES_LAYER]  # pool, head
+
+    def _forward(self, images, tape):
+        """(the block's feature map, watched by `tape`; the logits) of preprocessed-in-model images."""
+        x = images
+        for layer in self.before:
+            x = layer(x, training=False)
+        features, x = self.backbone(x, training=False)
+        tape.watch(features)
+        for layer in self.after:
+            x = layer(x, training=False)
+        return features, x
 
     def heatmaps(self, images, classes: Optional[Sequence[int]] = None):
         """(maps, probabilities) of float32 RGB 0-255 images [N, H, W, 3] at the model's input size.
@@ -150,13 +156,7 @@ class GradCam:
 
         images = tf.convert_to_tensor(np.asarray(images, dtype=np.float32))
         with tf.GradientTape() as tape:
-            x = images
-            for layer in self.before:
-                x = layer(x, training=False)
-            features, x = self.backbone(x, training=False)
-            tape.watch(features)
-            for layer in self.after:
-                x = layer(x, training=False)
+            features, x = self._forward(images, tape)
             logits = tf.cast(x, tf.float32)
             chosen = tf.argmax(logits, axis=1) if classes is None else tf.constant(np.asarray(classes, np.int64))
             scores = tf.gather(logits, chosen, axis=1, batch_dims=1)
@@ -173,6 +173,24 @@ class GradCam:
     def describe(self) -> str:
         height, width = self.feature_shape
         return f"Grad-CAM at block {self.block!r} of {self.spec.name} ({height}x{width} map)"
+
+
+def split_model(model) -> tuple[list, object, list]:
+    """(the layers before the backbone: preprocess; the backbone sub-model; the layers after it up to the logits:
+    pooling, head) of a tlkit model, which must be a chain; ExplainError when it is not, or not on TensorFlow."""
+    import keras
+
+    from tlkit.model.build import BACKBONE_LAYER, PROBABILITIES_LAYER
+
+    if keras.backend.backend() != "tensorflow":
+        raise ExplainError(f"Grad-CAM needs the TensorFlow backend (gradients by tf.GradientTape); this is "
+                           f"KERAS_BACKEND={keras.backend.backend()!r}")
+    chain = _layer_chain(model)
+    names = [layer.name for layer in chain]
+    if BACKBONE_LAYER not in names:
+        raise ExplainError(f"model {model.name!r} has no {BACKBONE_LAYER!r} sub-model: not a tlkit model")
+    split = names.index(BACKBONE_LAYER)
+    return chain[:split], chain[split], [layer for layer in chain[split + 1:] if layer.name != PROBABILITIES_LAYER]
 
 
 def _layer_chain(model) -> list:

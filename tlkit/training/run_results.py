@@ -38,9 +38,10 @@ class AfterTraining:
     """What the trainer hands a finished run to: tools above it (evaluation reports, TensorBoard HParams), passed in
     by its caller (tlkit.cli.runner.after_training()), so the trainer imports none of them.
 
-    evaluate: (model with probabilities out, DataBundle, known) -> {"val": evaluation, "test": ...}, each
+    evaluate: (model with probabilities out, DataBundle, known, spec) -> {"val": evaluation, "test": ...}, each
         evaluation's `.report` holding "loss" and "accuracy": the final metrics come from it. known: None, or
         {split: (probabilities, labels)} the model outputs on those splits, already computed (the calibration's).
+        spec: the run's backbone spec (its heat maps need its blocks; a KerasHub backbone's is not in the registry).
     write_report: (run_dir, those evaluations) -> None: RUN_DIR/eval/ (never raises), when trainer.save_model.
     log_hparams: (run_dir, cfg, metrics dict) -> None: TensorBoard's HParams (a failure is logged, not raised).
     """
@@ -105,7 +106,8 @@ def write_results(run: RunState, status: str, after_training: AfterTraining, sta
     saved = with_probabilities(setup.model, calibration.temperature if calibration else 1.0, multilabel=multilabel)
     # One pass over val (and test) with the saved model's probabilities: the final metrics and eval/ both come from it.
     # The calibration has run the model over those splits already: its logits / T are the saved model's outputs.
-    evaluations = after_training.evaluate(saved, setup.data, calibration.saved_probabilities() if calibration else None)
+    evaluations = after_training.evaluate(saved, setup.data, calibration.saved_probabilities() if calibration else None,
+                                          setup.spec)
     names = ("loss", "accuracy", *(MULTILABEL_FINAL if multilabel else ()))
     final = {f"{split}_{name}": float(e.report[name]) for split, e in evaluations.items() for name in names}
     # model.keras is written atomically (a full disk leaves the previous file intact) and never
