@@ -55,6 +55,7 @@ def test_small_folder_with_32px_weights(tmp_path):
     assert cfg.augment.crop_area == auto_recipe.CROP_AREA and cfg.augment.mixup == 0.0
     assert cfg.loss.label_smoothing == 0.0
     assert cfg.augment.flip is None, "left to the probe, which needs the model"
+    assert cfg.optimizer.clipnorm == auto_recipe.FINETUNE_CLIPNORM, "the recipe's fine-tune clips its gradients"
     text = "\n".join(recipe.lines())
     assert "150 training images, 5 classes" in text and "300 steps of 9 per epoch at batch 16 -> 34 epochs" in text
     assert "early stopping after 8 epochs without improvement, not before epoch 17" in text
@@ -96,6 +97,23 @@ def test_the_user_keeps_what_they_set(tmp_path):
     kept = {d.name for d in recipe.decisions if d.kept}
     assert {"image_size", "batch_size", "augment", "flip"} <= kept
     assert "the rule would pick 32" in "\n".join(recipe.lines())
+
+
+def test_gradient_clipping_comes_with_the_recipes_fine_tune_and_yields_to_the_user(tmp_path):
+    train = _folder(tmp_path / "train")
+    base = {"backbone": {"name": "mobilenet_v2", "weights": _weights_file(tmp_path)},
+            "data": {"source": "folder", "path": str(train)}}
+    default, _ = _resolved(base)
+    cfg, recipe = _resolved({**base, "optimizer": {"clipnorm": 5.0}})
+    assert default.optimizer.clipnorm == auto_recipe.FINETUNE_CLIPNORM and cfg.optimizer.clipnorm == 5.0
+    assert "clipnorm: kept optimizer.clipnorm=5.0 (set in the config; the rule would pick 1.0" in "\n".join(recipe.lines())
+    cfg, recipe = _resolved({**base, "auto": {"keep": ["clipnorm"]}})
+    assert cfg.optimizer.clipnorm is None and cfg.schedule == default.schedule, "only that decision is off"
+    written = {"stages": [{"name": "head", "train": "head", "probe": True},
+                          {"name": "all", "train": "all", "epochs": 6, "lr_scale": 0.1, "warmup_epochs": 1}]}
+    cfg, recipe = _resolved({**base, "schedule": written})
+    assert cfg.optimizer.clipnorm is None, "a fine-tune the user sized keeps the optimizer as configured"
+    assert not any(d.name == "clipnorm" for d in recipe.decisions)
 
 
 def test_the_recipe_switched_off_gives_fixed_values(tmp_path):

@@ -20,6 +20,7 @@ numbers (scripts/bench_recipes.py, BENCHMARKS.md section 7):
                      from 20k / 500k images), as epochs within [FINETUNE_MIN_EPOCHS, FINETUNE_MAX_EPOCHS];
                      peak LR optimizer.lr x FINETUNE_LR_SCALE after a warmup of 10% of the steps (at least 30);
                      early stopping after FINETUNE_PATIENCE epochs without improvement, not in the first half
+    clipnorm         a fine-tuning stage the recipe sizes: each weight's gradient clipped to norm FINETUNE_CLIPNORM
     augment          random crops keeping >= CROP_AREA of the image; no colour jitter
     flip             decided by the probe (tlkit.recipe.probe) once the model is built: on when the validation
                      images' mirror images are classified about as well as the originals
@@ -59,6 +60,10 @@ HEAD_EPOCHS, HEAD_PATIENCE = 100, 10  # a head stage trained by the optimizer (p
 # half: simulated on the histories of the matrix's default runs (BENCHMARKS 7), that stops at 83% of the epochs on
 # average and keeps the same best epoch in all 8 (patience 5, or from 30% of the stage, lost up to 4.7 points).
 FINETUNE_PATIENCE, FINETUNE_MIN_FRACTION = 8, 0.5
+# Every block at Adam 1e-3 with BatchNorm frozen is noisy on small batches: one bad batch can throw the unfrozen
+# blocks far (a loss rising for epochs, a collapse to chance), and the monitor's stop-and-retry costs a second fine-tune.
+# Clipping each weight's gradient to this norm kept those runs on course (BENCHMARKS.md 7).
+FINETUNE_CLIPNORM = 1.0
 CROP_AREA = 0.8
 MIXUP_ALPHA = 0.1  # BiT, from 20k images
 LABEL_SMOOTHING, SMOOTHING_MIN_CLASSES = 0.1, 10
@@ -71,14 +76,14 @@ AUTO = "auto"  # augment=auto: the recipe's crops and flips
 # task=multilabel: MixUp and label smoothing are written for one class per image (the flip is decided by the probe's
 # mAP on mirrored images, tlkit.training.run_setup.run_probe)
 MULTILABEL_OFF = "off: task=multilabel"
-DECISIONS = ("image_size", "bn", "batch_size", "schedule", "augment", "flip", "mixup", "label_smoothing")
+DECISIONS = ("image_size", "bn", "batch_size", "schedule", "clipnorm", "augment", "flip", "mixup", "label_smoothing")
 BN_TRAIN_BATCH_MIN = 16  # the doctor's bn-train-small-batch warns below this
 # Re-estimate BatchNorm statistics on the target when its own differ this much from the stored ones (median over
 # layers of mean |log(var_target / var_stored)|): near pairs measured 0.12-0.21, far ones 0.58-0.73 (BENCHMARKS 7).
 BN_SHIFT_ADAPT_ABOVE = 0.4
 # What a null becomes without the recipe (auto.enabled=false, or auto.keep): plain, fixed values.
 FIXED = {"bn": "frozen", "batch_size": 32, "epochs": 5, "lr_scale": 1.0, "warmup_epochs": 0.0, "flip": False, "crop_area": 1.0,
-         "mixup": 0.0, "label_smoothing": 0.0}
+         "mixup": 0.0, "label_smoothing": 0.0, "clipnorm": None}
 
 
 @dataclass
@@ -189,6 +194,18 @@ def choose_finetune(facts: DatasetFacts, batch_size: int, steps: int | None = No
     return {"epochs": epochs, "lr_scale": FINETUNE_LR_SCALE, "warmup_epochs": warmup}, reason
 
 
+def choose_clipnorm(cfg: TrainConfig) -> tuple[float | None, str]:
+    """FINETUNE_CLIPNORM when a stage that trains blocks is sized by the recipe (its peak LR is the recipe's), else
+    None: a schedule the user wrote keeps the optimizer as configured."""
+    sized = [s.name for s in cfg.schedule.stages
+             if s.train != "head" and None in (s.epochs, s.lr_scale, s.warmup_epochs)]
+    if not sized:
+        return None, "no fine-tuning stage is sized by the recipe"
+    return FINETUNE_CLIPNORM, (f"fine-tuning stage(s) {', '.join(repr(n) for n in sized)} sized by the recipe: each "
+                               f"weight's gradient clipped to norm {FINETUNE_CLIPNORM:g}, so that one bad batch does "
+                               "not throw the unfrozen blocks off course")
+
+
 def choose_head(facts: DatasetFacts, batch_size: int) -> tuple[dict, str]:
     """A head-only stage left to the optimizer (no probe): long, stopped by early stopping."""
     return ({"epochs": HEAD_EPOCHS, "lr_scale": 1.0, "warmup_epochs": 0.0},
@@ -279,6 +296,10 @@ def apply(cfg: TrainConfig, spec: BackboneSpec, data_scan=None) -> tuple[TrainCo
     data, _ = _fill(data, "batch_size", batch if decide("batch_size") else FIXED["batch_size"], reason, recipe,
                     decide("batch_size"), "data.batch_size", "batch_size")
     schedule = _fill_schedule(replace(cfg, schedule=schedule), facts, data.batch_size, recipe, decide("schedule"))
+    optimizer, (clip, reason) = cfg.optimizer, choose_clipnorm(cfg)
+    if clip is not None:
+        optimizer, _ = _fill(optimizer, "clipnorm", clip if decide("clipnorm") else FIXED["clipnorm"], reason, recipe,
+                             decide("clipnorm"), "optimizer.clipnorm", "clipnorm")
     # Crops and flips are the recipe's under augment=auto; a named preset (augment=none, light, ...) means what it
     # says: its nulls are off.
     preset = augment.name != AUTO
@@ -299,7 +320,7 @@ def apply(cfg: TrainConfig, spec: BackboneSpec, data_scan=None) -> tuple[TrainCo
                                          kept=not decide("flip")))
     elif augment.flip is not None and deciding:
         recipe.decisions.append(Decision("flip", {"augment.flip": augment.flip}, "set in the config", kept=True))
-    return replace(cfg, data=data, augment=augment, loss=loss, schedule=schedule), recipe
+    return replace(cfg, data=data, augment=augment, loss=loss, schedule=schedule, optimizer=optimizer), recipe
 
 
 def _fill(section, name: str, value, reason: str, recipe: AutoRecipe, decided: bool, key: str, decision: str,
