@@ -39,6 +39,9 @@ def _keras_hub():
 def vit_preset(tmp_path_factory):
     """A local preset folder: a tiny random ViT and its image converter (0.5 / 0.5 normalisation, as ViT's)."""
     keras_hub = _keras_hub()
+    import keras
+
+    keras.utils.set_random_seed(0)  # the same tiny weights in every session: a test that passes once passes always
     folder = tmp_path_factory.mktemp("hub") / "tiny_vit"
     backbone = keras_hub.models.ViTBackbone(image_shape=(SIZE, SIZE, 3), patch_size=PATCH, num_layers=2, num_heads=2,
                                             hidden_dim=16, mlp_dim=32)
@@ -59,6 +62,9 @@ def hub_presets(vit_preset, tmp_path_factory):
     The DINOv2's position embeddings are on a 64 px grid, not its 32 px input, as the real presets' are (518 px grid,
     fine-tuned at 224). The Swin's first stage has a shifted-window block (its attention mask)."""
     keras_hub = _keras_hub()
+    import keras
+
+    keras.utils.set_random_seed(1)  # the same tiny weights in every session
     root = tmp_path_factory.mktemp("hub_families")
     converter = {"image_size": (SIZE, SIZE), "scale": TORCH_SCALE, "offset": TORCH_OFFSET}
     dinov2 = keras_hub.models.DINOV2Backbone(patch_size=PATCH, num_layers=2, hidden_dim=16, num_heads=2,
