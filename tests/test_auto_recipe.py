@@ -4,7 +4,9 @@ import pytest
 from PIL import Image
 
 from tlkit.recipe import auto as auto_recipe
-from tlkit.recipe.auto import apply, choose_batch_size, choose_image_size, decide_flip
+from tlkit.recipe.auto import apply, choose_batch_size, choose_image_size
+from tlkit.recipe import measured
+from tlkit.recipe.measured import decide_flip
 from tlkit.backbones import get_spec
 from tlkit.backbones.weights import record_pretrained_size
 from tlkit.config import as_train_config
@@ -157,7 +159,32 @@ def test_flips_are_kept_only_when_mirrored_images_keep_their_class():
 
 
 def test_batchnorm_statistics_are_re_estimated_only_for_far_images():
-    assert auto_recipe.decide_bn(0.12)[0] == "frozen" and auto_recipe.decide_bn(0.65)[0] == "adapt"
+    assert measured.decide_bn(0.12)[0] == "frozen" and measured.decide_bn(0.65)[0] == "adapt"
+
+
+def test_far_data_gets_twice_the_fine_tuning_steps_unless_the_user_sized_them(tmp_path):
+    """BatchNorm statistics far from the weights' (re-estimated): the stage the recipe sized gets 2x its step budget."""
+    from tlkit.config.schema import BNPolicy
+
+    train, val = _folder(tmp_path / "train"), _folder(tmp_path / "val", per_class=10)
+    base = {"backbone": {"name": "mobilenet_v2", "weights": _weights_file(tmp_path)},
+            "data": {"source": "folder", "train_dir": str(train), "val_dir": str(val)}}
+    cfg, recipe = _resolved(base)
+    near = measured.apply_bn(cfg, recipe, shift=0.12)
+    assert near.schedule.bn == BNPolicy.frozen and near.schedule.stages == cfg.schedule.stages
+    cfg, recipe = _resolved(base)
+    far = measured.apply_bn(cfg, recipe, shift=0.65)
+    finetune = far.schedule.stages[1]
+    assert far.schedule.bn == BNPolicy.adapt
+    # 600 steps of 9 per epoch at batch 16 would be 67 epochs: the 40-epoch cap, warmup 10% of 360 steps, half for min
+    assert (finetune.epochs, finetune.warmup_epochs, finetune.min_epochs) == (40, 4.0, 20)
+    assert (finetune.lr_scale, finetune.patience) == (1.0, 8), "only the length changes"
+    assert "far data (BatchNorm statistics 0.65 from the weights', re-estimated)" in "\n".join(recipe.lines())
+    written = {"stages": [{"name": "head", "train": "head", "probe": True},
+                          {"name": "all", "train": "all", "epochs": 6, "lr_scale": 1.0, "warmup_epochs": 1}]}
+    for user in ({"auto": {"finetune_steps": 300}}, {"auto": {"keep": ["schedule"]}}, {"schedule": written}):
+        cfg, recipe = _resolved({**base, **user})
+        assert measured.apply_bn(cfg, recipe, shift=0.65).schedule.stages == cfg.schedule.stages, user
 
 
 def test_folder_facts_come_from_the_pre_scan(tmp_path):

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import tlkit
-from tlkit.recipe.auto import decide_flip
+from tlkit.recipe.measured import decide_flip
 from tlkit.backbones import get_spec
 from tlkit.config.schema import BackboneConfig, HeadConfig
 from tlkit.model.build import build_model

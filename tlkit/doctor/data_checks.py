@@ -180,7 +180,7 @@ def _flip_keeps_labels(cfg, probe) -> list[Finding]:
     """augment.flip=true although the probe saw mirrored validation images lose their class."""
     if probe is None or not cfg.augment.flip:
         return []
-    from tlkit.recipe.auto import decide_flip
+    from tlkit.recipe.measured import decide_flip
 
     safe, reason = decide_flip(probe.to_dict())
     if safe:

@@ -10,27 +10,26 @@ numbers (scripts/bench_recipes.py, BENCHMARKS.md section 7):
                      resolution (128 px for 224 px weights, scaled to P). Unknown P (a plain weights file,
                      random weights): the images' own median size. Never below the backbone's minimum.
     bn               pretrained weights: BatchNorm frozen (inference mode), its statistics re-estimated on the
-                     training images first (AdaBN) when they are far from the stored ones: the median over
-                     the layers of |log(variance ratio)| above BN_SHIFT_ADAPT_ABOVE (decided once the model is
-                     built; decide_bn). Random weights: BatchNorm trains (no statistics worth keeping)
+                     training images first when they are far from the stored ones (decided once the model is
+                     built: tlkit.recipe.measured). Random weights: BatchNorm trains (no statistics worth keeping)
     batch_size       enough optimizer steps per epoch on small data: 32 from 640 training images, else the
                      power of two nearest n/10, at least 8 (16 while BatchNorm trains: it needs batch statistics)
     schedule         the head (stage train=head, probe=true): a logistic regression on cached features,
                      no epochs to size. Fine-tuning stages: a step budget (FINETUNE_STEPS; BiT's 10k / 20k
                      from 20k / 500k images), as epochs within [FINETUNE_MIN_EPOCHS, FINETUNE_MAX_EPOCHS];
                      peak LR optimizer.lr x FINETUNE_LR_SCALE after a warmup of 10% of the steps (at least 30);
-                     early stopping after FINETUNE_PATIENCE epochs without improvement, not in the first half
+                     early stopping after FINETUNE_PATIENCE epochs without improvement, not in the first half;
+                     far data (BatchNorm statistics re-estimated): a longer budget (tlkit.recipe.measured)
     clipnorm         a fine-tuning stage the recipe sizes: each weight's gradient clipped to norm FINETUNE_CLIPNORM
     augment          random crops keeping >= CROP_AREA of the image; no colour jitter
-    flip             decided by the probe (tlkit.recipe.probe) once the model is built: on when the validation
-                     images' mirror images are classified about as well as the originals
+    flip             decided by the probe (tlkit.recipe.probe) once the model is built (tlkit.recipe.measured)
     mixup            BiT: alpha 0.1 from 20k training images, else off
     label_smoothing  0.1 from 20k images and 10 classes, else off
 
 `auto.enabled=false` turns the rules off (every null takes its FIXED value, no probe); `auto.keep=[NAME]`
 does that for one decision. Pure Python (no TensorFlow): `apply` runs after validate() and before the
-data pipeline and the model are built (tlkit.training.trainer, tlkit doctor, tlkit lr-find); `decide_flip` runs
-in the trainer after the probe.
+data pipeline and the model are built (tlkit.training.trainer, tlkit doctor, tlkit lr-find); the decisions that
+need the built model (BatchNorm, far data's budget, flips) are tlkit.recipe.measured's.
 """
 from __future__ import annotations
 
@@ -67,20 +66,12 @@ FINETUNE_CLIPNORM = 1.0
 CROP_AREA = 0.8
 MIXUP_ALPHA = 0.1  # BiT, from 20k images
 LABEL_SMOOTHING, SMOOTHING_MIN_CLASSES = 0.1, 10
-# Flips keep labels when the probe loses at most this much accuracy on mirrored validation images:
-# max(FLIP_TOLERANCE_IMAGES images, FLIP_TOLERANCE_FRACTION of its accuracy).
-FLIP_TOLERANCE_IMAGES, FLIP_TOLERANCE_FRACTION = 2, 0.05
-# ...and only when the probe itself is clearly above chance: by 10 points and 3 standard errors of a guess.
-FLIP_PROBE_ABOVE_CHANCE = 0.10
 AUTO = "auto"  # augment=auto: the recipe's crops and flips
 # task=multilabel: MixUp and label smoothing are written for one class per image (the flip is decided by the probe's
 # mAP on mirrored images, tlkit.training.run_setup.run_probe)
 MULTILABEL_OFF = "off: task=multilabel"
 DECISIONS = ("image_size", "bn", "batch_size", "schedule", "clipnorm", "augment", "flip", "mixup", "label_smoothing")
 BN_TRAIN_BATCH_MIN = 16  # the doctor's bn-train-small-batch warns below this
-# Re-estimate BatchNorm statistics on the target when its own differ this much from the stored ones (median over
-# layers of mean |log(var_target / var_stored)|): near pairs measured 0.12-0.21, far ones 0.58-0.73 (BENCHMARKS 7).
-BN_SHIFT_ADAPT_ABOVE = 0.4
 # What a null becomes without the recipe (auto.enabled=false, or auto.keep): plain, fixed values.
 FIXED = {"bn": "frozen", "batch_size": 32, "epochs": 5, "lr_scale": 1.0, "warmup_epochs": 0.0, "flip": False, "crop_area": 1.0,
          "mixup": 0.0, "label_smoothing": 0.0, "clipnorm": None}
@@ -100,7 +91,7 @@ class AutoRecipe:
     regime: str
     decisions: list = field(default_factory=list)
     probe: dict | None = None  # tlkit.recipe.probe.ProbeResult.to_dict(), once it ran
-    bn_shift: float | None = None  # the BatchNorm statistics shift decide_bn saw
+    bn_shift: float | None = None  # the BatchNorm statistics shift measured.decide_bn saw
 
     def lines(self) -> list[str]:
         f = self.facts
@@ -154,20 +145,10 @@ def choose_image_size(facts: DatasetFacts, spec: BackboneSpec) -> tuple[int, str
 
 
 def choose_bn(facts: DatasetFacts) -> tuple[str | None, str]:
-    """`train` for random weights; None (decide_bn, once the model is built) for pretrained ones."""
+    """`train` for random weights; None (measured.decide_bn, once the model is built) for pretrained ones."""
     if facts.weights == "random":
         return "train", "random weights: BatchNorm learns its statistics (there are none to keep)"
     return None, "pretrained weights: BatchNorm frozen; its statistics measured on the training images first"
-
-
-def decide_bn(shift: float) -> tuple[str, str]:
-    """frozen or adapt, from how far the training images' BatchNorm statistics are from the stored ones."""
-    adapt = shift > BN_SHIFT_ADAPT_ABOVE
-    return ("adapt" if adapt else "frozen"), (
-        f"the training images' BatchNorm variances differ from the stored ones by {shift:.2f} (median |log ratio|; "
-        f"re-estimated above {BN_SHIFT_ADAPT_ABOVE:g}): " + ("far from what the weights saw, so the statistics are "
-        "re-estimated on them (AdaBN), then frozen" if adapt else "close to what the weights saw, so the stored "
-        "statistics are kept") + "; BatchNorm stays in inference mode while training")
 
 
 def choose_batch_size(num_train: int, bn: str = "frozen") -> tuple[int, str]:
@@ -212,24 +193,6 @@ def choose_head(facts: DatasetFacts, batch_size: int) -> tuple[dict, str]:
             f"the head trained to convergence: up to {HEAD_EPOCHS} epochs, early stopping after {HEAD_PATIENCE}")
 
 
-def decide_flip(probe: dict) -> tuple[bool, str]:
-    """Flips keep labels when mirrored validation images lose little of the probe's accuracy; off when the probe is
-    too close to chance to tell (a weak probe classifies mirrored and plain images equally badly)."""
-    plain, mirrored, num_val, chance = (probe["val_accuracy"], probe["flipped_val_accuracy"], probe["num_val"],
-                                        probe["chance"])
-    needed = chance + max(FLIP_PROBE_ABOVE_CHANCE, 3 * math.sqrt(chance * (1 - chance) / max(num_val, 1)))
-    if plain < needed:
-        return False, (f"off: the probe classifies {plain:.1%} of the {num_val} validation images, too close to chance "
-                       f"({chance:.1%}; needs {needed:.1%}) to tell whether mirroring keeps their class")
-    tolerance = max(FLIP_TOLERANCE_IMAGES / max(num_val, 1), FLIP_TOLERANCE_FRACTION * plain)
-    drop = plain - mirrored
-    verdict = drop <= tolerance
-    return verdict, (f"the probe classifies {plain:.1%} of the {num_val} validation images and {mirrored:.1%} of their "
-                     f"mirror images: " + ("a mirrored image keeps its class" if verdict else
-                                           "mirroring changes what they show") +
-                     f" (drop {drop:+.1%}, tolerance {tolerance:.1%})")
-
-
 def label_smoothing_for(facts: DatasetFacts) -> tuple[float, str]:
     regime = regime_of(facts.num_train)
     smooth = regime != "small" and facts.num_classes >= SMOOTHING_MIN_CLASSES
@@ -268,7 +231,7 @@ def apply(cfg: TrainConfig, spec: BackboneSpec, data_scan=None) -> tuple[TrainCo
 
     spec: cfg's BackboneSpec; data_scan: the pre-flight's tlkit.data.scan.DataScan of cfg.data (None: an image
     folder is walked here). The flip stays null when the probe is to decide it (tlkit.training.trainer runs the probe;
-    decide_flip).
+    tlkit.recipe.measured.decide_flip).
     """
     if not is_active(cfg):
         return cfg, None
@@ -287,7 +250,7 @@ def apply(cfg: TrainConfig, spec: BackboneSpec, data_scan=None) -> tuple[TrainCo
                        decide("image_size"), "data.image_size", "image_size")
     bn, reason = choose_bn(facts)
     schedule = cfg.schedule
-    if bn is not None or not decide("bn"):  # else left open: decide_bn measures the statistics once the model exists
+    if bn is not None or not decide("bn"):  # else left open: measured.decide_bn measures the statistics once the model exists
         schedule, _ = _fill(schedule, "bn", BNPolicy(bn if decide("bn") else FIXED["bn"]), reason, recipe,
                             decide("bn"), "schedule.bn", "bn")
     elif schedule.bn is not None:
@@ -390,25 +353,6 @@ def _why_no_probe(cfg: TrainConfig, deciding: bool) -> str:
 def head_fits_by_probe(cfg: TrainConfig) -> bool:
     """Whether probe=true head stages can be fitted as a logistic regression (a linear head)."""
     return cfg.head.kind == HeadKind.linear
-
-
-def apply_bn(cfg: TrainConfig, recipe: AutoRecipe, shift: float) -> TrainConfig:
-    """Once the model is built: schedule.bn decided from the measured statistics shift (when still null)."""
-    policy, reason = decide_bn(shift)
-    recipe.decisions.append(Decision("bn", {"schedule.bn": policy}, reason))
-    log.info("%s", decision_line(recipe.decisions[-1]))
-    return replace(cfg, schedule=replace(cfg.schedule, bn=BNPolicy(policy)))
-
-
-def apply_flip(cfg: TrainConfig, recipe: AutoRecipe, probe: dict) -> TrainConfig:
-    """After the probe: augment.flip decided from it (when still null), recorded in `recipe`."""
-    recipe.probe = probe
-    if cfg.augment.flip is not None:
-        return cfg
-    flip, reason = decide_flip(probe)
-    recipe.decisions.append(Decision("flip", {"augment.flip": flip}, reason))
-    log.info("%s", decision_line(recipe.decisions[-1]))
-    return replace(cfg, augment=replace(cfg.augment, flip=flip))
 
 
 def log_recipe(recipe: AutoRecipe | None) -> None:

@@ -8,7 +8,7 @@ input size (bilinear, rounded to 0-255 levels like the training pipeline). tta=f
 tta=crops: the image, the centre and the four corner crops; tta=N: the first N views of the order above.
 
 Label safety: a mirror view is used only when the run trained on mirrored images: augment.flip=true in
-RUN_DIR/config.yaml, which holds the recipe's flip probe decision (tlkit.recipe.auto.decide_flip; its reason is in
+RUN_DIR/config.yaml, which holds the recipe's flip probe decision (tlkit.recipe.measured.decide_flip; its reason is in
 metrics.json auto_recipe.decisions). Where the probe found that mirroring changes what the images show (digits,
 text, left/right classes), or the run says nothing, mirror views are left out and the report says why. Crops are
 always allowed: they only zoom in by 1 / CROP_FRACTION.

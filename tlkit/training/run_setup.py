@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 import keras
 
 import tlkit.recipe.auto as auto_recipe
+import tlkit.recipe.measured as measured
 import tlkit.training.distribute as distribute
 import tlkit.training.runtime as runtime
 from tlkit.backbones.spec import BackboneSpec
@@ -125,7 +126,7 @@ def batch_norm_statistics(setup: RunSetup) -> None:
                  min(BN_SAMPLE, setup.data.num_train), time.time() - started, shift)
         if setup.recipe is not None:
             setup.recipe.bn_shift = shift
-        setup.cfg = cfg = auto_recipe.apply_bn(cfg, setup.recipe, shift)
+        setup.cfg = cfg = measured.apply_bn(cfg, setup.recipe, shift)
     if BNPolicy(cfg.schedule.bn) == BNPolicy.adapt and has_batch_norm:
         setup.pretrained_pass = None  # the features change with the statistics
         started = time.time()
@@ -154,5 +155,5 @@ def run_probe(setup: RunSetup) -> None:
         evidence = result.to_dict()
         if result.val_map is not None:  # multi-label: mirrored images judged by the probe's mAP, not exact match
             evidence.update(val_accuracy=result.val_map, flipped_val_accuracy=result.flipped_val_map)
-        setup.cfg = auto_recipe.apply_flip(cfg, setup.recipe, evidence)
+        setup.cfg = measured.apply_flip(cfg, setup.recipe, evidence)
         data.train_epochs.set_augmenter(build_augmenter(setup.cfg.augment, setup.image_size), setup.image_size)
