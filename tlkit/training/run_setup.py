@@ -118,10 +118,10 @@ def batch_norm_statistics(setup: RunSetup) -> None:
             setup.cfg = replace(cfg, schedule=replace(cfg.schedule, bn=BNPolicy.frozen))
             return
         started = time.time()
-        measured = frozen_pass(setup.model, setup.data.train_epochs.plain(BN_SAMPLE), batch_norm=True)
-        shift = batchnorm_shift(setup.model, variances=measured.bn_variances)
+        statistics = frozen_pass(setup.model, setup.data.train_epochs.plain(BN_SAMPLE), batch_norm=True)
+        shift = batchnorm_shift(setup.model, variances=statistics.bn_variances)
         if setup.data.num_train <= BN_SAMPLE:  # every training image: the probe's sample too, so it reuses the pass
-            setup.pretrained_pass = measured
+            setup.pretrained_pass = statistics
         log.info("BatchNorm statistics measured on %d training images in %.1fs: median |log variance ratio| %.2f",
                  min(BN_SAMPLE, setup.data.num_train), time.time() - started, shift)
         if setup.recipe is not None:
