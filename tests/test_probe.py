@@ -1,5 +1,7 @@
 """The recipe's probe and what it decides: a linear probe on frozen features, flips that keep labels, the probe head,
 and BatchNorm statistics measured and re-estimated on the training images."""
+import math
+
 import keras
 import numpy as np
 import pytest
@@ -203,3 +205,32 @@ def test_a_retry_that_re_estimates_batchnorm_fits_the_probe_head_again():
     assert before > after + 0.1, f"the stale head fits the new features worse ({before:.3f} vs {after:.3f})"
     assert not trainer._refit_probe_head(SimpleNamespace(records=[{"name": "head"}], model=model, data=data)), \
         "a head the optimizer trained is left alone"
+
+
+def test_far_images_re_estimate_batchnorm_and_lengthen_the_recipes_fine_tune(tmp_path, caplog):
+    """The trainer's set-up (tlkit.training.run_setup.build) on weights whose BatchNorm statistics are far from what
+    the images give (a random MobileNetV2's: mean 0, variance 1): the statistics are re-estimated, and the fine-tune
+    the recipe sized gets twice its steps, in the config the run trains with and in the recipe's log."""
+    from tlkit.backbones.build import build_backbone
+    from tlkit.backbones.weights import record_pretrained_size
+    from tlkit.recipe import auto as auto_recipe
+    from tlkit.recipe.preflight import check_run
+    from tlkit.training import run_setup
+
+    keras.utils.set_random_seed(0)
+    spec = get_spec("mobilenet_v2")
+    weights = tmp_path / "random_mobilenet_v2.weights.h5"
+    build_backbone(spec, SIZE, None).save_weights(str(weights))
+    record_pretrained_size(weights, SIZE)
+    cfg = tlkit.as_train_config({"backbone": {"name": "mobilenet_v2", "weights": str(weights)},
+                                 "data": {"source": "synthetic", "num_images": 120, "num_classes": 3},
+                                 "trainer": {"verbose": 0}})
+    spec, scan = check_run(cfg)
+    cfg, recipe = auto_recipe.apply(cfg, spec, scan)
+    before = cfg.schedule.stages[1]
+    caplog.set_level("INFO", logger="tlkit.train")
+    setup = run_setup.build(cfg, spec, recipe, data_scan=scan)
+    after = setup.cfg.schedule.stages[1]
+    assert setup.cfg.schedule.bn == "adapt" and recipe.bn_shift > 1.0
+    assert after.epochs > before.epochs and after.min_epochs == math.ceil(after.epochs / 2), (before, after)
+    assert "far data (BatchNorm statistics" in caplog.text and "2x the step budget: " in caplog.text
