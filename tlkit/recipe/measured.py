@@ -25,7 +25,7 @@ from tlkit.recipe.auto import (FINETUNE_MIN_FRACTION, FINETUNE_STEPS, AutoRecipe
 log = logging.getLogger("tlkit.train")
 
 # Re-estimate BatchNorm statistics on the target when its own differ this much from the stored ones (median over
-# layers of mean |log(var_target / var_stored)|): near pairs measured 0.12-0.24, far ones 0.58-1.39 (BENCHMARKS 7).
+# layers of mean |log(var_target / var_stored)|): near pairs measured 0.12-0.27, far ones 0.58-1.42 (BENCHMARKS 7).
 BN_SHIFT_ADAPT_ABOVE = 0.4
 # Far data needs a longer fine-tune: where the statistics were re-estimated (textures, shapes), twice the step
 # budget was the best point of the matrix's sweep in every cell (textures +9 and +22 points); where they were close
