@@ -232,3 +232,26 @@ def test_min_epochs_is_validated_when_the_config_loads():
                            "schedule": {"stages": [{"name": "head", "train": "head", "min_epochs": -1}]}})
     with pytest.raises(ConfigError, match=r"schedule.stages.0.min_epochs.*-1.*integer >= 0"):
         validate(cfg)
+
+
+def test_a_resumed_far_data_run_trains_the_length_it_started_with(tmp_path):
+    """resume= sizes the recipe again before the model exists; the interrupted run had re-estimated BatchNorm and
+    lengthened its fine-tune, which its config.yaml holds: the resumed config is that one, or resuming is refused."""
+    from dataclasses import replace
+
+    from tlkit.training import checkpoint as ckpt
+    from tlkit.training import rundir
+
+    train, val = _folder(tmp_path / "train"), _folder(tmp_path / "val", per_class=10)
+    base = {"backbone": {"name": "mobilenet_v2", "weights": _weights_file(tmp_path)},
+            "data": {"source": "folder", "train_dir": str(train), "val_dir": str(val)}}
+    cfg, recipe = _resolved(base)
+    started = measured.apply_bn(cfg, recipe, shift=0.65)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    rundir.write_config(run_dir, replace(started, augment=replace(started.augment, flip=False)))
+    again, recipe = _resolved({**base, "resume": str(run_dir)})
+    assert again.schedule.stages != started.schedule.stages, "sized again: the short budget"
+    resumed = ckpt.with_probe_decisions(run_dir, again, recipe)
+    assert resumed.schedule == started.schedule and resumed.augment.flip is False
+    assert ckpt.resume_point(run_dir, resumed).finished is None, "the same config: resuming is allowed"

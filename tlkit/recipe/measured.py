@@ -58,15 +58,18 @@ def apply_bn(cfg: TrainConfig, recipe: AutoRecipe, shift: float) -> TrainConfig:
     return lengthen_for_far_data(cfg, recipe, shift) if policy == "adapt" else cfg
 
 
-def lengthen_for_far_data(cfg: TrainConfig, recipe: AutoRecipe, shift: float) -> TrainConfig:
+def lengthen_for_far_data(cfg: TrainConfig, recipe: AutoRecipe, shift: float | None = None) -> TrainConfig:
     """The fine-tuning stages whose length the recipe chose, re-sized for FAR_STEPS_FACTOR x its step budget.
 
     Only on small data sets, and only where the recipe sized the stage: epochs you set, auto.finetune_steps or
-    auto.keep=[schedule] keep the length as it is."""
+    auto.keep=[schedule] keep the length as it is. shift: the measured BatchNorm shift (None: a resumed run, whose
+    interrupted run measured it)."""
     if (recipe.regime != "small" or cfg.auto.finetune_steps is not None or not cfg.auto.enabled
             or "schedule" in cfg.auto.keep):
         return cfg
     steps = FINETUNE_STEPS[recipe.regime] * FAR_STEPS_FACTOR
+    why = (f"BatchNorm statistics {shift:.2f} from the weights', re-estimated" if shift is not None
+           else "BatchNorm statistics re-estimated by the interrupted run")
     stages = list(cfg.schedule.stages)
     sized = {key for d in recipe.decisions if d.name == "schedule" and not d.kept for key in d.values}
     for index, stage in enumerate(stages):
@@ -83,8 +86,8 @@ def lengthen_for_far_data(cfg: TrainConfig, recipe: AutoRecipe, shift: float) ->
             continue  # already at the epoch cap
         stages[index] = replace(stage, **changed)
         recipe.decisions.append(Decision("schedule", {f"{key}.{k}": v for k, v in changed.items()}, (
-            f"stage '{stage.name}', far data (BatchNorm statistics {shift:.2f} from the weights', re-estimated): the "
-            f"features have more to relearn, so {FAR_STEPS_FACTOR}x the step budget: {reason}")))
+            f"stage '{stage.name}', far data ({why}): the features have more to relearn, so {FAR_STEPS_FACTOR}x the "
+            f"step budget: {reason}")))
         log.info("%s", decision_line(recipe.decisions[-1]))
     return replace(cfg, schedule=replace(cfg.schedule, stages=stages))
 

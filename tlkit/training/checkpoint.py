@@ -203,9 +203,10 @@ def resume_point(run_dir, cfg) -> ResumePoint:
     return ResumePoint(checkpoint=checkpoint)
 
 
-def with_probe_decisions(run_dir, cfg):
+def with_probe_decisions(run_dir, cfg, recipe=None):
     """`cfg` with what the interrupted run decided once its model was built (augment.flip, schedule.bn, when the
-    config leaves them open), read from the run's config.yaml: a resumed run trains as it started."""
+    config leaves them open, and with BatchNorm re-estimated the far-data budget: tlkit.recipe.measured), read from
+    the run's config.yaml: a resumed run trains as it started. recipe: what tlkit.recipe.auto.apply gave `cfg`."""
     from dataclasses import replace
 
     from omegaconf import OmegaConf
@@ -221,6 +222,10 @@ def with_probe_decisions(run_dir, cfg):
         cfg = replace(cfg, augment=replace(cfg.augment, flip=bool(flip)))
     if cfg.schedule.bn is None and bn is not None:
         cfg = replace(cfg, schedule=replace(cfg.schedule, bn=BNPolicy(bn)))
+        if recipe is not None and BNPolicy(bn) == BNPolicy.adapt:
+            from tlkit.recipe.measured import lengthen_for_far_data
+
+            cfg = lengthen_for_far_data(cfg, recipe)
     return cfg
 
 

@@ -75,7 +75,7 @@ def _set_up(cfg: TrainConfig, run_dir, spec, data_scan) -> RunState | TrainResul
         spec, data_scan = check_run(cfg)
     as_configured = cfg  # trainer.compare_scratch: the same config from random weights, for the recipe to decide anew
     cfg, recipe = auto_recipe.apply(cfg, spec, data_scan)  # chosen from the data, before resume compares configs
-    cfg, run_dir, resumed, finished = _open_run_dir(cfg, run_dir)
+    cfg, run_dir, resumed, finished = _open_run_dir(cfg, run_dir, recipe)
     if finished is not None:
         return TrainResult(run_dir=run_dir, metrics=finished, model=None)
     auto_recipe.log_recipe(recipe)
@@ -130,14 +130,14 @@ def _compare_scratch(run: RunState, metrics: dict, after_training: AfterTraining
     return {k: scratch.get(k) for k in ("val_accuracy", "val_loss", "test_accuracy", "test_loss", "epochs")}
 
 
-def _open_run_dir(cfg: TrainConfig, run_dir):
+def _open_run_dir(cfg: TrainConfig, run_dir, recipe=None):
     """(cfg, run_dir, checkpoint to resume or None, metrics of a finished run or None); the log file attached.
 
     A resumed run's cfg takes what the interrupted run's probe decided."""
     run_dir = ckpt.resolve_run_dir(cfg, run_dir)
     resumed = None
     if cfg.resume:
-        cfg = ckpt.with_probe_decisions(run_dir, cfg)  # the interrupted run's probe already decided the flip
+        cfg = ckpt.with_probe_decisions(run_dir, cfg, recipe)  # what the interrupted run decided once it was built
         point = ckpt.resume_point(run_dir, cfg)  # the config must be the interrupted run's
         if point.finished is not None:
             log.info("resume=%s: this run already finished (status %s); nothing to do",
