@@ -34,7 +34,7 @@ def summarise(results: list[dict], cells, seeds) -> dict:
                 "test": statistics.mean(tests) if tests else None,
                 "wall": statistics.mean(r["wall_s"] for r in rows), "n": len(rows)}
         sweep = {c: v for c, v in table[cell.key].items() if c == DEFAULT or c.startswith("sweep:")}
-        if len(sweep) > 1:  # the default alone is no ceiling: a cell without sweep points has none
+        if any(c.startswith("sweep:") for c in sweep):  # the default alone is no ceiling
             best = max(sweep, key=lambda c: sweep[c]["val"])
             table[cell.key]["ceiling"] = {**sweep[best], "from": best}
     return table
