@@ -91,7 +91,7 @@ class AutoRecipe:
     regime: str
     decisions: list = field(default_factory=list)
     probe: dict | None = None  # tlkit.recipe.probe.ProbeResult.to_dict(), once it ran
-    bn_shift: float | None = None  # the BatchNorm statistics shift measured.decide_bn saw
+    bn_shift: float | None = None  # the BatchNorm statistics shift measured.apply_bn measured
 
     def lines(self) -> list[str]:
         f = self.facts

@@ -124,8 +124,6 @@ def batch_norm_statistics(setup: RunSetup) -> None:
             setup.pretrained_pass = statistics
         log.info("BatchNorm statistics measured on %d training images in %.1fs: median |log variance ratio| %.2f",
                  min(BN_SAMPLE, setup.data.num_train), time.time() - started, shift)
-        if setup.recipe is not None:
-            setup.recipe.bn_shift = shift
         setup.cfg = cfg = measured.apply_bn(cfg, setup.recipe, shift)
     if BNPolicy(cfg.schedule.bn) == BNPolicy.adapt and has_batch_norm:
         setup.pretrained_pass = None  # the features change with the statistics
