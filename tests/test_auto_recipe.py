@@ -45,7 +45,8 @@ def test_small_folder_with_32px_weights(tmp_path):
     cfg, recipe = _resolved({"backbone": {"name": "mobilenet_v2", "weights": _weights_file(tmp_path)},
                              "data": {"source": "folder", "train_dir": str(train), "val_dir": str(val)}})
     assert recipe.facts == DatasetFacts(num_train=150, num_classes=5, image_side=32, source="folder",
-                                        weights="file", pretrained_size=32, smallest_class=30)
+                                        weights="file", pretrained_size=32, smallest_class=30,
+                                        backbone_params=2_257_984)
     assert cfg.data.image_size == 32, "the weights' own size, not ImageNet's 224"
     assert cfg.data.batch_size == 16
     assert cfg.schedule.bn is None, "frozen or adapt: measured on the images once the model is built"
@@ -138,6 +139,23 @@ def test_random_weights_train_batchnorm_and_the_head_with_the_optimizer():
     assert cfg.schedule.bn.value == "train" and cfg.data.batch_size == 16
     assert not cfg.schedule.stages[0].probe, "random features have nothing for a probe to fit"
     assert cfg.augment.flip is False, "no probe on random features: flips stay off"
+
+
+def test_a_large_backbone_fine_tunes_at_a_lower_peak_lr(tmp_path):
+    """Above LARGE_BACKBONE_PARAMS (ResNet50, VGG16, ...) the recipe's fine-tune starts at 0.3x the LR; a scale the
+    user sets is kept, and the small backbones keep the full LR."""
+    train, val = _folder(tmp_path / "train"), _folder(tmp_path / "val", per_class=10)
+    base = {"backbone": {"name": "resnet50", "weights": _weights_file(tmp_path)},
+            "data": {"source": "folder", "train_dir": str(train), "val_dir": str(val)}}
+    cfg, recipe = _resolved(base)
+    assert cfg.schedule.stages[1].lr_scale == auto_recipe.LARGE_BACKBONE_LR_SCALE == 0.3
+    assert "a large backbone (23.6M parameters > 10M)" in "\n".join(recipe.lines())
+    assert cfg.schedule.stages[1].epochs == 34, "the same step budget"
+    cfg, _ = _resolved({**base, "schedule": {"stages": [{"name": "head", "train": "head", "probe": True},
+                                                        {"name": "finetune", "train": "all", "lr_scale": 0.5}]}})
+    assert cfg.schedule.stages[1].lr_scale == 0.5, "the user's scale wins"
+    cfg, _ = _resolved({**base, "backbone": {**base["backbone"], "name": "efficientnet_b0"}})
+    assert cfg.schedule.stages[1].lr_scale == 1.0, "EfficientNetB0 (4.0M parameters): the full LR"
 
 
 def test_medium_data_sets_get_bits_mixup_and_label_smoothing():

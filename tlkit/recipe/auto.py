@@ -17,7 +17,8 @@ numbers (scripts/bench_recipes.py, BENCHMARKS.md section 7):
     schedule         the head (stage train=head, probe=true): a logistic regression on cached features,
                      no epochs to size. Fine-tuning stages: a step budget (FINETUNE_STEPS; BiT's 10k / 20k
                      from 20k / 500k images), as epochs within [FINETUNE_MIN_EPOCHS, FINETUNE_MAX_EPOCHS];
-                     peak LR optimizer.lr x FINETUNE_LR_SCALE after a warmup of 10% of the steps (at least 30);
+                     peak LR optimizer.lr x FINETUNE_LR_SCALE (LARGE_BACKBONE_LR_SCALE above
+                     LARGE_BACKBONE_PARAMS) after a warmup of 10% of the steps (at least 30);
                      early stopping after FINETUNE_PATIENCE epochs without improvement, not in the first half;
                      far data (BatchNorm statistics re-estimated): a longer budget (tlkit.recipe.measured)
     clipnorm         a fine-tuning stage the recipe sizes: each weight's gradient clipped to norm FINETUNE_CLIPNORM
@@ -51,6 +52,12 @@ BATCH_FULL_FROM, BATCH_MIN, BATCH_MAX = 640, 8, 32
 FINETUNE_STEPS = {"small": 300, "medium": 10_000, "large": 20_000}
 FINETUNE_MIN_EPOCHS, FINETUNE_MAX_EPOCHS = 10, 40
 FINETUNE_LR_SCALE = 1.0  # Adam: every block at optimizer.lr (1e-3), BatchNorm frozen
+# A large backbone fine-tuned whole at Adam 1e-3 on a small set swings far: the runtime monitor stopped and retried the
+# fine-tune of ResNet50 (23.6M parameters) and VGG16 (14.7M) in 3 of 4 runs, while MobileNetV2 (2.3M) and
+# EfficientNetB0 (4.0M) ran through (and MobileNetV2 lost 0 to 21 points at 0.3x, glyphs the most). At 0.3x from the
+# start, ResNet50 and VGG16 ran without a retry, as accurate and faster (BENCHMARKS.md 7): above this size the peak
+# LR starts at the retry's 0.3x.
+LARGE_BACKBONE_PARAMS, LARGE_BACKBONE_LR_SCALE = 10_000_000, 0.3
 # Warmup of fine-tuning stages: 10% of the steps, at least 30. A 1-epoch warmup (9 steps) to Adam 1e-3 collapsed
 # MobileNetV2 on glyphs to chance (0.42 kept by the probe head); 3 epochs (27 steps) gave 0.82 (BENCHMARKS 7).
 WARMUP_FRACTION, WARMUP_MIN_STEPS = 0.1, 30
@@ -160,9 +167,19 @@ def choose_batch_size(num_train: int, bn: str = "frozen") -> tuple[int, str]:
                   f"epoch, at least {smallest}" + (" (BatchNorm trains)" if bn == "train" else ""))
 
 
+def finetune_lr_scale(facts: DatasetFacts) -> tuple[float, str]:
+    """The peak LR's scale of a fine-tuning stage: lower for a large backbone (facts.backbone_params)."""
+    params = facts.backbone_params
+    if params is not None and params > LARGE_BACKBONE_PARAMS:
+        return LARGE_BACKBONE_LR_SCALE, (f"{LARGE_BACKBONE_LR_SCALE:g}: a large backbone ({params / 1e6:.1f}M "
+                                         f"parameters > {LARGE_BACKBONE_PARAMS / 1e6:.0f}M) swings far at the full LR")
+    return FINETUNE_LR_SCALE, f"{FINETUNE_LR_SCALE:g}"
+
+
 def choose_finetune(facts: DatasetFacts, batch_size: int, steps: int | None = None) -> tuple[dict, str]:
     """Epochs, peak-LR scale and warmup of a stage that trains backbone blocks; `steps`: auto.finetune_steps."""
     regime = regime_of(facts.num_train)
+    lr_scale, lr_reason = finetune_lr_scale(facts)
     steps = steps or FINETUNE_STEPS[regime]
     per_epoch = max(facts.num_train // batch_size, 1)
     epochs = min(max(math.ceil(steps / per_epoch), FINETUNE_MIN_EPOCHS), FINETUNE_MAX_EPOCHS)
@@ -170,9 +187,9 @@ def choose_finetune(facts: DatasetFacts, batch_size: int, steps: int | None = No
     warmup = round(min(warmup_steps / per_epoch, epochs / 2), 2)
     reason = (f"{facts.num_train:,} images ({regime}): {steps:,} steps of {per_epoch} per epoch at batch {batch_size} "
               f"-> {epochs} epochs (within {FINETUNE_MIN_EPOCHS}-{FINETUNE_MAX_EPOCHS}), peak LR optimizer.lr x "
-              f"{FINETUNE_LR_SCALE:g} after a warmup of {warmup:g} epochs ({WARMUP_FRACTION:.0%} of the steps, at least "
+              f"{lr_reason} after a warmup of {warmup:g} epochs ({WARMUP_FRACTION:.0%} of the steps, at least "
               f"{WARMUP_MIN_STEPS}), cosine to 0, the best epoch kept")
-    return {"epochs": epochs, "lr_scale": FINETUNE_LR_SCALE, "warmup_epochs": warmup}, reason
+    return {"epochs": epochs, "lr_scale": lr_scale, "warmup_epochs": warmup}, reason
 
 
 def choose_clipnorm(cfg: TrainConfig) -> tuple[float | None, str]:
@@ -235,7 +252,7 @@ def apply(cfg: TrainConfig, spec: BackboneSpec, data_scan=None) -> tuple[TrainCo
     """
     if not is_active(cfg):
         return cfg, None
-    facts = describe_dataset(cfg, pretrained_size(cfg, spec), data_scan)
+    facts = replace(describe_dataset(cfg, pretrained_size(cfg, spec), data_scan), backbone_params=spec.params)
     recipe = AutoRecipe(facts, regime_of(facts.num_train))
     deciding = cfg.auto.enabled
     keep = set(cfg.auto.keep)

@@ -29,6 +29,7 @@ class DatasetFacts:
     weights: str = "imagenet"  # imagenet | preset (a KerasHub preset's) | file | tlkit | random
     pretrained_size: int | None = None  # the input size the weights were trained at; None: unknown
     smallest_class: int | None = None  # training images of the smallest class
+    backbone_params: int | None = None  # parameters of the backbone (its spec's; None: unknown)
 
 
 TLKIT_WEIGHTS = "tlkit:"  # backbone.weights=tlkit:TASK: pretrained by tlkit.model.pretrain on an offline source task
