@@ -158,6 +158,22 @@ def test_a_large_backbone_fine_tunes_at_a_lower_peak_lr(tmp_path):
     assert cfg.schedule.stages[1].lr_scale == 1.0, "EfficientNetB0 (4.0M parameters): the full LR"
 
 
+def test_a_larger_small_set_gets_a_longer_fine_tune():
+    """300 steps up to 150 images, then growing as sqrt(n): glyphs at 100 per class (500 images) still improved at
+    the end of 300 steps (20 epochs)."""
+    def epochs(num_train):
+        batch, _ = choose_batch_size(num_train)
+        values, reason = auto_recipe.choose_finetune(DatasetFacts(num_train, 5, 32), batch)
+        return values["epochs"], reason
+
+    assert epochs(150)[0] == 34 and "150 images (small): 300 steps of 9 per epoch" in epochs(150)[1]
+    assert epochs(50)[0] == 40, "10 per class: the budget does not shrink below 300 steps (the 40-epoch cap)"
+    five_hundred, reason = epochs(500)
+    assert five_hundred == 37 and "300 x sqrt(500 / 150) = 548 steps of 15 per epoch at batch 32" in reason
+    assert epochs(1_500)[0] == 21 and epochs(19_000)[0] == auto_recipe.FINETUNE_MIN_EPOCHS
+    assert epochs(50_000)[1].startswith("50,000 images (medium): 10,000 steps"), "BiT's budgets from 20k images"
+
+
 def test_medium_data_sets_get_bits_mixup_and_label_smoothing():
     facts = DatasetFacts(num_train=50_000, num_classes=100, image_side=300)
     assert auto_recipe.mixup_for(facts)[0] == 0.1 and auto_recipe.label_smoothing_for(facts)[0] == 0.1

@@ -307,7 +307,7 @@ class AutoRecipeConfig:
 
     enabled: bool = True  # false: nulls take fixed values (tlkit.recipe.auto.FIXED), no probe
     keep: List[str] = field(default_factory=list)  # decisions not made: they take their fixed values instead
-    finetune_steps: Optional[int] = None  # the fine-tuning step budget; null: the rule's (300 under 20k images)
+    finetune_steps: Optional[int] = None  # fine-tuning step budget; null: the rule (300 to 150 images, then x sqrt(n/150))
 
 
 class ReferenceMetric(str, Enum):

@@ -15,8 +15,9 @@ numbers (scripts/bench_recipes.py, BENCHMARKS.md section 7):
     batch_size       enough optimizer steps per epoch on small data: 32 from 640 training images, else the
                      power of two nearest n/10, at least 8 (16 while BatchNorm trains: it needs batch statistics)
     schedule         the head (stage train=head, probe=true): a logistic regression on cached features,
-                     no epochs to size. Fine-tuning stages: a step budget (FINETUNE_STEPS; BiT's 10k / 20k
-                     from 20k / 500k images), as epochs within [FINETUNE_MIN_EPOCHS, FINETUNE_MAX_EPOCHS];
+                     no epochs to size. Fine-tuning stages: a step budget (FINETUNE_STEPS: 300 up to 150
+                     images, then growing as sqrt(n); BiT's 10k / 20k from 20k / 500k images), as epochs
+                     within [FINETUNE_MIN_EPOCHS, FINETUNE_MAX_EPOCHS];
                      peak LR optimizer.lr x FINETUNE_LR_SCALE (LARGE_BACKBONE_LR_SCALE above
                      LARGE_BACKBONE_PARAMS) after a warmup of 10% of the steps (at least 30);
                      early stopping after FINETUNE_PATIENCE epochs without improvement, not in the first half;
@@ -50,6 +51,11 @@ LOW_RES_BELOW = 96  # px, BiT: "images under 96x96" are low resolution
 BIT_LOW_RES, BIT_PRETRAINED = 128, 224  # BiT fine-tunes those at 128 px from 224 px weights
 BATCH_FULL_FROM, BATCH_MIN, BATCH_MAX = 640, 8, 32
 FINETUNE_STEPS = {"small": 300, "medium": 10_000, "large": 20_000}
+# A small set's budget grows with it: 300 steps fit 150 images (30 per class; twice that lost 9 points on glyphs over
+# 2 seeds and tied on digits), but stopped glyphs at 100 per class (500 images) while it still improved (best epoch
+# 19 and 20 of 20: 0.88 val) where 450 steps reached 0.92 and 600 0.95 (BENCHMARKS 7). From SMALL_STEPS_IMAGES on,
+# the small budget is 300 x sqrt(n / 150): 548 steps at 500 images, 949 at 1,500.
+SMALL_STEPS_IMAGES = 150
 FINETUNE_MIN_EPOCHS, FINETUNE_MAX_EPOCHS = 10, 40
 FINETUNE_LR_SCALE = 1.0  # Adam: every block at optimizer.lr (1e-3), BatchNorm frozen
 # A large backbone fine-tuned whole at Adam 1e-3 on a small set swings far: the runtime monitor stopped and retried the
@@ -124,6 +130,16 @@ def regime_of(num_train: int) -> str:
     return "small" if num_train < SMALL_BELOW else "medium" if num_train < MEDIUM_BELOW else "large"
 
 
+def finetune_steps(num_train: int) -> tuple[int, str]:
+    """The fine-tuning step budget for `num_train` training images, and its rule in words."""
+    regime = regime_of(num_train)
+    base = FINETUNE_STEPS[regime]
+    if regime != "small" or num_train <= SMALL_STEPS_IMAGES:
+        return base, f"{num_train:,} images ({regime}): {base:,} steps"
+    steps = round(base * math.sqrt(num_train / SMALL_STEPS_IMAGES))
+    return steps, f"{num_train:,} images ({regime}): {base} x sqrt({num_train:,} / {SMALL_STEPS_IMAGES}) = {steps:,} steps"
+
+
 def check_auto_config(cfg: TrainConfig) -> None:
     """Validation (tlkit.config.validate): auto.keep names, auto.finetune_steps."""
     for index, name in enumerate(cfg.auto.keep):
@@ -176,16 +192,19 @@ def finetune_lr_scale(facts: DatasetFacts) -> tuple[float, str]:
     return FINETUNE_LR_SCALE, f"{FINETUNE_LR_SCALE:g}"
 
 
-def choose_finetune(facts: DatasetFacts, batch_size: int, steps: int | None = None) -> tuple[dict, str]:
-    """Epochs, peak-LR scale and warmup of a stage that trains backbone blocks; `steps`: auto.finetune_steps."""
-    regime = regime_of(facts.num_train)
+def choose_finetune(facts: DatasetFacts, batch_size: int, steps: int | None = None,
+                    steps_from: str = "auto.finetune_steps") -> tuple[dict, str]:
+    """Epochs, peak-LR scale and warmup of a stage that trains backbone blocks.
+
+    steps: a step budget other than the rule's (finetune_steps), and `steps_from` where it comes from."""
     lr_scale, lr_reason = finetune_lr_scale(facts)
-    steps = steps or FINETUNE_STEPS[regime]
+    steps, steps_reason = ((steps, f"{steps:,} steps ({steps_from})") if steps
+                           else finetune_steps(facts.num_train))
     per_epoch = max(facts.num_train // batch_size, 1)
     epochs = min(max(math.ceil(steps / per_epoch), FINETUNE_MIN_EPOCHS), FINETUNE_MAX_EPOCHS)
     warmup_steps = max(WARMUP_MIN_STEPS, WARMUP_FRACTION * epochs * per_epoch)
     warmup = round(min(warmup_steps / per_epoch, epochs / 2), 2)
-    reason = (f"{facts.num_train:,} images ({regime}): {steps:,} steps of {per_epoch} per epoch at batch {batch_size} "
+    reason = (f"{steps_reason} of {per_epoch} per epoch at batch {batch_size} "
               f"-> {epochs} epochs (within {FINETUNE_MIN_EPOCHS}-{FINETUNE_MAX_EPOCHS}), peak LR optimizer.lr x "
               f"{lr_reason} after a warmup of {warmup:g} epochs ({WARMUP_FRACTION:.0%} of the steps, at least "
               f"{WARMUP_MIN_STEPS}), cosine to 0, the best epoch kept")

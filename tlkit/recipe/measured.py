@@ -19,7 +19,7 @@ import math
 from dataclasses import replace
 
 from tlkit.config.schema import BNPolicy, TrainConfig
-from tlkit.recipe.auto import (FINETUNE_MIN_FRACTION, FINETUNE_STEPS, AutoRecipe, Decision, choose_finetune,
+from tlkit.recipe.auto import (FINETUNE_MIN_FRACTION, AutoRecipe, Decision, choose_finetune, finetune_steps,
                                decision_line)
 
 log = logging.getLogger("tlkit.train")
@@ -68,7 +68,8 @@ def lengthen_for_far_data(cfg: TrainConfig, recipe: AutoRecipe) -> TrainConfig:
     recipe.bn_shift: the shift apply_bn measured (None on resume: the interrupted run measured it)."""
     if recipe.regime != "small" or cfg.auto.finetune_steps is not None:
         return cfg
-    steps = FINETUNE_STEPS[recipe.regime] * FAR_STEPS_FACTOR
+    base, base_reason = finetune_steps(recipe.facts.num_train)
+    steps = base * FAR_STEPS_FACTOR
     why = (f"BatchNorm statistics {recipe.bn_shift:.2f} from the weights', re-estimated" if recipe.bn_shift is not None
            else "BatchNorm statistics re-estimated by the interrupted run")
     stages = list(cfg.schedule.stages)
@@ -77,7 +78,8 @@ def lengthen_for_far_data(cfg: TrainConfig, recipe: AutoRecipe) -> TrainConfig:
         key = f"schedule.stages.{index}"
         if stage.train == "head" or f"{key}.epochs" not in sized:
             continue
-        chosen, reason = choose_finetune(recipe.facts, cfg.data.batch_size, steps)
+        chosen, reason = choose_finetune(recipe.facts, cfg.data.batch_size, steps,
+                                         f"{FAR_STEPS_FACTOR} x the rule's: {base_reason}")
         changed = {"epochs": chosen["epochs"]}
         if f"{key}.warmup_epochs" in sized:
             changed["warmup_epochs"] = chosen["warmup_epochs"]
