@@ -380,6 +380,49 @@ def test_weights_of_another_backbone_are_refused(saved_files, file_name):
     assert file_name in message and f"'{SMALL}'" in message and "MobileNet(include_top=False)" in message
 
 
+def _source_classifiers(backbone, folder):
+    """What people save after pretraining on a source task: the whole classifier, three ways."""
+    head = [keras.layers.GlobalAveragePooling2D(), keras.layers.Dropout(0.2), keras.layers.Dense(7)]
+    nested = keras.Sequential([keras.Input((32, 32, 3)), backbone, *head])
+    nested.save_weights(folder / "nested.weights.h5")
+    nested.save(folder / "nested.keras")
+    inlined = backbone.output
+    for layer in [keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(7)]:
+        inlined = layer(inlined)
+    keras.Model(backbone.input, inlined).save_weights(folder / "inlined.weights.h5")
+
+
+@pytest.mark.parametrize("file_name", ["nested.weights.h5", "nested.keras", "inlined.weights.h5"])
+def test_the_backbone_part_of_a_source_classifier_loads(saved_files, file_name, caplog):
+    folder, small = saved_files
+    if not (folder / file_name).exists():
+        _source_classifiers(small, folder)
+    with caplog.at_level("INFO", logger="tlkit.train"):
+        loaded = build_backbone(get_spec(SMALL), 32, str(folder / file_name))
+    assert_same_weights(loaded, small)
+    assert "the other 2 (the source model's head) are not used" in caplog.text, "the Dense kernel and bias"
+
+
+def test_a_bigger_model_than_a_classifier_is_refused(saved_files, tmp_path):
+    """Two backbones in one file: the second is not a head, so neither is loaded silently."""
+    folder, small = saved_files
+    twin = build_backbone(get_spec(SMALL), 32, None)
+    both = keras.Model(small.input, [small.output, twin(small.input)])
+    both.save_weights(tmp_path / "both.weights.h5")
+    with pytest.raises(WeightsError, match="more than a classification head"):
+        build_backbone(get_spec(SMALL), 32, str(tmp_path / "both.weights.h5"))
+
+
+def test_a_keras_archive_says_its_input_size(saved_files):
+    from tlkit.backbones.weights import pretrained_size_of
+
+    folder, small = saved_files
+    if not (folder / "nested.keras").exists():
+        _source_classifiers(small, folder)
+    assert pretrained_size_of(folder / "nested.keras") == 32
+    assert pretrained_size_of(folder / "nested.weights.h5") is None, "a weights file of a conv net holds no size"
+
+
 @pytest.mark.parametrize("weights, expected", [("model.pt", "expected 'imagenet', null"), ("nowhere.h5", "no file")])
 def test_weights_path_must_be_an_existing_h5(tmp_path, weights, expected):
     with pytest.raises(WeightsError, match=expected):

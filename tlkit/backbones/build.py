@@ -4,14 +4,19 @@ Keras only (no TensorFlow import): this path runs under any Keras backend.
 """
 from __future__ import annotations
 
+import logging
 import os
+import tempfile
 from pathlib import Path
 
 import keras
 
 from tlkit.backbones.spec import BackboneSpec
-from tlkit.backbones.weights import imagenet_weights_path
+from tlkit.backbones.weights import WEIGHT_FILE_SUFFIXES, imagenet_weights_path
+from tlkit.backbones.weights_file import loadable_weights
 from tlkit.errors import ConfigError, WeightsError
+
+log = logging.getLogger("tlkit.train")
 
 
 def is_batch_norm(layer: keras.layers.Layer) -> bool:
@@ -25,7 +30,8 @@ def batch_norm_layers(backbone: keras.Model) -> list:
 
 ALTERNATIVES = (
     "backbone.weights=null (random init) or backbone.weights=/path/to/file.h5 "
-    "(a .h5 or .weights.h5 file of keras.applications.{constructor}(include_top=False))"
+    "(a .weights.h5, .h5 or .keras file of keras.applications.{constructor}(include_top=False), alone or in a "
+    "classifier built on it)"
 )
 
 
@@ -33,7 +39,8 @@ def build_backbone(spec: BackboneSpec, image_size: int, weights: str | None) -> 
     """keras.applications.<spec.constructor>(include_top=False) at image_size x image_size.
 
     weights: None (random init), "imagenet" (the Keras cache, else a download) or the path
-    of a .h5 / .weights.h5 file holding this backbone's weights.
+    of a .weights.h5 / .h5 / .keras file holding this backbone's weights (alone, or in a classifier built on it:
+    tlkit.backbones.weights_file).
     """
     if not isinstance(image_size, int) or image_size < spec.min_size:
         raise ConfigError(
@@ -84,40 +91,27 @@ def _build_imagenet(spec: BackboneSpec, image_size: int) -> keras.Model:
 
 
 def _build_from_file(spec: BackboneSpec, image_size: int, path: Path) -> keras.Model:
-    if not path.name.endswith(".h5"):
-        raise WeightsError(
-            f"backbone.weights={str(path)!r}: expected 'imagenet', null, or the path of a .h5 or .weights.h5 file"
-        )
+    if not path.name.endswith(WEIGHT_FILE_SUFFIXES):
+        raise WeightsError(f"backbone.weights={str(path)!r}: expected 'imagenet', null, or the path of a "
+                           ".weights.h5, .h5 or .keras file")
     if not path.is_file():
         raise WeightsError(f"backbone.weights={str(path)!r}: no file at {path.resolve()}")
     model = _construct(spec, image_size, None)
-    try:
-        _check_weight_count(model, path)
-        # Keras 3: .weights.h5 loads by layer class and order; a legacy .h5 (what Keras
-        # downloads) by the order of the layers that have weights. Both check shapes.
-        model.load_weights(str(path))
-    except Exception as error:
-        raise WeightsError(
-            f"backbone {spec.name!r}: the weights in {str(path)!r} do not fit "
-            f"keras.applications.{spec.constructor}(include_top=False): {error}\n"
-            f"  The file must hold the weights of keras.applications.{spec.constructor}(include_top=False) "
-            f"(saved with model.save_weights('x.weights.h5'), or Keras's own no-top file "
-            f"{spec.weights_file(image_size)!r}), or use backbone.weights=imagenet or null."
-        ) from error
+    with tempfile.TemporaryDirectory(prefix="tlkit-weights-") as workdir:
+        try:
+            # Keras 3: .weights.h5 loads by layer class and order; a legacy .h5 (what Keras
+            # downloads) by the order of the layers that have weights. Both check shapes.
+            loadable, note = loadable_weights(model, path, Path(workdir))
+            model.load_weights(str(loadable))
+        except Exception as error:
+            raise WeightsError(
+                f"backbone {spec.name!r}: the weights in {str(path)!r} do not fit "
+                f"keras.applications.{spec.constructor}(include_top=False): {error}\n"
+                f"  The file must hold the weights of keras.applications.{spec.constructor}(include_top=False), "
+                f"alone or inside a classifier built on it (saved with model.save_weights('x.weights.h5') or "
+                f"model.save('x.keras')), or be Keras's own no-top file {spec.weights_file(image_size)!r}; or use "
+                f"backbone.weights=imagenet or null."
+            ) from error
+    if note:
+        log.info("%s", note)
     return model
-
-
-def _check_weight_count(model: keras.Model, path: Path) -> None:
-    """A .weights.h5 from a bigger model loads its first matching layers without a word:
-    refuse a file whose number of weight arrays differs from the backbone's."""
-    if not path.name.endswith(".weights.h5"):
-        return  # legacy .h5: Keras checks the layer count itself
-    import h5py  # a Keras dependency
-
-    with h5py.File(path, "r") as file:
-        if "layers" not in file:
-            return  # not a Functional's weights file: let Keras say what is wrong
-        arrays = []
-        file["layers"].visititems(lambda name, item: arrays.append(name) if isinstance(item, h5py.Dataset) else None)
-    if len(arrays) != len(model.weights):
-        raise ValueError(f"the file holds {len(arrays)} weight arrays, the backbone has {len(model.weights)}")

@@ -65,6 +65,7 @@ def imagenet_weights_cached(spec: BackboneSpec, image_size: int) -> bool:
 
 # --------------------------------------------------------------------------- the size weights were trained at
 
+WEIGHT_FILE_SUFFIXES = (".h5", ".keras")  # .h5 covers .weights.h5; .keras: a whole model saved by Keras
 PRETRAINED_SIZE_ATTR = "tlkit_pretrained_size"  # an attribute of a .weights.h5 file's root group
 
 
@@ -80,11 +81,15 @@ def pretrained_size_of(path: str | Path) -> int | None:
     """The input size the weights in `path` were trained at, when the file says it, else None.
 
     Read from tlkit's attribute (tlkit.model.pretrain writes it) or from the input shape of a whole
-    model saved as legacy HDF5 (`model.save("x.h5")` keeps the model's config). A plain
+    model saved as legacy HDF5 (`model.save("x.h5")` keeps the model's config) or as a .keras archive. A plain
     `save_weights` file of a convolutional backbone holds no size: the weights fit any input.
     """
     import json
 
+    if str(path).endswith(".keras"):
+        from tlkit.backbones.weights_file import archive_input_size
+
+        return archive_input_size(Path(path))
     try:
         import h5py
 

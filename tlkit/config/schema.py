@@ -120,8 +120,9 @@ class LRScaling(str, Enum):
 @dataclass
 class BackboneConfig:
     name: str = MISSING
-    # imagenet | null | path to a .h5 / .weights.h5 file | tlkit:TASK (pretrained here on an offline source task of
-    # tlkit.data.tasks on first use, then cached: the quickstart's weights)
+    # imagenet | null | path to a .weights.h5 / .h5 / .keras file (the backbone's, or a classifier's built on it:
+    # tlkit.backbones.weights_file) | tlkit:TASK (pretrained here on an offline source task of tlkit.data.tasks on
+    # first use, then cached: the quickstart's weights)
     weights: Optional[str] = "imagenet"
     preprocess: Preprocess = Preprocess.auto
     # The input size the weights were trained at; null: ImageNet's size for weights=imagenet, what a weights

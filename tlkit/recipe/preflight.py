@@ -18,6 +18,7 @@ import os
 from tlkit.recipe.auto import check_auto_config
 from tlkit.backbones.hub import is_hub
 from tlkit.backbones.spec import BackboneSpec
+from tlkit.backbones.weights import WEIGHT_FILE_SUFFIXES
 from tlkit.config.schema import TrainConfig
 from tlkit.config.validate import resolved_image_size, validate
 from tlkit.data.scan import DataScan, check_data_config
@@ -25,7 +26,6 @@ from tlkit.errors import ConfigError
 
 log = logging.getLogger("tlkit.config.validate")  # the name this warning has always been logged under
 
-WEIGHT_SUFFIXES = (".h5",)  # covers .weights.h5 too
 _WARNED_UNCACHED: set = set()
 
 
@@ -60,7 +60,7 @@ def check_weights(cfg: TrainConfig, spec: BackboneSpec) -> None:
                     spec.name, imagenet_weights_path(spec, size),
                 )
         return
-    allowed = ("imagenet, null (random init), the path of an existing .h5 / .weights.h5 file, or tlkit:TASK "
+    allowed = ("imagenet, null (random init), the path of an existing .weights.h5 / .h5 / .keras file, or tlkit:TASK "
                "(pretrained here on an offline source task)")
     if weights.startswith("tlkit:"):
         from tlkit.data.tasks import PAIRS  # pure Python
@@ -69,7 +69,7 @@ def check_weights(cfg: TrainConfig, spec: BackboneSpec) -> None:
             raise ConfigError("backbone.weights", weights, allowed, hint="tlkit's source tasks: " + ", ".join(
                 f"tlkit:{name} ({pair.description.split(' -> ')[0]})" for name, pair in PAIRS.items()))
         return
-    if not weights.endswith(WEIGHT_SUFFIXES):
+    if not weights.endswith(WEIGHT_FILE_SUFFIXES):
         raise ConfigError("backbone.weights", weights, allowed)
     if not os.path.isfile(weights):
         raise ConfigError("backbone.weights", weights, allowed, hint=f"no file at {os.path.abspath(weights)}")
