@@ -383,8 +383,10 @@ def test_weights_of_another_backbone_are_refused(saved_files, file_name):
 def _source_classifiers(backbone, folder):
     """What people save after pretraining on a source task: the whole classifier, three ways."""
     head = [keras.layers.GlobalAveragePooling2D(), keras.layers.Dropout(0.2), keras.layers.Dense(7)]
-    nested = keras.Sequential([keras.Input((32, 32, 3)), backbone, *head])
+    nested = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Rescaling(1 / 127.5, offset=-1), backbone, *head])
     nested.save_weights(folder / "nested.weights.h5")
+    nested.compile("adam", "mse")  # a trained model's .keras file holds its optimizer's state too
+    nested.optimizer.build(nested.trainable_variables)
     nested.save(folder / "nested.keras")
     inlined = backbone.output
     for layer in [keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(7)]:

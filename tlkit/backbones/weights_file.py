@@ -18,6 +18,7 @@ from pathlib import Path
 
 HEAD_ARRAYS_MAX = 16  # a head: pooling, dropout, a few Dense / BatchNormalization layers
 KERAS_ARCHIVE_WEIGHTS = "model.weights.h5"  # the weights inside a .keras zip (keras.src.saving.saving_lib)
+NOT_THE_MODEL = ("optimizer/",)  # a compiled model's .keras file also holds its optimizer's state
 
 
 class NotTheBackbone(ValueError):
@@ -41,7 +42,7 @@ def loadable_weights(model, path: Path, workdir: Path) -> tuple[Path, str | None
     with h5py.File(reference, "r") as ref_file:
         wanted = _arrays(ref_file)
     with h5py.File(source, "r") as src_file, h5py.File(reference, "r+") as copy:
-        found = _arrays(src_file)
+        found = {name: shape for name, shape in _arrays(src_file).items() if not name.startswith(NOT_THE_MODEL)}
         if wanted == found:
             return source, None
         prefix = _backbone_prefix(wanted, found)
