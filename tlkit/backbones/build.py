@@ -30,8 +30,8 @@ def batch_norm_layers(backbone: keras.Model) -> list:
 
 ALTERNATIVES = (
     "backbone.weights=null (random init) or backbone.weights=/path/to/file.h5 "
-    "(a .weights.h5, .h5 or .keras file of keras.applications.{constructor}(include_top=False), alone or in a "
-    "classifier built on it)"
+    "(the weights of keras.applications.{constructor}(include_top=False): a .weights.h5 or .keras file of it alone "
+    "or of a classifier built on it, or a legacy .h5 of it alone)"
 )
 
 
@@ -108,9 +108,10 @@ def _build_from_file(spec: BackboneSpec, image_size: int, path: Path) -> keras.M
                 f"backbone {spec.name!r}: the weights in {str(path)!r} do not fit "
                 f"keras.applications.{spec.constructor}(include_top=False): {error}\n"
                 f"  The file must hold the weights of keras.applications.{spec.constructor}(include_top=False), "
-                f"alone or inside a classifier built on it (saved with model.save_weights('x.weights.h5') or "
-                f"model.save('x.keras')), or be Keras's own no-top file {spec.weights_file(image_size)!r}; or use "
-                f"backbone.weights=imagenet or null."
+                f"alone or inside a classifier built on it, saved with model.save_weights('x.weights.h5') or "
+                f"model.save('x.keras') (a legacy .h5, such as Keras's own no-top file "
+                f"{spec.weights_file(image_size)!r}, must hold the backbone alone); or use backbone.weights=imagenet "
+                f"or null."
             ) from error
     if note:
         log.info("%s", note)

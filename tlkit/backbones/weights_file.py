@@ -55,9 +55,11 @@ def loadable_weights(model, path: Path, workdir: Path) -> tuple[Path, str | None
                    f"(at most {HEAD_ARRAYS_MAX})"))
         for name in wanted:
             copy[name][...] = src_file[prefix + name][...]
-    where = f"under '{prefix.rstrip('/')}'" if prefix else "beside the head's"
-    return reference, (f"backbone.weights={path}: loaded the backbone's {len(wanted)} weight arrays "
-                       f"({where}); the other {left_over} (the source model's head) are not used")
+    where = f"under '{prefix.rstrip('/')}'" if prefix else "at the file's top level"
+    rest = sorted({name.rsplit("/vars/", 1)[0] for name in found if name[len(prefix):] not in wanted
+                   or not name.startswith(prefix)})
+    return reference, (f"backbone.weights={path}: loaded the backbone's {len(wanted)} weight arrays ({where}); the "
+                       f"other {left_over}, the rest of the source model ({', '.join(rest)}), are not used")
 
 
 def _weights_of_archive(path: Path, workdir: Path) -> Path:

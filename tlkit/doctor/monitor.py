@@ -233,7 +233,8 @@ class RuntimeMonitor(keras.callbacks.Callback):
             f"epochs of stage '{self.stage_name}', which started from a model at {reference:.3g}{self._lr_text()}: "
             "fine-tuning collapsed (the first steps at the peak LR moved the unfrozen blocks somewhere training "
             "does not bring them back from). The stage was stopped; the run keeps its best epoch.",
-            "a gentler fine-tune: schedule.stages.N.lr_scale=0.3, a longer warmup (schedule.stages.N.warmup_epochs), "
+            "a gentler fine-tune: 0.3x this stage's schedule.stages.N.lr_scale, a longer warmup "
+            "(schedule.stages.N.warmup_epochs), "
             "or schedule.bn=adapt; the default recipe retries the stage once that way by itself",
             stop=True,
         )

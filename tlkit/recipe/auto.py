@@ -62,7 +62,8 @@ FINETUNE_LR_SCALE = 1.0  # Adam: every block at optimizer.lr (1e-3), BatchNorm f
 # fine-tune of ResNet50 (23.6M parameters) and VGG16 (14.7M) in 3 of 4 runs, while MobileNetV2 (2.3M) and
 # EfficientNetB0 (4.0M) ran through (and MobileNetV2 lost 0 to 21 points at 0.3x, glyphs the most). At 0.3x from the
 # start, ResNet50 and VGG16 ran without a retry, as accurate and faster (BENCHMARKS.md 7): above this size the peak
-# LR starts at the retry's 0.3x.
+# LR starts at the retry's 0.3x. (Measured on those two convnets; ConvNeXt, NASNetLarge and the vision transformers
+# fall under it by size alone.)
 LARGE_BACKBONE_PARAMS, LARGE_BACKBONE_LR_SCALE = 10_000_000, 0.3
 # Warmup of fine-tuning stages: 10% of the steps, at least 30. A 1-epoch warmup (9 steps) to Adam 1e-3 collapsed
 # MobileNetV2 on glyphs to chance (0.42 kept by the probe head); 3 epochs (27 steps) gave 0.82 (BENCHMARKS 7).
