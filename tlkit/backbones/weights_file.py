@@ -37,14 +37,15 @@ def loadable_weights(model, path: Path, workdir: Path) -> tuple[Path, str | None
         return source, None  # legacy HDF5 (Keras's own no-top files): Keras matches it by layer order itself
     import h5py  # a Keras dependency
 
+    with h5py.File(source, "r") as src_file:
+        found = {name: shape for name, shape in _arrays(src_file).items() if not name.startswith(NOT_THE_MODEL)}
+    if len(found) == len(model.weights):
+        return source, None  # the backbone's own file (the common case): Keras checks every shape as it loads
     reference = workdir / "backbone.weights.h5"
     model.save_weights(str(reference))
     with h5py.File(reference, "r") as ref_file:
         wanted = _arrays(ref_file)
     with h5py.File(source, "r") as src_file, h5py.File(reference, "r+") as copy:
-        found = {name: shape for name, shape in _arrays(src_file).items() if not name.startswith(NOT_THE_MODEL)}
-        if wanted == found:
-            return source, None
         prefix = _backbone_prefix(wanted, found)
         left_over = len(found) - len(wanted)
         if prefix is None or left_over > HEAD_ARRAYS_MAX:
