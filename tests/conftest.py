@@ -14,8 +14,8 @@ CONF_DIR = ROOT / "tlkit" / "conf"  # the package data: what a wheel installs
 
 # --- the order the files run in -----------------------------------------------------
 # pytest-xdist hands whole files to its workers (--dist loadfile) in collection order (--no-loadscope-reorder in
-# pyproject.toml; its default puts the files with the fewest tests last, and those are the slow end-to-end ones, so
-# one worker ran the quickstart alone while the other idled). Slowest first, by the seconds each file's tests took in
+# pyproject.toml; its default puts the files with the fewest tests last, and those are the slow end-to-end ones: the
+# quickstart and the bench smoke matrix ran at the very end). Slowest first, by the seconds each file's tests took in
 # one run (pytest --durations=0, 2026-12-07, rounded); files not named here follow in collection order.
 SLOW_FILES = {
     "test_resume.py": 430, "test_train.py": 227, "test_backbones.py": 226, "test_sweeps.py": 218,

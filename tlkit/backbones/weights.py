@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+import zipfile
 from pathlib import Path
 
 from tlkit.backbones.spec import BackboneSpec
@@ -86,23 +87,42 @@ def pretrained_size_of(path: str | Path) -> int | None:
     """
     import json
 
-    if str(path).endswith(".keras"):
-        from tlkit.backbones.weights_file import archive_input_size
-
-        return archive_input_size(Path(path))
     try:
-        import h5py
+        if str(path).endswith(".keras"):
+            with zipfile.ZipFile(path) as archive:
+                config = json.loads(archive.read("config.json"))
+        else:
+            import h5py
 
-        with h5py.File(path, "r") as file:
-            if PRETRAINED_SIZE_ATTR in file.attrs:
-                return int(file.attrs[PRETRAINED_SIZE_ATTR])
-            config = file.attrs.get("model_config")
-            if config is None:
-                return None
-            layers = json.loads(config if isinstance(config, str) else config.decode())["config"]["layers"]
-    except (OSError, KeyError, ValueError, TypeError):
+            with h5py.File(path, "r") as file:
+                if PRETRAINED_SIZE_ATTR in file.attrs:
+                    return int(file.attrs[PRETRAINED_SIZE_ATTR])
+                config = file.attrs.get("model_config")
+                if config is None:
+                    return None
+                config = json.loads(config if isinstance(config, str) else config.decode())
+    except (OSError, KeyError, ValueError, TypeError, zipfile.BadZipFile):
         return None
-    shape = layers[0].get("config", {}).get("batch_shape") or layers[0].get("config", {}).get("batch_input_shape")
+    shape = _first_batch_shape(config)
     if shape and len(shape) == 4 and shape[1] and shape[1] == shape[2]:
         return int(shape[1])
+    return None
+
+
+def _first_batch_shape(node) -> list | None:
+    """The first input layer's batch_shape in a model config (depth first: a nested model's input comes after the
+    outer model's own)."""
+    if isinstance(node, dict):
+        shape = node.get("batch_shape") or node.get("batch_input_shape")
+        if isinstance(shape, list):
+            return shape
+        children = node.values()
+    elif isinstance(node, list):
+        children = node
+    else:
+        return None
+    for child in children:
+        shape = _first_batch_shape(child)
+        if shape is not None:
+            return shape
     return None

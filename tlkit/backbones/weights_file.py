@@ -6,13 +6,13 @@ People pretrain a classifier on their source task and save *it*: `model.save_wei
 the same weights file). Keras 3 loads a `.weights.h5` file into a model of exactly its structure, so this module
 finds the group of the file whose arrays are the backbone's (same paths, same shapes) and hands Keras a copy of
 the backbone's own file with those values. A file in which no such group exists, or with more left over than a
-classification head, is refused: a bigger model's first layers must not load without a word.
+classification head, is refused: a bigger model's first layers must not load without a word. (The input size a
+.keras model was trained at: tlkit.backbones.weights.pretrained_size_of.)
 
 Keras and h5py only (no TensorFlow).
 """
 from __future__ import annotations
 
-import json
 import zipfile
 from pathlib import Path
 
@@ -45,20 +45,20 @@ def loadable_weights(model, path: Path, workdir: Path) -> tuple[Path, str | None
     model.save_weights(str(reference))
     with h5py.File(reference, "r") as ref_file:
         wanted = _arrays(ref_file)
+    prefix = _backbone_prefix(wanted, found)
+    left_over = len(found) - len(wanted)
+    if prefix is None or left_over > HEAD_ARRAYS_MAX:
+        raise NotTheBackbone(
+            f"the file holds {len(found)} weight arrays, the backbone {len(wanted)}, and "
+            + ("no group of the file has the backbone's layers with their shapes" if prefix is None else
+               f"{left_over} arrays beside the backbone's are more than a classification head "
+               f"(at most {HEAD_ARRAYS_MAX})"))
     with h5py.File(source, "r") as src_file, h5py.File(reference, "r+") as copy:
-        prefix = _backbone_prefix(wanted, found)
-        left_over = len(found) - len(wanted)
-        if prefix is None or left_over > HEAD_ARRAYS_MAX:
-            raise NotTheBackbone(
-                f"the file holds {len(found)} weight arrays, the backbone {len(wanted)}, and "
-                + ("no group of the file has the backbone's layers with their shapes" if prefix is None else
-                   f"{left_over} arrays beside the backbone's are more than a classification head "
-                   f"(at most {HEAD_ARRAYS_MAX})"))
         for name in wanted:
             copy[name][...] = src_file[prefix + name][...]
     where = f"under '{prefix.rstrip('/')}'" if prefix else "at the file's top level"
-    rest = sorted({name.rsplit("/vars/", 1)[0] for name in found if name[len(prefix):] not in wanted
-                   or not name.startswith(prefix)})
+    rest = sorted({name.rsplit("/vars/", 1)[0] for name in found
+                   if not (name.startswith(prefix) and name[len(prefix):] in wanted)})
     return reference, (f"backbone.weights={path}: loaded the backbone's {len(wanted)} weight arrays ({where}); the "
                        f"other {left_over}, the rest of the source model ({', '.join(rest)}), are not used")
 
@@ -96,34 +96,4 @@ def _backbone_prefix(wanted: dict, found: dict) -> str | None:
     for prefix in sorted(prefixes, key=len):
         if all(found.get(prefix + name) == shape for name, shape in wanted.items()):
             return prefix
-    return None
-
-
-def archive_input_size(path: Path) -> int | None:
-    """The square input size of a .keras archive's model (its first InputLayer's batch_shape), if it says one."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            config = json.loads(archive.read("config.json"))
-    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
-        return None
-    shape = _first_batch_shape(config)
-    if shape and len(shape) == 4 and shape[1] and shape[1] == shape[2]:
-        return int(shape[1])
-    return None
-
-
-def _first_batch_shape(node):
-    if isinstance(node, dict):
-        shape = node.get("batch_shape") or node.get("batch_input_shape")
-        if isinstance(shape, list):
-            return shape
-        children = node.values()
-    elif isinstance(node, list):
-        children = node
-    else:
-        return None
-    for child in children:
-        shape = _first_batch_shape(child)
-        if shape is not None:
-            return shape
     return None

@@ -138,7 +138,8 @@ def finetune_steps(num_train: int) -> tuple[int, str]:
     if regime != "small" or num_train <= SMALL_STEPS_IMAGES:
         return base, f"{num_train:,} images ({regime}): {base:,} steps"
     steps = round(base * math.sqrt(num_train / SMALL_STEPS_IMAGES))
-    return steps, f"{num_train:,} images ({regime}): {base} x sqrt({num_train:,} / {SMALL_STEPS_IMAGES}) = {steps:,} steps"
+    return steps, (f"{num_train:,} images ({regime}): {base} x sqrt({num_train:,} / {SMALL_STEPS_IMAGES}) = "
+                   f"{steps:,} steps")
 
 
 def check_auto_config(cfg: TrainConfig) -> None:
@@ -193,14 +194,12 @@ def finetune_lr_scale(facts: DatasetFacts) -> tuple[float, str]:
     return FINETUNE_LR_SCALE, f"{FINETUNE_LR_SCALE:g}"
 
 
-def choose_finetune(facts: DatasetFacts, batch_size: int, steps: int | None = None,
-                    steps_from: str = "auto.finetune_steps") -> tuple[dict, str]:
+def choose_finetune(facts: DatasetFacts, batch_size: int, budget: tuple[int, str] | None = None) -> tuple[dict, str]:
     """Epochs, peak-LR scale and warmup of a stage that trains backbone blocks.
 
-    steps: a step budget other than the rule's (finetune_steps), and `steps_from` where it comes from."""
+    budget: (steps, where they come from) other than the rule's finetune_steps (auto.finetune_steps, far data)."""
     lr_scale, lr_reason = finetune_lr_scale(facts)
-    steps, steps_reason = ((steps, f"{steps:,} steps ({steps_from})") if steps
-                           else finetune_steps(facts.num_train))
+    steps, steps_reason = budget or finetune_steps(facts.num_train)
     per_epoch = max(facts.num_train // batch_size, 1)
     epochs = min(max(math.ceil(steps / per_epoch), FINETUNE_MIN_EPOCHS), FINETUNE_MAX_EPOCHS)
     warmup_steps = max(WARMUP_MIN_STEPS, WARMUP_FRACTION * epochs * per_epoch)
@@ -354,7 +353,9 @@ def _fill_schedule(cfg: TrainConfig, facts: DatasetFacts, batch_size: int, recip
                                              "features (to convergence, L2 C=0.1)"))
             continue
         trains_blocks = stage.train != "head"
-        chosen, reason = (choose_finetune(facts, batch_size, cfg.auto.finetune_steps) if trains_blocks
+        user_steps = cfg.auto.finetune_steps
+        budget = (user_steps, f"{user_steps:,} steps (auto.finetune_steps)") if user_steps else None
+        chosen, reason = (choose_finetune(facts, batch_size, budget) if trains_blocks
                           else choose_head(facts, batch_size))
         if not decided:
             chosen, reason = {k: FIXED[k] for k in chosen}, "fixed values: the recipe is off for the schedule"

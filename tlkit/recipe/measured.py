@@ -69,7 +69,7 @@ def lengthen_for_far_data(cfg: TrainConfig, recipe: AutoRecipe) -> TrainConfig:
     if recipe.regime != "small" or cfg.auto.finetune_steps is not None:
         return cfg
     base, base_reason = finetune_steps(recipe.facts.num_train)
-    steps = base * FAR_STEPS_FACTOR
+    budget = (base * FAR_STEPS_FACTOR, f"{base_reason}, x {FAR_STEPS_FACTOR} = {base * FAR_STEPS_FACTOR:,} steps")
     why = (f"BatchNorm statistics {recipe.bn_shift:.2f} from the weights', re-estimated" if recipe.bn_shift is not None
            else "BatchNorm statistics re-estimated by the interrupted run")
     stages = list(cfg.schedule.stages)
@@ -78,8 +78,7 @@ def lengthen_for_far_data(cfg: TrainConfig, recipe: AutoRecipe) -> TrainConfig:
         key = f"schedule.stages.{index}"
         if stage.train == "head" or f"{key}.epochs" not in sized:
             continue
-        chosen, reason = choose_finetune(recipe.facts, cfg.data.batch_size, steps,
-                                         f"{FAR_STEPS_FACTOR} x the rule's: {base_reason}")
+        chosen, reason = choose_finetune(recipe.facts, cfg.data.batch_size, budget)
         changed = {"epochs": chosen["epochs"]}
         if f"{key}.warmup_epochs" in sized:
             changed["warmup_epochs"] = chosen["warmup_epochs"]
