@@ -277,6 +277,9 @@ class TrainerConfig:
     precision: Precision = Precision.auto
     jit_compile: Optional[bool] = None  # null: XLA on GPU, off on CPU (Keras "auto")
     steps_per_execution: Optional[int] = None  # null: 1 on CPU, up to 32 on an accelerator
+    # TensorFlow on CPU: a convolution's input gradient computed as a forward convolution, 2-12x faster than TensorFlow's
+    # own kernel (tlkit/training/conv_grad.py, BENCHMARKS.md section 9). null: on when TensorFlow trains on CPU.
+    fast_conv_grad: Optional[bool] = None
     feature_cache: FeatureCacheMode = FeatureCacheMode.auto
     feature_cache_views: Optional[int] = None  # null: 1 without augmentation, else min(stage epochs, 4)
     memory_budget_gb: float = 4.0  # the most the image cache and the feature cache may hold in memory

@@ -374,6 +374,7 @@ def run_command(cfg, spec, output, stage: str | None = None, start_lr: float = S
     """
     import tlkit.recipe.auto as auto_recipe
     import tlkit.training.run_setup as run_setup
+    import tlkit.training.runtime as runtime
     from tlkit.errors import ConfigError
 
     check_sweep(start_lr, end_lr, steps, rule)
@@ -384,10 +385,11 @@ def run_command(cfg, spec, output, stage: str | None = None, start_lr: float = S
     if index < 0:
         raise ConfigError("stage", stage, f"a stage of this schedule the optimizer trains: {', '.join(trained)}")
     auto_recipe.log_recipe(recipe)
-    setup = run_setup.build(cfg, spec, recipe, data_scan=data_scan)  # data, model, the probe: as train.py builds them
-    plan = setup.plans(peak_lr=1.0)[index]  # the finder looks for the peak LR: lr is the stage's lr_scale
-    options = {"jit_compile": setup.compile_options["jit_compile"]}
-    result = find_lr(setup.cfg, setup.data, setup.model, setup.freezer, plan, index, options, start_lr, end_lr,
-                     steps, rule)
+    with runtime.conv_gradients(cfg.trainer.fast_conv_grad):
+        setup = run_setup.build(cfg, spec, recipe, data_scan=data_scan)  # data, model, the probe: as train.py builds
+        plan = setup.plans(peak_lr=1.0)[index]  # the finder looks for the peak LR: lr is the stage's lr_scale
+        options = {"jit_compile": setup.compile_options["jit_compile"]}
+        result = find_lr(setup.cfg, setup.data, setup.model, setup.freezer, plan, index, options, start_lr, end_lr,
+                         steps, rule)
     write_outputs(result, output)
     return result

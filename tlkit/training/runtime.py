@@ -83,6 +83,26 @@ def dtype_policy(name: str):
         keras.config.set_dtype_policy(previous)
 
 
+@contextlib.contextmanager
+def conv_gradients(configured: bool | None, device: Device | None = None):
+    """trainer.fast_conv_grad: while inside, TensorFlow computes Conv2D input gradients as forward convolutions
+    (tlkit.training.conv_grad). configured None: only when TensorFlow trains on CPU (`device`, detected if None),
+    where its own kernel for them is the slow part of a training step. Yields whether they are in place."""
+    if keras.backend.backend() != "tensorflow" or configured is False:
+        yield False
+        return
+    if configured is None and (device or detect_device()).kind != "cpu":
+        yield False
+        return
+    from tlkit.training.conv_grad import fast_conv_gradients
+
+    with fast_conv_gradients() as installed:
+        if installed:
+            log.info("Conv2D input gradients computed as forward convolutions (trainer.fast_conv_grad: TensorFlow's "
+                     "own CPU kernel for them is 2-12x slower)")
+        yield installed
+
+
 def enable_op_determinism() -> None:
     """Deterministic TensorFlow kernels (JAX is deterministic on CPU already)."""
     if keras.backend.backend() == "tensorflow":

@@ -22,6 +22,7 @@ import tlkit.training.distribute as distribute
 import tlkit.training.feature_cache as fc
 import tlkit.training.run_setup as run_setup
 import tlkit.training.rundir as rundir
+import tlkit.training.runtime as runtime
 from tlkit.backbones.spec import BackboneSpec
 from tlkit.training.callbacks import BestWeights, EpochLog, RunBest, StageContext
 from tlkit.config.schema import BNPolicy, ClassWeight, Monitor, TrainConfig
@@ -60,11 +61,13 @@ def train(cfg: TrainConfig, run_dir: str | Path | None = None, spec: BackboneSpe
     after_training: the post-training tools (tlkit.cli.runner.after_training(); see AfterTraining).
     """
     started = time.time()
-    run = _set_up(as_train_config(cfg), run_dir, spec, data_scan)
-    if isinstance(run, TrainResult):  # resume= of a run that already finished
-        return run
-    status = _run_stages(run, run.setup.plans(), run.resumed)
-    metrics = _finalize(run, status, after_training, started)
+    cfg = as_train_config(cfg)
+    with runtime.conv_gradients(cfg.trainer.fast_conv_grad):
+        run = _set_up(cfg, run_dir, spec, data_scan)
+        if isinstance(run, TrainResult):  # resume= of a run that already finished
+            return run
+        status = _run_stages(run, run.setup.plans(), run.resumed)
+        metrics = _finalize(run, status, after_training, started)
     return TrainResult(run_dir=run.run_dir, metrics=metrics, model=run.model)
 
 
