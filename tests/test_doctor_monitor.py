@@ -137,6 +137,8 @@ def test_steady_rise_below_the_ceiling_stops_the_stage():
     ([1.0, 0.8, 0.81, 0.7, 0.705, 0.71, 0.6], None),  # noise: never 3 rises in a row
     ([0.0100, 0.0104, 0.0108, 0.0112, 0.0116], 0.02),  # converged: rises of 4% but 0.0004 nats
     ([1.6, 0.9, 0.5, 0.4], None),  # one epoch above 2·log 2 (an early overshoot), then falling
+    # a small set's fine-tune drifting up by chance, 1.16x its lowest (MobileNetV2 glyphs, 30 per class, 5 classes)
+    ([1.09, 0.77, 0.56, 0.59, 0.61, 0.65], 1.76),
     ([9.0, 7.5, 6.0, 4.0], 9.5),  # a head that starts high (random init) and comes down
     ([7.2, 3.3, 1.9, 1.2], 1.0986),  # zero-init head overshooting on large features, halving each epoch
 ])
@@ -148,7 +150,7 @@ def test_diverging_silent_on_noisy_or_recovering_runs(losses, start):
 def test_a_rise_during_the_lr_warmup_does_not_stop_the_stage():
     """A fine-tune's loss rising while its LR warms up (the recipe's stages) is judged only once the warmup is over:
     the same losses stop a stage without a warmup, and a rise that goes on after the warmup still stops it."""
-    warming = [1.15, 1.21, 1.44, 1.58, 1.2, 0.9]  # MobileNetV2 digits, warmup of 3.3 epochs: peak LR at epoch 4
+    warming = [1.15, 1.4, 1.75, 2.1, 1.2, 0.9]  # as MobileNetV2 digits did, warmup of 3.3 epochs: peak LR at epoch 4
     logs = [{"loss": v} for v in warming]
     plain = fed(RuntimeMonitor("finetune", 5, trains_backbone=True), logs, start_loss=1.1)
     assert ids(plain) == ["loss-diverging"] and plain.summary()[0]["epoch"] == 4

@@ -130,6 +130,9 @@ class RunBest:
         self.index: int | None = None
         self.epoch: int | None = None  # 1-based, counted over the run
         self.weights: list | None = None  # None while the model itself holds the best epoch
+        # The best epoch is the stopped first attempt of a stage the recipe retried (tlkit.training.trainer): the
+        # retry, which started over from the stage's start, did not beat it.
+        self.stopped_attempt = False
 
     def offer(self, index: int, record: dict, model: keras.Model, last: bool) -> bool:
         """Take stage `index`'s best epoch (its record) if it beats the run's best so far; True when it does."""
@@ -139,24 +142,34 @@ class RunBest:
             return False
         self.logs, self.stage, self.index, self.epoch = logs, record["name"], index, record.get("best_epoch")
         self.weights = None if last else model.get_weights()
+        self.stopped_attempt = False
         return True
+
+    def keep_stopped_attempt(self, index: int, model: keras.Model) -> None:
+        """Stage `index` was stopped and is about to be retried from its start: if its best epoch (in `model` now)
+        is the run's best, keep a copy, so that the retry competes with it instead of replacing it."""
+        if self.index == index:
+            self.weights = model.get_weights()
+            self.stopped_attempt = True
 
     def restore_into(self, model: keras.Model, last_index: int) -> bool:
         """Put the run's best epoch back into `model` if a stage after it ran (up to stage `last_index`, the last
         one that ran); True when it did."""
-        if self.weights is None or self.index is None or self.index >= last_index:
+        if self.weights is None or self.index is None or (self.index >= last_index and not self.stopped_attempt):
             return False
         model.set_weights(self.weights)
         return True
 
     def to_dict(self) -> dict:
         return {"stage": self.stage, "index": self.index, "epoch": self.epoch, "monitor": self.monitor,
-                **{k: v for k, v in self.logs.items()}}
+                **({"stopped_attempt": True} if self.stopped_attempt else {}), **{k: v for k, v in self.logs.items()}}
 
     def state(self) -> dict:
-        return {"logs": self.logs, "stage": self.stage, "index": self.index, "epoch": self.epoch}
+        return {"logs": self.logs, "stage": self.stage, "index": self.index, "epoch": self.epoch,
+                "stopped_attempt": self.stopped_attempt}
 
     def restore(self, state: dict | None, weights: list | None) -> None:
         if state:
             self.logs, self.stage, self.index, self.epoch = dict(state["logs"]), state["stage"], state["index"], state["epoch"]
+            self.stopped_attempt = bool(state.get("stopped_attempt", False))
         self.weights = list(weights) if weights else None

@@ -88,6 +88,11 @@ def restore_run_best(run: RunState) -> None:
     monitor = run.run_best.monitor
     if run.run_best.restore_into(run.model, last_index=len(run.records) - 1):
         last = run.records[-1].get(monitor)
+        if run.run_best.stopped_attempt:
+            log.warning("the saved model is stage '%s' epoch %s (%s %.4f), from its first attempt, which the runtime "
+                        "monitor stopped: the retry did not beat it (%s %s)", run.run_best.stage, run.run_best.epoch,
+                        monitor, run.run_best.logs[monitor], monitor, "n/a" if last is None else f"{last:.4f}")
+            return
         log.warning("the saved model is stage '%s' epoch %s (%s %.4f), the best of the run: the stages after it "
                     "did not beat it (%s %s in '%s')", run.run_best.stage, run.run_best.epoch, monitor,
                     run.run_best.logs[monitor], monitor, "n/a" if last is None else f"{last:.4f}",
