@@ -2,8 +2,9 @@
 
 TensorFlow's CPU kernel for a convolution's input gradient (Conv2DBackpropInput) is many times slower than the
 forward convolution that computes the same numbers: on this project's 2-core machine 12x on ResNet-50's 1x1 maps
-(512 channels, 3x3 kernel: 108 ms against 9 ms), 2.5x on its 7x7 maps at 224 px. Training a ResNet-50 at 32 px spends
-most of each step there (BENCHMARKS.md section 9). The input gradient of a convolution is itself a convolution: of
+(512 channels, 3x3 kernel: 108 ms against 9 ms), 2.5x on its 7x7 maps at 224 px (there the whole layer, forward and
+both gradients, gains only 1.2x). Training a ResNet-50 at 32 px spends most of each step there: 919 ms a step
+against 270 ms (BENCHMARKS.md section 9). The input gradient of a convolution is itself a convolution: of
 the output gradient, spread out by the stride and padded, with the kernel mirrored in space and its channel axes
 swapped. `fast_conv_gradients` computes it so while a run trains on CPU; the kernel's gradient stays TensorFlow's.
 
