@@ -11,20 +11,18 @@ from tlkit.training.conv_grad import fast_conv_gradients  # noqa: E402
 from tlkit.training.runtime import Device, conv_gradients  # noqa: E402
 
 
-def _gradients(images, kernel, strides, padding):
+def _tensor_gradients(images, kernel, strides, padding):
+    """d loss / d (images, kernel) as tensors: runs eagerly, or inside tf.function."""
     with tf.GradientTape() as tape:
         tape.watch([images, kernel])
         out = tf.nn.conv2d(images, kernel, strides, padding)
         loss = tf.reduce_sum(out * tf.sin(out))  # a gradient that differs from position to position
-    return [g.numpy() for g in tape.gradient(loss, [images, kernel])]
-
-
-def _graph_gradients(images, kernel, strides, padding):
-    with tf.GradientTape() as tape:
-        tape.watch([images, kernel])
-        out = tf.nn.conv2d(images, kernel, strides, padding)
-        loss = tf.reduce_sum(out * tf.sin(out))
     return tape.gradient(loss, [images, kernel])
+
+
+def _gradients(images, kernel, strides, padding, traced=False):
+    compute = tf.function(_tensor_gradients, reduce_retracing=True) if traced else _tensor_gradients
+    return [g.numpy() for g in compute(images, kernel, strides, padding)]
 
 
 CASES = [(size, k, stride, padding)
@@ -41,7 +39,7 @@ def test_input_and_kernel_gradients_match_tensorflows(size, k, stride, padding):
     with fast_conv_gradients() as installed:
         assert installed
         eager = _gradients(images, kernel, stride, padding)
-        traced = [g.numpy() for g in tf.function(_graph_gradients, reduce_retracing=True)(images, kernel, stride, padding)]
+        traced = _gradients(images, kernel, stride, padding, traced=True)
     for got in (eager, traced):
         for want, have in zip(expected, got):
             np.testing.assert_allclose(have, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
